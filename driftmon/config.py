@@ -1,0 +1,530 @@
+"""The configuration file: pydantic models of SPEC.md section 7, and their loading.
+
+Loading has no side effects: it reads YAML, interpolates ``${ENV_VAR}``, applies
+the ``DRIFTMON_DATABASE_URL`` override, validates, and fills every monitor's
+unset settings from ``defaults``. Unknown keys are errors (``extra="forbid"``),
+and every error names the key path it concerns (``monitors[1].features[0].bins``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from driftmon.errors import ConfigError
+
+DATABASE_URL_ENV = "DRIFTMON_DATABASE_URL"
+CONFIG_PATH_ENV = "DRIFTMON_CONFIG"
+DEFAULT_CONFIG_PATH = "config.yaml"
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+_DURATION_UNITS = {
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"5m"`` → 5 minutes; plain numbers are seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 30s, 5m, 1h or 7d, got {value!r}")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"expected a duration like 30s, 5m, 1h or 7d, got {value!r}")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact spelling of a duration, as the config file writes it."""
+    seconds = value.total_seconds()
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _DURATION_UNITS[unit].total_seconds()
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(value / _DURATION_UNITS['ms'])}ms"
+
+
+def _as_utc(value: datetime) -> datetime:
+    # Naive timestamps are UTC by the spec's rule, so nothing depends on the host's zone.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[Duration, Field(gt=timedelta(0))]
+NonNegativeDuration = Annotated[Duration, Field(ge=timedelta(0))]
+Statistic = Literal["kl", "psi", "js"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Model):
+    url: str = "sqlite:///driftmon.db"
+
+
+class ComputeConfig(_Model):
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")] = "auto"
+    dtype: Literal["float64", "float32"] = "float64"
+    threads: Annotated[int, Field(ge=1, le=256)] = 1
+
+
+class ServerConfig(_Model):
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=1, le=65535)] = 9847
+    shutdown_grace: NonNegativeDuration = timedelta(seconds=30)
+
+
+class Schedule(_Model):
+    """Exactly one of an interval (``every``) or a crontab line (``cron``), in UTC."""
+
+    every: PositiveDuration | None = None
+    cron: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Schedule:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("give exactly one of 'every' or 'cron'")
+        return self
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_crontab(cls, value: str | None) -> str | None:
+        if value is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(value, timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(f"invalid crontab expression {value!r}: {exc}") from exc
+        return value
+
+
+class Window(_Model):
+    size: PositiveDuration = timedelta(hours=1)
+
+
+class RollingReference(_Model):
+    kind: Literal["rolling"] = "rolling"
+    size: PositiveDuration = timedelta(days=7)
+    offset: NonNegativeDuration = timedelta(0)
+    refresh: PositiveDuration = timedelta(days=1)
+
+
+class FixedReference(_Model):
+    kind: Literal["fixed"]
+    start: datetime
+    end: datetime
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return _as_utc(value)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FixedReference:
+        if self.start >= self.end:
+            raise ValueError("reference 'start' must be before 'end'")
+        return self
+
+
+Reference = Annotated[RollingReference | FixedReference, Field(discriminator="kind")]
+
+
+class PseudocountSmoothing(_Model):
+    method: Literal["pseudocount"] = "pseudocount"
+    alpha: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.5
+
+
+class EpsilonSmoothing(_Model):
+    method: Literal["epsilon"]
+    epsilon: Annotated[float, Field(gt=0, lt=1)] = 1e-4
+
+
+Smoothing = Annotated[PseudocountSmoothing | EpsilonSmoothing, Field(discriminator="method")]
+
+_Threshold = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Thresholds(_Model):
+    """Effective alert thresholds: ``warning ≤ value < critical`` is a warning."""
+
+    statistic: Statistic = "kl"
+    warning: _Threshold = 0.1
+    critical: _Threshold = 0.25
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if self.warning > self.critical:
+            raise ValueError(
+                f"warning ({self.warning}) must not exceed critical ({self.critical})"
+            )
+        return self
+
+
+class ThresholdOverride(_Model):
+    warning: _Threshold | None = None
+    critical: _Threshold | None = None
+
+
+class MonitorThresholds(ThresholdOverride):
+    statistic: Statistic | None = None
+    per_feature: dict[str, ThresholdOverride] = {}
+
+
+class Defaults(_Model):
+    schedule: Schedule = Schedule(every=timedelta(minutes=5))
+    window: Window = Window()
+    reference: Reference = RollingReference()
+    smoothing: Smoothing = PseudocountSmoothing()
+    kl_direction: Literal["reference_current", "current_reference"] = "reference_current"
+    thresholds: Thresholds = Thresholds()
+    min_samples: Annotated[int, Field(ge=1)] = 100
+
+
+class Feature(_Model):
+    column: Annotated[str, Field(min_length=1)]
+    type: Literal["numeric", "categorical"] = "numeric"
+    role: Literal["feature", "prediction"] = "feature"
+    bins: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    binning: Literal["quantile", "uniform", "explicit"] | None = None
+    range: tuple[float, float] | None = None
+    edges: list[float] | None = None
+    top_k: Annotated[int, Field(ge=1, le=10_000)] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Feature:
+        if self.type == "categorical":
+            numeric_keys = ("bins", "binning", "range", "edges")
+            used = [key for key in numeric_keys if getattr(self, key) is not None]
+            if used:
+                raise ValueError(f"{', '.join(used)} apply to numeric columns only")
+            return self
+        if self.top_k is not None:
+            raise ValueError("top_k applies to categorical columns only")
+        self._check_numeric_binning()
+        return self
+
+    def _check_numeric_binning(self) -> None:
+        binning = self.effective_binning
+        if binning == "explicit":
+            if not self.edges:
+                raise ValueError("binning 'explicit' needs 'edges'")
+            if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+                raise ValueError("edges must be strictly increasing")
+            if any(e != e or e in (float("inf"), float("-inf")) for e in self.edges):
+                raise ValueError("edges must be finite numbers")
+            if self.bins is not None and self.bins != len(self.edges) + 1:
+                raise ValueError(f"{len(self.edges)} edges make {len(self.edges) + 1} bins")
+        elif self.edges is not None:
+            raise ValueError("edges apply to binning 'explicit' only")
+        if self.range is not None:
+            if binning != "uniform":
+                raise ValueError("range applies to binning 'uniform' only")
+            low, high = self.range
+            if not low < high:
+                raise ValueError(f"range [{low}, {high}] must have low < high")
+
+    @property
+    def effective_binning(self) -> str:
+        if self.binning is not None:
+            return self.binning
+        return "explicit" if self.edges is not None else "quantile"
+
+    @property
+    def effective_bins(self) -> int:
+        if self.effective_binning == "explicit":
+            return len(self.edges or []) + 1
+        return self.bins if self.bins is not None else 10
+
+    @property
+    def effective_top_k(self) -> int:
+        return self.top_k if self.top_k is not None else 20
+
+
+def _scalar_filter(value: Any) -> Any:
+    if value is None or not isinstance(value, str | int | float | bool):
+        raise ValueError("must be a single string, number or boolean (equality filters only)")
+    return value
+
+
+_Filter = Annotated[Any, AfterValidator(_scalar_filter)]
+
+
+class _Source(_Model):
+    url: str | None = None
+    table: Annotated[str, Field(min_length=1)]
+    schema_: Annotated[str | None, Field(alias="schema")] = None
+    timestamp_column: Annotated[str, Field(min_length=1)]
+    where: dict[str, _Filter] = {}
+    timeout: PositiveDuration | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class EventsSource(_Source):
+    kind: Literal["events"]
+
+
+class HistogramsSource(_Source):
+    kind: Literal["histograms"]
+    feature_column: str = "feature"
+    bin_column: str = "bin"
+    count_column: str = "count"
+    role_column: str | None = None
+
+
+Source = Annotated[EventsSource | HistogramsSource, Field(discriminator="kind")]
+
+
+class Monitor(_Model):
+    """One monitor as written; ``None`` means "inherit from defaults"."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$")]
+    source: Source
+    features: list[Feature] = []
+    schedule: Schedule | None = None
+    window: Window | None = None
+    reference: Reference | None = None
+    smoothing: Smoothing | None = None
+    kl_direction: Literal["reference_current", "current_reference"] | None = None
+    thresholds: MonitorThresholds | None = None
+    min_samples: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _columns(self) -> Monitor:
+        columns = [feature.column for feature in self.features]
+        duplicates = sorted({c for c in columns if columns.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"column(s) listed twice in features: {', '.join(duplicates)}")
+        if self.source.kind == "events" and not self.features:
+            raise ValueError("an events monitor needs at least one entry in 'features'")
+        unknown = sorted(set((self.thresholds.per_feature if self.thresholds else {})) - set(columns))
+        if unknown and self.source.kind == "events":
+            raise ValueError(
+                f"thresholds.per_feature names column(s) not in features: {', '.join(unknown)}"
+            )
+        return self
+
+
+class MonitorSettings(_Model):
+    """A monitor with every inherited setting resolved: what the pipeline runs."""
+
+    name: str
+    source: EventsSource | HistogramsSource
+    features: list[Feature]
+    schedule: Schedule
+    window: Window
+    reference: RollingReference | FixedReference
+    smoothing: PseudocountSmoothing | EpsilonSmoothing
+    kl_direction: Literal["reference_current", "current_reference"]
+    thresholds: Thresholds
+    per_feature: dict[str, Thresholds]
+    min_samples: int
+
+    def thresholds_for(self, column: str) -> Thresholds:
+        return self.per_feature.get(column, self.thresholds)
+
+
+class Config(_Model):
+    database: DatabaseConfig = DatabaseConfig()
+    compute: ComputeConfig = ComputeConfig()
+    server: ServerConfig = ServerConfig()
+    defaults: Defaults = Defaults()
+    monitors: list[Monitor] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        names = [monitor.name for monitor in self.monitors]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"monitor name(s) used twice: {', '.join(duplicates)}")
+        return self
+
+    def resolved_monitors(self) -> list[MonitorSettings]:
+        """Every monitor with its unset settings filled from ``defaults``."""
+        return [resolve_monitor(monitor, self.defaults) for monitor in self.monitors]
+
+    def source_url(self, source: EventsSource | HistogramsSource) -> str:
+        return source.url or self.database.url
+
+
+def resolve_monitor(monitor: Monitor, defaults: Defaults) -> MonitorSettings:
+    thresholds = _merge_thresholds(defaults.thresholds, monitor.thresholds)
+    overrides = monitor.thresholds.per_feature if monitor.thresholds else {}
+    return MonitorSettings(
+        name=monitor.name,
+        source=monitor.source,
+        features=monitor.features,
+        schedule=monitor.schedule or defaults.schedule,
+        window=monitor.window or defaults.window,
+        reference=monitor.reference or defaults.reference,
+        smoothing=monitor.smoothing or defaults.smoothing,
+        kl_direction=monitor.kl_direction or defaults.kl_direction,
+        thresholds=thresholds,
+        per_feature={c: _merge_thresholds(thresholds, o) for c, o in overrides.items()},
+        min_samples=monitor.min_samples or defaults.min_samples,
+    )
+
+
+def _merge_thresholds(base: Thresholds, override: ThresholdOverride | None) -> Thresholds:
+    if override is None:
+        return base
+    changes = override.model_dump(include={"statistic", "warning", "critical"}, exclude_none=True)
+    return Thresholds(**{**base.model_dump(), **changes})
+
+
+# --- loading -------------------------------------------------------------------
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def format_key_path(location: tuple[str | int, ...]) -> str:
+    """``("monitors", 1, "features", 0, "bins")`` → ``monitors[1].features[0].bins``."""
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def interpolate_env(node: Any, environ: dict[str, str], location: tuple = ()) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of the YAML tree."""
+    if isinstance(node, dict):
+        return {k: interpolate_env(v, environ, (*location, k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate_env(v, environ, (*location, i)) for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{format_key_path(location)}: environment variable {name} is not set"
+        )
+
+    return _ENV_REFERENCE.sub(substitute, node)
+
+
+def parse_config(raw: Any, environ: dict[str, str] | None = None) -> Config:
+    """Validate an already-parsed YAML document; raises ConfigError naming key paths."""
+    environ = dict(os.environ) if environ is None else environ
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("(top level): the configuration must be a mapping of keys")
+    raw = interpolate_env(raw, environ)
+    if environ.get(DATABASE_URL_ENV):
+        raw = {**raw, "database": {**(raw.get("database") or {}), "url": environ[DATABASE_URL_ENV]}}
+    problems: list[str] = []
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems, config = _describe_errors(exc), None
+    problems += _inherited_threshold_problems(raw)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _inherited_threshold_problems(raw: dict) -> list[str]:
+    """warning ≤ critical must also hold once a monitor's overrides meet the defaults.
+
+    Works on the raw document so that it is reported alongside any other error;
+    parts that fail their own validation are already reported and skipped here.
+    """
+    try:
+        defaults = Thresholds.model_validate((raw.get("defaults") or {}).get("thresholds") or {})
+    except (ValidationError, AttributeError):
+        return []
+    monitors = raw.get("monitors")
+    problems = []
+    for index, monitor in enumerate(monitors if isinstance(monitors, list) else []):
+        path = f"monitors[{index}].thresholds"
+        try:
+            written = MonitorThresholds.model_validate(monitor.get("thresholds") or {})
+        except (ValidationError, AttributeError):
+            continue
+        try:
+            thresholds = _merge_thresholds(defaults, written)
+        except ValidationError as exc:
+            problems.append(f"{path}: {_first_message(exc)}")
+            continue
+        for column, override in written.per_feature.items():
+            try:
+                _merge_thresholds(thresholds, override)
+            except ValidationError as exc:
+                problems.append(f"{path}.per_feature.{column}: {_first_message(exc)}")
+    return problems
+
+
+def _first_message(exc: ValidationError) -> str:
+    return exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+
+
+def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Read and validate the config file (``--config``, else ``$DRIFTMON_CONFIG``, else ``config.yaml``)."""
+    environ = dict(os.environ) if environ is None else environ
+    path = Path(path or environ.get(CONFIG_PATH_ENV) or DEFAULT_CONFIG_PATH)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    return parse_config(raw, environ)
+
+
+def _describe_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        location = _strip_union_tags(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling)"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        problems.append(f"{format_key_path(location)}: {message}")
+    return problems
+
+
+_UNION_TAGS = {"events", "histograms", "rolling", "fixed", "pseudocount", "epsilon"}
+_UNION_PARENTS = {"source", "reference", "smoothing"}
+
+
+def _strip_union_tags(location: tuple) -> tuple:
+    # pydantic puts the discriminator's value into the location of tagged-union
+    # errors (source.events.table); the user wrote source.table.
+    return tuple(
+        part
+        for index, part in enumerate(location)
+        if not (part in _UNION_TAGS and index and location[index - 1] in _UNION_PARENTS)
+    )

@@ -1,0 +1,62 @@
+"""Structured logging: one line per event, JSON in containers, key=value on a terminal.
+
+Every log call names a stable event (``extra={"event": "run.finished", ...}``);
+the other ``extra`` fields become the line's fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+
+LOG_FORMAT_ENV = "DRIFTMON_LOG_FORMAT"
+LOG_LEVEL_ENV = "DRIFTMON_LOG_LEVEL"
+
+# Attributes every LogRecord has; anything else came from ``extra``.
+_STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def _fields(record: logging.LogRecord) -> dict:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRIBUTES}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **_fields(record),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        time = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
+        extras = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        line = f"{time} {record.levelname:<7} {record.getMessage()}"
+        line = f"{line}  {extras}" if extras else line
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(stream=None) -> None:
+    """JSON when ``DRIFTMON_LOG_FORMAT=json`` or when stderr is not a terminal."""
+    stream = stream or sys.stderr
+    wanted = os.environ.get(LOG_FORMAT_ENV, "").lower()
+    use_json = wanted == "json" or (wanted != "text" and not stream.isatty())
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get(LOG_LEVEL_ENV, "INFO").upper())
+    # Alembic narrates every connection; driftmon logs the outcome itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

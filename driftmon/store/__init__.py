@@ -1,0 +1,1 @@
+"""The results database: SQLAlchemy models, migrations and the one repository."""

@@ -1,0 +1,154 @@
+"""Tables of the results database (SPEC.md section 4).
+
+Alembic's autogenerate reads ``metadata``; the migrations in ``migrations/`` must
+equal these models (a test runs ``alembic check`` on SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names, so that migrations can alter them on every dialect.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every dialect.
+
+    SQLite has no time zones: values are stored as naive UTC and come back
+    tagged as UTC, so comparisons never mix naive and aware datetimes.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Run(Base):
+    """One run of one monitor for one current window."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    monitor: Mapped[str] = mapped_column(String(200))
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    reference_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reference_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+    columns: Mapped[int | None] = mapped_column(Integer)
+    rows_scanned: Mapped[int | None] = mapped_column(BigInteger)
+    duration_seconds: Mapped[float | None] = mapped_column(Double)
+
+    __table_args__ = (Index("ix_runs_monitor_window_end", "monitor", "window_end"),)
+
+
+class Result(Base):
+    """The statistics of one column of one monitor for one current window."""
+
+    __tablename__ = "results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    monitor: Mapped[str] = mapped_column(String(200))
+    column: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    reference_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    reference_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    samples_current: Mapped[float] = mapped_column(Double)
+    samples_reference: Mapped[float] = mapped_column(Double)
+    missing_current: Mapped[float] = mapped_column(Double)
+    missing_ratio: Mapped[float | None] = mapped_column(Double)
+    kl: Mapped[float | None] = mapped_column(Double)
+    psi: Mapped[float | None] = mapped_column(Double)
+    js: Mapped[float | None] = mapped_column(Double)
+    statistic: Mapped[str] = mapped_column(String(10))
+    threshold_warning: Mapped[float] = mapped_column(Double)
+    threshold_critical: Mapped[float] = mapped_column(Double)
+    status: Mapped[str] = mapped_column(String(20))
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("monitor", "column", "window_end"),
+        Index("ix_results_monitor_window_end", "monitor", "window_end"),
+    )
+
+
+class ReferenceProfile(Base):
+    """Bin edges, categories and counts of one column over one reference range.
+
+    ``config_hash`` fingerprints the column's binning settings: a changed config
+    gives a new profile instead of reusing edges cut for the old one.
+    """
+
+    __tablename__ = "reference_profiles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    monitor: Mapped[str] = mapped_column(String(200))
+    column: Mapped[str] = mapped_column(String(200))
+    reference_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    reference_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(20))
+    edges: Mapped[list | None] = mapped_column(JSON)
+    labels: Mapped[list] = mapped_column(JSON)
+    counts: Mapped[list] = mapped_column(JSON)
+    total: Mapped[float] = mapped_column(Double)
+    missing: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # Named by hand: the convention's name would pass PostgreSQL's 63-byte limit.
+        UniqueConstraint(
+            "monitor",
+            "column",
+            "reference_start",
+            "reference_end",
+            "config_hash",
+            name="uq_reference_profiles_range",
+        ),
+    )

@@ -1,0 +1,136 @@
+"""The real ``driftmon`` command as a subprocess: exit codes, messages, secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import inspect
+
+from driftmon.store import migrate
+from driftmon.store.database import create_db_engine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def driftmon(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTMON_")}
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "driftmon", *args],
+        cwd=cwd or ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def write_config(tmp_path: Path, config: dict) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def shipped_config() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def test_version():
+    result = driftmon("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("driftmon 0.1.0 (torch 2.13.0")
+
+
+@pytest.mark.parametrize("command", [[], ["check-config"], ["db"], ["db", "upgrade"]])
+def test_help_on_every_command(command):
+    result = driftmon(*command, "--help")
+    assert result.returncode == 0
+    assert "Usage: driftmon" in result.stdout
+
+
+def test_shipped_config_checks_clean():
+    result = driftmon("check-config", "--config", "config.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "configuration is valid" in result.stdout
+
+
+def test_bad_config_exits_2_naming_every_culprit(tmp_path):
+    config = shipped_config()
+    monitor = config["monitors"][0]
+    monitor["features"][0]["bins"] = -4
+    monitor["features"][1]["topk"] = 5
+    monitor["thresholds"] = {"warning": 0.9, "critical": 0.25}
+    config["monitors"].append({**monitor, "name": "second", "source": {**monitor["source"], "kind": "parquet"}})
+    result = driftmon("check-config", "--config", str(write_config(tmp_path, config)))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    for path in (
+        "monitors[0].features[0].bins:",
+        "monitors[0].features[1].topk: unknown key",
+        "monitors[0].thresholds: warning (0.9) must not exceed critical (0.25)",
+        "monitors[1].source:",
+    ):
+        assert path in result.stderr, result.stderr
+
+
+def test_unknown_option_is_usage_error():
+    assert driftmon("check-config", "--no-such-flag").returncode == 2
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = driftmon("check-config", "--config", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 2
+    assert "cannot read config file" in result.stderr
+
+
+def test_config_path_from_environment(tmp_path):
+    path = write_config(tmp_path, {"server": {"port": 9100}})
+    result = driftmon("check-config", env={"DRIFTMON_CONFIG": str(path)})
+    assert result.returncode == 0
+    assert ":9100" in result.stdout
+
+
+def test_password_never_printed(tmp_path):
+    config = shipped_config()
+    config["database"]["url"] = "postgresql://driftmon:hunter2-secret@127.0.0.1:1/results"
+    config["monitors"][0]["source"]["url"] = "${SOURCE_DATABASE_URL}"
+    path = write_config(tmp_path, config)
+    env = {"SOURCE_DATABASE_URL": "postgresql://reader:src-pass-42@127.0.0.1:1/src"}
+
+    checked = driftmon("check-config", "--config", str(path), env=env)
+    assert checked.returncode == 0
+    assert "driftmon:***@127.0.0.1" in checked.stdout
+
+    failed = driftmon("db", "upgrade", "--config", str(path), env=env)  # port 1: refused
+    assert failed.returncode == 3
+    assert "driftmon:***@127.0.0.1" in failed.stderr
+    for output in (checked.stdout + checked.stderr, failed.stdout + failed.stderr):
+        assert "hunter2-secret" not in output and "src-pass-42" not in output
+
+
+def test_db_upgrade_creates_schema_and_is_idempotent(empty_db_url, tmp_path):
+    path = write_config(tmp_path, {"database": {"url": empty_db_url}})
+    first = driftmon("db", "upgrade", "--config", str(path))
+    assert first.returncode == 0, first.stderr
+    second = driftmon("db", "upgrade", "--config", str(path))
+    assert second.returncode == 0, second.stderr
+    assert "(head)" in second.stdout
+    engine = create_db_engine(empty_db_url)
+    try:
+        assert {"runs", "results", "reference_profiles"} <= set(inspect(engine).get_table_names())
+        assert migrate.is_at_head(engine)
+    finally:
+        engine.dispose()
+
+
+def test_database_url_from_environment(tmp_path):
+    url = f"sqlite:///{tmp_path / 'from-env.db'}"
+    result = driftmon("db", "upgrade", "--config", str(write_config(tmp_path, {})),
+                      env={"DRIFTMON_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "from-env.db").exists()
