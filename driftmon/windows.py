@@ -1,0 +1,123 @@
+"""Time windows (SPEC.md section 2): pure functions, no I/O, UTC throughout.
+
+Every window is half-open, [start, end). The current window ends at the most
+recent schedule tick, so it is the latest COMPLETE interval; backfill walks the
+same ticks through history, so a backfilled window equals the one the daemon
+would have computed live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from driftmon.config import FixedReference, RollingReference, Schedule
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A cron line fires at least once a year, or not at all (e.g. February 30th).
+_LONGEST_CRON_GAP = timedelta(days=366 * 4 + 1)
+
+
+@dataclass(frozen=True, order=True)
+class TimeRange:
+    """A half-open interval [start, end) of UTC time."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("TimeRange needs timezone-aware datetimes")
+        if self.start >= self.end:
+            raise ValueError(f"empty time range [{self.start}, {self.end})")
+
+    def __str__(self) -> str:
+        return f"[{self.start.isoformat()}, {self.end.isoformat()})"
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Naive datetimes are UTC (the spec's rule); aware ones are converted."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def align_down(moment: datetime, step: timedelta) -> datetime:
+    """The latest multiple of ``step`` since the Unix epoch at or before ``moment``."""
+    return EPOCH + ((as_utc(moment) - EPOCH) // step) * step
+
+
+def latest_tick(schedule: Schedule, now: datetime) -> datetime:
+    """The most recent time at or before ``now`` at which the schedule fires."""
+    now = as_utc(now)
+    if schedule.every is not None:
+        return align_down(now, schedule.every)
+    return _latest_cron_tick(schedule.cron, now)
+
+
+def ticks(schedule: Schedule, start: datetime, end: datetime) -> Iterator[datetime]:
+    """Every schedule tick in [start, end], in time order."""
+    start, end = as_utc(start), as_utc(end)
+    if schedule.every is not None:
+        tick = align_down(start, schedule.every)
+        tick = tick if tick >= start else tick + schedule.every
+        while tick <= end:
+            yield tick
+            tick += schedule.every
+        return
+    trigger = _cron_trigger(schedule.cron)
+    tick = trigger.get_next_fire_time(None, start)
+    while tick is not None and tick <= end:
+        yield tick.astimezone(UTC)
+        tick = trigger.get_next_fire_time(tick, tick + timedelta(microseconds=1))
+
+
+def current_window(schedule: Schedule, size: timedelta, now: datetime) -> TimeRange:
+    """The latest complete window of ``size`` ending at a schedule tick."""
+    end = latest_tick(schedule, now)
+    return TimeRange(end - size, end)
+
+
+def backfill_windows(
+    schedule: Schedule, size: timedelta, start: datetime, end: datetime
+) -> list[TimeRange]:
+    """Every window [tick - size, tick) lying inside [start, end], oldest first."""
+    start = as_utc(start)
+    return [TimeRange(tick - size, tick) for tick in ticks(schedule, start + size, end)]
+
+
+def reference_range(
+    reference: RollingReference | FixedReference, current: TimeRange
+) -> TimeRange:
+    """The reference window for a current window.
+
+    A rolling reference ends ``offset`` before the current window, aligned down
+    to ``refresh``: its range, and so its stored profile, changes at most once
+    per refresh period rather than every cycle.
+    """
+    if isinstance(reference, FixedReference):
+        return TimeRange(as_utc(reference.start), as_utc(reference.end))
+    end = align_down(current.start - reference.offset, reference.refresh)
+    return TimeRange(end - reference.size, end)
+
+
+def _cron_trigger(expression: str):
+    from apscheduler.triggers.cron import CronTrigger
+
+    return CronTrigger.from_crontab(expression, timezone=UTC)
+
+
+def _latest_cron_tick(expression: str, now: datetime) -> datetime:
+    # APScheduler only looks forward: search back with a doubling look-back,
+    # then walk forward to the last fire time that is not after `now`.
+    trigger = _cron_trigger(expression)
+    lookback = timedelta(minutes=1)
+    while lookback <= _LONGEST_CRON_GAP:
+        tick = trigger.get_next_fire_time(None, now - lookback)
+        if tick is not None and tick <= now:
+            while True:
+                following = trigger.get_next_fire_time(tick, tick + timedelta(microseconds=1))
+                if following is None or following > now:
+                    return tick.astimezone(UTC)
+                tick = following
+        lookback *= 2
+    raise ValueError(f"cron schedule {expression!r} never fired in the last four years")
