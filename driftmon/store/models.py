@@ -133,12 +133,16 @@ class ReferenceProfile(Base):
     reference_start: Mapped[datetime] = mapped_column(UTCDateTime)
     reference_end: Mapped[datetime] = mapped_column(UTCDateTime)
     config_hash: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(20))
     kind: Mapped[str] = mapped_column(String(20))
-    edges: Mapped[list | None] = mapped_column(JSON)
+    edges: Mapped[list] = mapped_column(JSON)
+    categories: Mapped[list] = mapped_column(JSON)
     labels: Mapped[list] = mapped_column(JSON)
     counts: Mapped[list] = mapped_column(JSON)
-    total: Mapped[float] = mapped_column(Double)
+    other: Mapped[float] = mapped_column(Double)
     missing: Mapped[float] = mapped_column(Double)
+    total: Mapped[float] = mapped_column(Double)
+    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (

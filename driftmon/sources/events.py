@@ -1,0 +1,315 @@
+"""Events sources: one row per observation, binned inside the database.
+
+Only bin counts cross the wire. Every watched column becomes an integer bin
+code in SQL (value bins 0…B−1, ``OTHER_CODE``, ``MISSING_CODE``), and one
+statement counts the codes of all columns of a window: on PostgreSQL a single
+scan that unpivots the codes with a LATERAL VALUES list, elsewhere a UNION ALL
+of one GROUP BY per column (SQLite has no LATERAL).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects import postgresql
+
+from driftmon.config import Feature, MonitorSettings
+from driftmon.sources import binning
+from driftmon.sources.alignment import align
+from driftmon.sources.profile import ColumnCounts, ColumnProfile, ReferenceProfile, WindowCounts
+from driftmon.sources.sql import (
+    equality_filters,
+    in_range,
+    reflect_columns,
+    require_columns,
+    source_errors,
+    source_table,
+    statement_timeout,
+)
+from driftmon.windows import TimeRange
+
+OTHER_CODE = -1
+MISSING_CODE = -2
+_LARGEST_FLOAT = sys.float_info.max
+
+
+class EventsSource:
+    """Bin counts of a monitor's columns from an inference-log table."""
+
+    def __init__(self, monitor: MonitorSettings, engine: Engine):
+        self.monitor = monitor
+        self.engine = engine
+        self.source = monitor.source
+        self.features = monitor.features
+        names = [self.source.timestamp_column, *self.source.where, *(f.column for f in self.features)]
+        self.table = source_table(self.source.table, self.source.schema_, names)
+        self._column_types: dict | None = None
+        self.statements = 0  # executed so far; tests and logs read it
+
+    @property
+    def identity(self) -> dict:
+        """What, besides a column's own settings, shapes its profile."""
+        return {
+            "table": self.source.table,
+            "schema": self.source.schema_,
+            "timestamp": self.source.timestamp_column,
+            "where": self.source.where,
+        }
+
+    def expected_hash(self, column: str) -> str:
+        feature = next((f for f in self.features if f.column == column), None)
+        return binning.config_hash(feature, self.identity) if feature else ""
+
+    def fits(self, stored: ReferenceProfile) -> bool:
+        """Whether a stored profile still describes every configured column."""
+        hashes = {c.column: c.config_hash for c in stored.columns}
+        return all(hashes.get(f.column) == self.expected_hash(f.column) for f in self.features)
+
+    # --- the interface -----------------------------------------------------
+
+    def profile(self, reference: TimeRange) -> ReferenceProfile:
+        """Cut the reference's bins and count it: edges, categories, counts."""
+        with self._reading(f"reference {reference}") as connection:
+            cuts = self._cuts(connection, reference)
+            categories = self._categories(connection, reference)
+            counts, _ = self._count(connection, reference, cuts, categories)
+        return ReferenceProfile(
+            range=reference,
+            columns=tuple(self._column_profile(f, cuts, categories, counts) for f in self.features),
+        )
+
+    def counts(self, profile: ReferenceProfile, window: TimeRange) -> WindowCounts:
+        """The window's counts in the profile's bins, aligned with the reference."""
+        cuts = {c.column: list(c.edges) for c in profile.columns if c.kind == "numeric"}
+        categories = {c.column: list(c.categories) for c in profile.columns if c.kind == "categorical"}
+        with self._reading(f"window {window}") as connection:
+            counts, rows = self._count(connection, window, cuts, categories)
+        return align(profile, counts, window, rows_scanned=rows)
+
+    # --- reading ------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[Connection]:
+        label = f"monitor {self.monitor.name!r}, table {self.source.table!r}, {what}"
+        with source_errors(label), self.engine.connect() as connection:
+            with statement_timeout(connection, self.source.timeout):
+                self._check_columns(connection)
+                yield connection
+            connection.rollback()
+
+    def _check_columns(self, connection: Connection) -> None:
+        if self._column_types is None:
+            types = reflect_columns(connection, self.source.table, self.source.schema_)
+            wanted = [self.source.timestamp_column, *self.source.where, *(f.column for f in self.features)]
+            require_columns(types, wanted, self.source.table, self.source.schema_)
+            self._column_types = types
+
+    def _execute(self, connection: Connection, statement) -> list:
+        self.statements += 1
+        return connection.execute(statement).all()
+
+    def _in_window(self, window: TimeRange) -> list[sa.ColumnElement]:
+        timestamp = self.table.c[self.source.timestamp_column]
+        return [in_range(self.engine.dialect.name, timestamp, window),
+                *equality_filters(self.table, self.source.where)]
+
+    # --- numeric cut points -----------------------------------------------
+
+    def _cuts(self, connection: Connection, reference: TimeRange) -> dict[str, list[float]]:
+        cuts: dict[str, list[float]] = {}
+        quantile = [f for f in self._numeric() if f.effective_binning == "quantile"]
+        spans = [f for f in self._numeric() if f.effective_binning == "uniform" and f.range is None]
+        for feature in self._numeric():
+            if feature.effective_binning == "explicit":
+                cuts[feature.column] = list(feature.edges or [])
+            elif feature.effective_binning == "uniform" and feature.range is not None:
+                cuts[feature.column] = binning.uniform_cuts(*feature.range, feature.effective_bins)
+        if spans:
+            cuts.update(self._uniform_from_span(connection, reference, spans))
+        if quantile and connection.dialect.name == "postgresql":
+            cuts.update(self._quantiles_postgresql(connection, reference, quantile))
+        else:
+            for feature in quantile:
+                cuts[feature.column] = self._quantiles_portable(connection, reference, feature)
+        return cuts
+
+    def _uniform_from_span(self, connection, reference, features) -> dict[str, list[float]]:
+        aggregates = []
+        for feature in features:
+            value, present = self._value(feature), ~self._missing(feature)
+            aggregates += [sa.func.min(value).filter(present), sa.func.max(value).filter(present)]
+        (row,) = self._execute(connection, sa.select(*aggregates).where(*self._in_window(reference)))
+        cuts = {}
+        for i, feature in enumerate(features):
+            low, high = row[2 * i], row[2 * i + 1]
+            empty = low is None
+            cuts[feature.column] = [] if empty else binning.uniform_cuts(low, high, feature.effective_bins)
+        return cuts
+
+    def _quantiles_postgresql(self, connection, reference, features) -> dict[str, list[float]]:
+        # All quantiles of a column from ONE ordered pass: percentile_cont(ARRAY[...]).
+        aggregates = []
+        for feature in features:
+            levels = sa.literal(binning.quantile_levels(feature.effective_bins), postgresql.ARRAY(sa.Double))
+            ordered = sa.func.percentile_cont(levels).within_group(self._value(feature))
+            aggregates.append(ordered.filter(~self._missing(feature)))
+        (row,) = self._execute(connection, sa.select(*aggregates).where(*self._in_window(reference)))
+        return {f.column: binning.merge_duplicates(row[i] or []) for i, f in enumerate(features)}
+
+    def _quantiles_portable(self, connection, reference, feature: Feature) -> list[float]:
+        # Only the values at the sorted positions that the quantiles need come back.
+        value = self._value(feature)
+        ranked = (
+            sa.select(
+                value.label("value"),
+                (sa.func.row_number().over(order_by=value) - 1).label("position"),
+                sa.func.count().over().label("n"),
+            )
+            .where(*self._in_window(reference), ~self._missing(feature))
+            .subquery("ranked")
+        )
+        wanted = []
+        for level in binning.quantile_levels(feature.effective_bins):
+            below = sa.cast((ranked.c.n - 1) * sa.literal(level, sa.Double), sa.Integer)
+            wanted += [ranked.c.position == below, ranked.c.position == below + 1]
+        statement = sa.select(ranked.c.position, ranked.c.value, ranked.c.n)
+        rows = self._execute(connection, statement.where(sa.or_(*wanted)) if wanted else statement.limit(1))
+        if not rows:
+            return []
+        values = {position: float(value) for position, value, _ in rows}
+        return binning.quantile_cuts(values, rows[0][2], feature.effective_bins)
+
+    # --- categories -----------------------------------------------------------
+
+    def _categories(self, connection: Connection, reference: TimeRange) -> dict[str, list]:
+        categories = {}
+        for feature in self.features:
+            if feature.type != "categorical":
+                continue
+            value = self.table.c[feature.column]
+            count = sa.func.count().label("n")
+            statement = (
+                sa.select(value, count)
+                .where(*self._in_window(reference), value.is_not(None))
+                .group_by(value)
+                .order_by(count.desc(), self._tie_break(feature))
+                .limit(feature.effective_top_k)
+            )
+            rows = self._execute(connection, statement)
+            categories[feature.column] = binning.top_categories(rows, feature.effective_top_k)
+        return categories
+
+    def _tie_break(self, feature: Feature) -> sa.ColumnElement:
+        # Ties go by value ascending in code-point order, as Python sorts and
+        # SQLite compares; PostgreSQL's locale collation would order otherwise.
+        value = self.table.c[feature.column]
+        column_type = (self._column_types or {}).get(feature.column)
+        if self.engine.dialect.name == "postgresql" and isinstance(column_type, sa.String):
+            return value.collate("C")
+        return value
+
+    # --- counting -----------------------------------------------------------
+
+    def _count(self, connection, window, cuts, categories) -> tuple[dict[str, ColumnCounts], int]:
+        codes = [self._code(f, cuts, categories) for f in self.features]
+        if connection.dialect.name == "postgresql":
+            statement = self._count_lateral(codes, window)
+        else:
+            statement = self._count_union(codes, window)
+        tallies: dict[int, dict[int, float]] = {i: {} for i in range(len(self.features))}
+        for index, code, count in self._execute(connection, statement):
+            tallies[index][code] = float(count)
+        counts = {
+            f.column: self._column_counts(f, tallies[i], cuts, categories)
+            for i, f in enumerate(self.features)
+        }
+        rows = int(sum(tallies[0].values())) if self.features else 0
+        return counts, rows
+
+    def _count_lateral(self, codes, window):
+        pairs = [(sa.literal(i), code) for i, code in enumerate(codes)]
+        unpivot = sa.values(sa.column("index", sa.Integer), sa.column("code", sa.Integer), name="u")
+        unpivot = unpivot.data(pairs).lateral("u")
+        return (
+            sa.select(unpivot.c.index, unpivot.c.code, sa.func.count())
+            .select_from(self.table.join(unpivot, sa.true()))
+            .where(*self._in_window(window))
+            .group_by(unpivot.c.index, unpivot.c.code)
+        )
+
+    def _count_union(self, codes, window):
+        return sa.union_all(
+            *(
+                sa.select(sa.literal(i).label("index"), code.label("code"), sa.func.count())
+                .where(*self._in_window(window))
+                .group_by(code)
+                for i, code in enumerate(codes)
+            )
+        )
+
+    def _code(self, feature: Feature, cuts, categories) -> sa.ColumnElement:
+        """The SQL expression giving each row's bin code for one column."""
+        if feature.type == "categorical":
+            value = self.table.c[feature.column]
+            known = {category: i for i, category in enumerate(categories[feature.column])}
+            found = sa.case(known, value=value, else_=OTHER_CODE) if known else sa.literal(OTHER_CODE)
+            return sa.case((value.is_(None), MISSING_CODE), else_=found)
+        value, edges = self._value(feature), cuts[feature.column]
+        if not edges:
+            bucket = sa.literal(0)
+        elif self.engine.dialect.name == "postgresql":
+            # width_bucket(x, thresholds) is 0 below c1 and i for c(i) <= x < c(i+1):
+            # exactly the spec's left-closed bins, by binary search.
+            bucket = sa.func.width_bucket(value, sa.literal(edges, postgresql.ARRAY(sa.Double)))
+        else:
+            bucket = sa.case(*((value < sa.literal(c, sa.Double), i) for i, c in enumerate(edges)),
+                             else_=len(edges))
+        return sa.case((self._missing(feature), MISSING_CODE), else_=bucket)
+
+    def _value(self, feature: Feature) -> sa.ColumnElement:
+        value = self.table.c[feature.column]
+        return sa.cast(value, sa.Double) if self.engine.dialect.name == "postgresql" else value
+
+    def _missing(self, feature: Feature) -> sa.ColumnElement:
+        """NULL, NaN and ±inf: NaN sorts above every number on PostgreSQL, and SQLite stores it as NULL."""
+        value = self._value(feature)
+        largest = sa.literal(_LARGEST_FLOAT, sa.Double)
+        return sa.or_(value.is_(None), value > largest, value < -largest)
+
+    def _numeric(self) -> list[Feature]:
+        return [f for f in self.features if f.type == "numeric"]
+
+    # --- records ------------------------------------------------------------------
+
+    def _column_counts(self, feature: Feature, tally: dict[int, float], cuts, categories) -> ColumnCounts:
+        labels = self._labels(feature, cuts, categories)
+        return ColumnCounts(
+            column=feature.column,
+            counts={label: tally.get(i, 0.0) for i, label in enumerate(labels)},
+            other=tally.get(OTHER_CODE, 0.0),
+            missing=tally.get(MISSING_CODE, 0.0),
+        )
+
+    def _labels(self, feature: Feature, cuts, categories) -> list[str]:
+        if feature.type == "categorical":
+            return [binning.category_label(c) for c in categories[feature.column]]
+        return binning.numeric_labels(cuts[feature.column])
+
+    def _column_profile(self, feature: Feature, cuts, categories, counts) -> ColumnProfile:
+        column_counts = counts[feature.column]
+        return ColumnProfile(
+            column=feature.column,
+            role=feature.role,
+            kind=feature.type,
+            config_hash=self.expected_hash(feature.column),
+            edges=tuple(cuts.get(feature.column, ())),
+            categories=tuple(categories.get(feature.column, ())),
+            labels=tuple(column_counts.counts),
+            counts=tuple(column_counts.counts.values()),
+            other=column_counts.other,
+            missing=column_counts.missing,
+        )

@@ -1,0 +1,150 @@
+"""Histogram sources: pre-aggregated long-format counts (time, feature, bin, count).
+
+A window sums the counts per (feature, bin) inside the database. Counts that
+are negative, NaN or infinite make that column's error; fractional counts are
+weights and are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+
+from driftmon.config import MonitorSettings
+from driftmon.sources import binning
+from driftmon.sources.alignment import align
+from driftmon.sources.profile import ColumnCounts, ColumnProfile, ReferenceProfile, WindowCounts
+from driftmon.sources.sql import (
+    equality_filters,
+    in_range,
+    reflect_columns,
+    require_columns,
+    source_errors,
+    source_table,
+    statement_timeout,
+)
+from driftmon.windows import TimeRange
+
+
+class HistogramsSource:
+    """Bin counts of a monitor's features from a table of pre-aggregated histograms."""
+
+    def __init__(self, monitor: MonitorSettings, engine: Engine):
+        self.monitor = monitor
+        self.engine = engine
+        self.source = monitor.source
+        self.features = {f.column: f for f in monitor.features}
+        self.table = source_table(self.source.table, self.source.schema_, self._column_names())
+        self._checked = False
+        self.statements = 0
+
+    def _column_names(self) -> list[str]:
+        s = self.source
+        names = [s.timestamp_column, s.feature_column, s.bin_column, s.count_column, *s.where]
+        return names + ([s.role_column] if s.role_column else [])
+
+    @property
+    def identity(self) -> dict:
+        s = self.source
+        return {"table": s.table, "schema": s.schema_, "timestamp": s.timestamp_column,
+                "feature": s.feature_column, "bin": s.bin_column, "count": s.count_column,
+                "where": s.where}
+
+    def expected_hash(self, column: str) -> str:
+        return binning.config_hash(self.features.get(column), self.identity)
+
+    def fits(self, stored: ReferenceProfile) -> bool:
+        """Whether a stored profile was cut under the current settings.
+
+        The features of a histogram source are found in the data, so any
+        stored profile whose every column matches the settings is whole.
+        """
+        return bool(stored.columns) and all(
+            c.config_hash == self.expected_hash(c.column) for c in stored.columns
+        )
+
+    def profile(self, reference: TimeRange) -> ReferenceProfile:
+        counts, roles, _ = self._sum(reference, f"reference {reference}")
+        columns = []
+        for name, column in counts.items():
+            columns.append(
+                ColumnProfile(
+                    column=name,
+                    role=roles[name],
+                    kind="histogram",
+                    config_hash=self.expected_hash(name),
+                    labels=tuple(column.counts),
+                    counts=tuple(column.counts.values()),
+                    error=column.error,
+                )
+            )
+        return ReferenceProfile(range=reference, columns=tuple(columns))
+
+    def counts(self, profile: ReferenceProfile, window: TimeRange) -> WindowCounts:
+        counts, roles, rows = self._sum(window, f"window {window}")
+        return align(profile, counts, window, rows_scanned=rows, roles=roles)
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[Connection]:
+        label = f"monitor {self.monitor.name!r}, table {self.source.table!r}, {what}"
+        with source_errors(label), self.engine.connect() as connection:
+            with statement_timeout(connection, self.source.timeout):
+                if not self._checked:
+                    types = reflect_columns(connection, self.source.table, self.source.schema_)
+                    require_columns(types, self._column_names(), self.source.table, self.source.schema_)
+                    self._checked = True
+                yield connection
+            connection.rollback()
+
+    def _sum(self, window: TimeRange, what: str):
+        s, t = self.source, self.table
+        feature, label, count = t.c[s.feature_column], t.c[s.bin_column], t.c[s.count_column]
+        role = sa.func.max(t.c[s.role_column]) if s.role_column else sa.null()
+        conditions = [in_range(self.engine.dialect.name, t.c[s.timestamp_column], window),
+                      *equality_filters(t, s.where)]
+        if self.features:
+            conditions.append(feature.in_(list(self.features)))
+        statement = (
+            sa.select(feature, label, sa.func.sum(count), sa.func.min(count), sa.func.count(), role)
+            .where(*conditions)
+            .group_by(feature, label)
+            .order_by(feature, label)
+        )
+        with self._reading(what) as connection:
+            self.statements += 1
+            rows = connection.execute(statement).all()
+        return self._collect(rows)
+
+    def _collect(self, rows) -> tuple[dict[str, ColumnCounts], dict[str, str], int]:
+        bins: dict[str, dict[str, float]] = {}
+        roles: dict[str, str] = {}
+        problems: dict[str, list[str]] = {}
+        scanned = 0
+        for name, label, total, smallest, rows_in_bin, role in rows:
+            name, label = str(name), str(label)
+            scanned += rows_in_bin
+            total = float(total) if total is not None else 0.0
+            if (smallest is not None and float(smallest) < 0) or not math.isfinite(total):
+                problems.setdefault(name, []).append(label)
+            bins.setdefault(name, {})[label] = total
+            configured = self.features.get(name)
+            roles[name] = role or (configured.role if configured else "feature")
+        counts = {
+            name: ColumnCounts(
+                column=name,
+                counts=labels,
+                error=_bad_counts_message(problems[name]) if name in problems else None,
+            )
+            for name, labels in bins.items()
+        }
+        return counts, roles, scanned
+
+
+def _bad_counts_message(labels: list[str]) -> str:
+    shown = ", ".join(map(repr, labels[:5])) + (" …" if len(labels) > 5 else "")
+    return f"negative, NaN or infinite counts in bin(s) {shown}"
+

@@ -1,0 +1,83 @@
+"""The one class that runs every query of the results database.
+
+Methods take the caller's connection and return plain values or frozen
+records; the caller (the pipeline) owns the transaction, so a run's writes are
+committed together or not at all. Driver errors become ``StoreError`` here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+
+from driftmon.sources.profile import ColumnProfile, ReferenceProfile
+from driftmon.store.models import ReferenceProfile as ProfileRow
+from driftmon.windows import TimeRange
+
+_profiles = ProfileRow.__table__
+
+
+def insert_ignoring_duplicates(connection: Connection, table: sa.Table, rows: list[dict]) -> None:
+    """INSERT … ON CONFLICT DO NOTHING: a second replica's identical write is a no-op."""
+    if not rows:
+        return
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    connection.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+
+
+class Repository:
+    """Reads and writes driftmon's tables."""
+
+    def load_profile(self, connection: Connection, monitor: str, reference: TimeRange) -> ReferenceProfile:
+        """Every stored column profile of ``monitor`` for exactly this reference range."""
+        statement = sa.select(_profiles).where(
+            _profiles.c.monitor == monitor,
+            _profiles.c.reference_start == reference.start,
+            _profiles.c.reference_end == reference.end,
+        ).order_by(_profiles.c.id)
+        columns = tuple(_column_profile(row) for row in connection.execute(statement).mappings())
+        return ReferenceProfile(range=reference, columns=columns)
+
+    def save_profile(self, connection: Connection, monitor: str, profile: ReferenceProfile) -> None:
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "monitor": monitor,
+                "column": column.column,
+                "reference_start": profile.range.start,
+                "reference_end": profile.range.end,
+                "config_hash": column.config_hash,
+                "role": column.role,
+                "kind": column.kind,
+                "edges": list(column.edges),
+                "categories": list(column.categories),
+                "labels": list(column.labels),
+                "counts": list(column.counts),
+                "other": column.other,
+                "missing": column.missing,
+                "total": column.total,
+                "error": column.error,
+                "created_at": now,
+            }
+            for column in profile.columns
+        ]
+        insert_ignoring_duplicates(connection, _profiles, rows)
+
+
+def _column_profile(row) -> ColumnProfile:
+    return ColumnProfile(
+        column=row["column"],
+        role=row["role"],
+        kind=row["kind"],
+        config_hash=row["config_hash"],
+        edges=tuple(row["edges"]),
+        categories=tuple(row["categories"]),
+        labels=tuple(row["labels"]),
+        counts=tuple(row["counts"]),
+        other=row["other"],
+        missing=row["missing"],
+        error=row["error"],
+    )
