@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import wraps
 
 import click
@@ -20,6 +21,10 @@ from driftmon.store import migrate
 from driftmon.store.database import create_db_engine, safe_url
 
 EXIT_OK, EXIT_CRITICAL, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+EXIT_CODES_HELP = (
+    "Exit codes: 0 nothing critical, 1 at least one column critical, "
+    "2 bad configuration or usage, 3 a monitor run failed."
+)
 
 config_option = click.option(
     "--config",
@@ -49,6 +54,27 @@ def handle_errors(command: Callable) -> Callable:
             sys.exit(EXIT_FAILED)
 
     return wrapper
+
+
+class Timestamp(click.ParamType):
+    """An ISO 8601 time; naive values are UTC."""
+
+    name = "timestamp"
+
+    def convert(self, value, param, ctx) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time such as 2024-03-01T12:00:00Z", param, ctx)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+monitor_option = click.option(
+    "--monitor", "monitor_names", multiple=True, metavar="NAME",
+    help="Only this monitor (repeatable); default: every monitor.",
+)
 
 
 def _cause_chain(exc: BaseException) -> str:
@@ -130,3 +156,79 @@ def db_upgrade(config_path: str | None) -> None:
         )
     finally:
         engine.dispose()
+
+
+@main.command("run-once", epilog=EXIT_CODES_HELP)
+@config_option
+@monitor_option
+@click.option("--at", "at", type=Timestamp(), default=None,
+              help="Run as if it were this time (ISO 8601, UTC if naive) [default: now].")
+@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@handle_errors
+def run_once(config_path: str | None, monitor_names: tuple[str, ...], at: datetime | None,
+             output: str) -> None:
+    """Run every (or each named) monitor once for its latest complete window."""
+    from driftmon import app as application, report
+
+    config = load_config(config_path)
+    monitors = application.select_monitors(config, monitor_names)
+    app = application.open_app(config)
+    try:
+        outcomes = application.run_latest(app, monitors, at or datetime.now(UTC))
+    finally:
+        app.close()
+    click.echo(report.as_json(outcomes) if output == "json" else report.as_table(outcomes))
+    sys.exit(_exit_code(outcomes))
+
+
+def _exit_code(outcomes) -> int:
+    if any(o.status != "ok" for o in outcomes):
+        return EXIT_FAILED
+    return EXIT_CRITICAL if any(o.critical for o in outcomes) else EXIT_OK
+
+
+@main.command("backfill", epilog=EXIT_CODES_HELP)
+@config_option
+@monitor_option
+@click.option("--start", type=Timestamp(), required=True, help="Earliest window start (ISO 8601).")
+@click.option("--end", type=Timestamp(), required=True, help="Latest window end (ISO 8601).")
+@handle_errors
+def backfill(config_path: str | None, monitor_names: tuple[str, ...], start: datetime,
+             end: datetime) -> None:
+    """Compute every historical window in [START, END] that has no results yet.
+
+    Windows already stored are skipped, so an interrupted backfill resumes
+    where it stopped and a repeated one adds nothing.
+    """
+    from driftmon import app as application
+
+    if start >= end:
+        raise ConfigError("--start must be before --end")
+    config = load_config(config_path)
+    monitors = application.select_monitors(config, monitor_names)
+    app = application.open_app(config)
+    try:
+        outcomes = _backfill(app, monitors, start, end)
+    finally:
+        app.close()
+    failed = sum(o.status != "ok" for o in outcomes)
+    critical = sum(o.critical for o in outcomes)
+    click.echo(f"backfilled {len(outcomes)} window(s): {failed} failed, {critical} with critical drift")
+    sys.exit(EXIT_FAILED if failed else (EXIT_CRITICAL if critical else EXIT_OK))
+
+
+def _backfill(app, monitors, start: datetime, end: datetime) -> list:
+    from tqdm import tqdm
+
+    from driftmon import app as application
+
+    work = application.plan_backfill(app, monitors, start, end)
+    # A bar on a terminal; elsewhere each run's own log line is the progress.
+    bar = tqdm(total=len(work), unit="window", disable=not sys.stderr.isatty(), file=sys.stderr)
+    outcomes = []
+    with bar:
+        for monitor, window in work:
+            bar.set_postfix_str(f"{monitor.name} {window.end.isoformat()}", refresh=False)
+            outcomes.append(application.run_window(app, monitor, window))
+            bar.update()
+    return outcomes

@@ -47,3 +47,20 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+class EngineRegistry:
+    """One pooled engine per distinct database URL, shared by every monitor using it."""
+
+    def __init__(self) -> None:
+        self._engines: dict[str, Engine] = {}
+
+    def get(self, url: str) -> Engine:
+        if url not in self._engines:
+            self._engines[url] = create_db_engine(url)
+        return self._engines[url]
+
+    def dispose(self) -> None:
+        for engine in self._engines.values():
+            engine.dispose()
+        self._engines.clear()

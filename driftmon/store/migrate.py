@@ -8,11 +8,14 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftmon.errors import StoreError
 from driftmon.store.database import safe_url
+
+_MIGRATION_LOCK_KEY = 0x647269667401  # "drift" + 1: any constant unique to driftmon
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
@@ -28,6 +31,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     config = alembic_config(engine)
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together: one migrates, the others wait, then
+                # find nothing to do. Transaction-scoped, so pooling cannot leak it.
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     except SQLAlchemyError as exc:

@@ -15,9 +15,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from driftmon.sources.profile import ColumnProfile, ReferenceProfile
 from driftmon.store.models import ReferenceProfile as ProfileRow
+from driftmon.store.models import Result, Run
 from driftmon.windows import TimeRange
 
 _profiles = ProfileRow.__table__
+_runs = Run.__table__
+_results = Result.__table__
+# What a re-run of the same window replaces; the key columns stay.
+_RESULT_UPDATES = [c.name for c in _results.columns if c.name not in ("id", "monitor", "column", "window_end")]
 
 
 def insert_ignoring_duplicates(connection: Connection, table: sa.Table, rows: list[dict]) -> None:
@@ -30,6 +35,37 @@ def insert_ignoring_duplicates(connection: Connection, table: sa.Table, rows: li
 
 class Repository:
     """Reads and writes driftmon's tables."""
+
+    def insert_run(self, connection: Connection, run: dict) -> int:
+        """A run row (see ``models.Run``); returns its id."""
+        return connection.execute(_runs.insert().returning(_runs.c.id), run).scalar_one()
+
+    def upsert_results(self, connection: Connection, rows: list[dict]) -> None:
+        """One row per (monitor, column, window end): a re-run replaces, never duplicates."""
+        if not rows:
+            return
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(_results)
+        statement = statement.on_conflict_do_update(
+            index_elements=["monitor", "column", "window_end"],
+            set_={name: statement.excluded[name] for name in _RESULT_UPDATES},
+        )
+        connection.execute(statement, rows)
+
+    def stored_window_ends(self, connection: Connection, monitor: str, span: TimeRange) -> set[datetime]:
+        """Ends of the windows in ``span`` that already have results."""
+        statement = sa.select(_results.c.window_end).distinct().where(
+            _results.c.monitor == monitor,
+            _results.c.window_end > span.start,
+            _results.c.window_end <= span.end,
+        )
+        return set(connection.execute(statement).scalars())
+
+    def results_for(self, connection: Connection, monitor: str, window_end: datetime) -> list[dict]:
+        statement = sa.select(_results).where(
+            _results.c.monitor == monitor, _results.c.window_end == window_end
+        ).order_by(_results.c.id)
+        return [dict(row) for row in connection.execute(statement).mappings()]
 
     def load_profile(self, connection: Connection, monitor: str, reference: TimeRange) -> ReferenceProfile:
         """Every stored column profile of ``monitor`` for exactly this reference range."""

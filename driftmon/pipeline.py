@@ -1,0 +1,250 @@
+"""One run of one monitor: windows → source → divergence → thresholds → results.
+
+Each step is a small function. The run's results and its run row are written
+in ONE transaction: all or nothing. Any failure is recorded as a failed run row
+naming the monitor (and table and column where known), with no results.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import torch
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from driftmon.config import ComputeConfig, MonitorSettings
+from driftmon.divergence import Divergences, divergences
+from driftmon.errors import DriftmonError, SourceError, StoreError
+from driftmon.profiles import reference_profile
+from driftmon.sources import Source, open_source
+from driftmon.sources.profile import WindowCounts
+from driftmon.store.database import EngineRegistry
+from driftmon.store.repository import Repository
+from driftmon.windows import TimeRange, reference_range
+
+log = logging.getLogger(__name__)
+
+OK, WARNING, CRITICAL, INSUFFICIENT = "ok", "warning", "critical", "insufficient_data"
+
+
+@dataclass(frozen=True)
+class ColumnResult:
+    """The statistics of one column for one window: a row of the results table."""
+
+    monitor: str
+    column: str
+    role: str
+    window: TimeRange
+    reference: TimeRange
+    samples_current: float
+    samples_reference: float
+    missing_current: float
+    missing_ratio: float | None
+    kl: float | None
+    psi: float | None
+    js: float | None
+    statistic: str
+    threshold_warning: float
+    threshold_critical: float
+    status: str
+
+    def as_row(self, run_id: int, computed_at: datetime) -> dict:
+        return {
+            "run_id": run_id, "monitor": self.monitor, "column": self.column, "role": self.role,
+            "window_start": self.window.start, "window_end": self.window.end,
+            "reference_start": self.reference.start, "reference_end": self.reference.end,
+            "samples_current": self.samples_current, "samples_reference": self.samples_reference,
+            "missing_current": self.missing_current, "missing_ratio": self.missing_ratio,
+            "kl": self.kl, "psi": self.psi, "js": self.js, "statistic": self.statistic,
+            "threshold_warning": self.threshold_warning,
+            "threshold_critical": self.threshold_critical,
+            "status": self.status, "computed_at": computed_at,
+        }
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    monitor: str
+    window: TimeRange
+    status: str  # ok | failed
+    results: list[ColumnResult] = field(default_factory=list)
+    reference: TimeRange | None = None
+    error: str | None = None
+    rows_scanned: int = 0
+    duration_seconds: float = 0.0
+
+    @property
+    def critical(self) -> bool:
+        return any(r.status == CRITICAL for r in self.results)
+
+
+# --- the steps ------------------------------------------------------------------
+
+
+def compute_statistics(counts: WindowCounts, monitor: MonitorSettings, compute: ComputeConfig) -> Divergences:
+    """ONE engine call for every column of the monitor."""
+    smoothing = monitor.smoothing
+    return divergences(
+        counts.reference,
+        counts.current,
+        counts.mask,
+        smoothing=smoothing.method,
+        alpha=getattr(smoothing, "alpha", 0.5),
+        epsilon=getattr(smoothing, "epsilon", 1e-4),
+        kl_direction=monitor.kl_direction,
+        device=compute.device,
+        dtype=compute.dtype,
+    )
+
+
+def classify(value: float, warning: float, critical: float) -> str:
+    """``warning ≤ value < critical`` is a warning; ``value ≥ critical`` is critical."""
+    if value >= critical:
+        return CRITICAL
+    return WARNING if value >= warning else OK
+
+
+def column_results(
+    monitor: MonitorSettings, counts: WindowCounts, stats: Divergences, reference: TimeRange
+) -> list[ColumnResult]:
+    results = []
+    for f, column in enumerate(counts.columns):
+        thresholds = monitor.thresholds_for(column)
+        samples, ref_samples = float(counts.current_totals[f]), float(counts.reference_totals[f])
+        enough = bool(stats.valid[f]) and min(samples, ref_samples) >= monitor.min_samples
+        values = {name: float(getattr(stats, name)[f]) if enough else None for name in ("kl", "psi", "js")}
+        if enough and not all(math.isfinite(v) for v in values.values()):
+            raise DriftmonError(f"column {column!r}: the statistics are not finite ({values})")
+        missing = float(counts.current_missing[f])
+        status = classify(values[thresholds.statistic], thresholds.warning, thresholds.critical) \
+            if enough else INSUFFICIENT
+        results.append(ColumnResult(
+            monitor=monitor.name, column=column, role=counts.roles[f], window=counts.window,
+            reference=reference, samples_current=samples, samples_reference=ref_samples,
+            missing_current=missing, missing_ratio=missing / samples if samples else None,
+            statistic=thresholds.statistic, threshold_warning=thresholds.warning,
+            threshold_critical=thresholds.critical, status=status, **values,
+        ))
+    return results
+
+
+def check_column_errors(monitor: MonitorSettings, counts: WindowCounts) -> None:
+    if counts.errors:
+        column, problem = next(iter(counts.errors.items()))
+        raise SourceError(
+            f"monitor {monitor.name!r}, table {monitor.source.table!r}, column {column!r}: {problem}"
+        )
+
+
+# --- the run ------------------------------------------------------------------
+
+
+class Pipeline:
+    """Runs monitors against their sources and stores what it finds."""
+
+    def __init__(self, results: Engine, compute: ComputeConfig, engines: EngineRegistry,
+                 repository: Repository | None = None):
+        self.results = results
+        self.compute = compute
+        self.engines = engines
+        self.repository = repository or Repository()
+        self._sources: dict[str, tuple[MonitorSettings, Source]] = {}
+        self.engine_calls = 0  # one per successful monitor run; tests read it
+
+    def source_for(self, monitor: MonitorSettings, url: str) -> Source:
+        cached = self._sources.get(monitor.name)
+        if cached is None or cached[0] != monitor:
+            cached = (monitor, open_source(monitor, self.engines.get(url)))
+            self._sources[monitor.name] = cached
+        return cached[1]
+
+    def run(self, monitor: MonitorSettings, source_url: str, window: TimeRange,
+            scheduled_at: datetime | None = None) -> RunOutcome:
+        started, clock = datetime.now(UTC), time.perf_counter()
+        reference = reference_range(monitor.reference, window)
+        try:
+            counts, results = self._compute(monitor, source_url, window, reference)
+            outcome = RunOutcome(monitor.name, window, OK, results, reference,
+                                 rows_scanned=counts.rows_scanned,
+                                 duration_seconds=time.perf_counter() - clock)
+            self._store(outcome, started, scheduled_at)
+        except (DriftmonError, RuntimeError, ValueError) as exc:
+            outcome = RunOutcome(monitor.name, window, "failed", [], reference,
+                                 error=_describe(monitor, exc),
+                                 duration_seconds=time.perf_counter() - clock)
+            self._store_failure(outcome, started, scheduled_at)
+        _log_outcome(outcome)
+        return outcome
+
+    def _compute(self, monitor, source_url, window, reference):
+        source = self.source_for(monitor, source_url)
+        profile = reference_profile(self.repository, self.results, source, monitor.name, reference)
+        counts = source.counts(profile, window)
+        check_column_errors(monitor, counts)
+        stats = compute_statistics(counts, monitor, self.compute)
+        self.engine_calls += 1
+        return counts, column_results(monitor, counts, stats, reference)
+
+    def _run_row(self, outcome: RunOutcome, started: datetime, scheduled_at) -> dict:
+        return {
+            "monitor": outcome.monitor, "scheduled_at": scheduled_at, "started_at": started,
+            "finished_at": datetime.now(UTC), "window_start": outcome.window.start,
+            "window_end": outcome.window.end,
+            "reference_start": outcome.reference.start if outcome.reference else None,
+            "reference_end": outcome.reference.end if outcome.reference else None,
+            "status": outcome.status, "error": outcome.error, "columns": len(outcome.results),
+            "rows_scanned": outcome.rows_scanned, "duration_seconds": outcome.duration_seconds,
+        }
+
+    def _store(self, outcome: RunOutcome, started: datetime, scheduled_at) -> None:
+        try:
+            with self.results.begin() as connection:
+                run_id = self.repository.insert_run(connection, self._run_row(outcome, started, scheduled_at))
+                now = datetime.now(UTC)
+                self.repository.upsert_results(connection, [r.as_row(run_id, now) for r in outcome.results])
+        except SQLAlchemyError as exc:
+            raise StoreError(f"storing the results failed: {_first_line(exc)}") from exc
+
+    def _store_failure(self, outcome: RunOutcome, started: datetime, scheduled_at) -> None:
+        try:
+            with self.results.begin() as connection:
+                self.repository.insert_run(connection, self._run_row(outcome, started, scheduled_at))
+        except Exception as exc:  # the store itself is down: the log line is all that is left
+            log.error("could not record the failed run", exc_info=exc,
+                      extra={"event": "run.record_failed", "monitor": outcome.monitor})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _describe(monitor: MonitorSettings, exc: BaseException) -> str:
+    message = str(exc)
+    if isinstance(exc, torch.cuda.OutOfMemoryError | RuntimeError) and not isinstance(exc, DriftmonError):
+        message = f"compute failed: {message.splitlines()[0] if message else type(exc).__name__}"
+    return message if f"monitor {monitor.name!r}" in message else f"monitor {monitor.name!r}: {message}"
+
+
+def _log_outcome(outcome: RunOutcome) -> None:
+    statuses = Counter(r.status for r in outcome.results)
+    fields = {
+        "event": "run.finished" if outcome.status == OK else "run.failed",
+        "monitor": outcome.monitor,
+        "window_start": outcome.window.start.isoformat(),
+        "window_end": outcome.window.end.isoformat(),
+        "columns": len(outcome.results),
+        "rows_scanned": outcome.rows_scanned,
+        "statuses": dict(statuses),
+        "duration_seconds": round(outcome.duration_seconds, 4),
+    }
+    if outcome.status == OK:
+        log.info("monitor run finished", extra=fields)
+    else:
+        log.error("monitor run failed: %s", outcome.error, extra=fields)

@@ -1,0 +1,54 @@
+"""What run-once and backfill print: a table for people, JSON for scripts (SPEC.md section 6)."""
+
+from __future__ import annotations
+
+import json
+
+from driftmon.pipeline import ColumnResult, RunOutcome
+
+_HEADER = ("monitor", "column", "role", "samples", "KL", "PSI", "JS", "status")
+
+
+def as_json(outcomes: list[RunOutcome]) -> str:
+    """One object per (monitor, column) in the public shape of SPEC.md section 6."""
+    return json.dumps([_json_object(r) for o in outcomes for r in o.results], indent=2)
+
+
+def _json_object(result: ColumnResult) -> dict:
+    return {
+        "monitor": result.monitor,
+        "column": result.column,
+        "role": result.role,
+        "window_start": result.window.start.isoformat(),
+        "window_end": result.window.end.isoformat(),
+        "reference_start": result.reference.start.isoformat(),
+        "reference_end": result.reference.end.isoformat(),
+        "samples_current": _number(result.samples_current),
+        "samples_reference": _number(result.samples_reference),
+        "missing_ratio": result.missing_ratio,
+        "kl": result.kl,
+        "psi": result.psi,
+        "js": result.js,
+        "status": result.status,
+    }
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def as_table(outcomes: list[RunOutcome]) -> str:
+    rows = [_HEADER]
+    for outcome in outcomes:
+        for r in outcome.results:
+            rows.append((r.monitor, r.column, r.role, str(_number(r.samples_current)),
+                         _stat(r.kl), _stat(r.psi), _stat(r.js), r.status))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += [f"{o.monitor}: FAILED: {o.error}" for o in outcomes if o.status != "ok"]
+    windows = sorted({f"{o.monitor} {o.window}" for o in outcomes})
+    return "\n".join(lines + ["", "windows: " + "; ".join(windows)])
+
+
+def _stat(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
