@@ -232,3 +232,56 @@ def _backfill(app, monitors, start: datetime, end: datetime) -> list:
             outcomes.append(application.run_window(app, monitor, window))
             bar.update()
     return outcomes
+
+
+@main.command("serve")
+@config_option
+@handle_errors
+def serve(config_path: str | None) -> None:
+    """Run the daemon: monitors on their schedules, /metrics, /healthz and /readyz.
+
+    SIGTERM or SIGINT stops it: no new runs, runs in flight get
+    server.shutdown_grace to finish (else they are abandoned, writing nothing),
+    then it exits 0. A second Ctrl-C stops at once.
+    """
+    import logging
+    import os
+
+    from prometheus_client import CollectorRegistry
+
+    from driftmon.daemon import Daemon
+
+    daemon = Daemon(load_config(config_path), CollectorRegistry())
+    code = daemon.serve()
+    if daemon.stuck:
+        # A run is blocked in a driver call; its transaction is uncommitted, so
+        # ending the process loses nothing, while waiting would hang `docker stop`.
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
+@main.command("healthcheck")
+@click.option("--url", default=None, help="Health endpoint [default: http://127.0.0.1:<server.port>/healthz].")
+@config_option
+@click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for an answer.")
+def healthcheck(url: str | None, config_path: str | None, timeout: float) -> None:
+    """Exit 0 if the daemon answers healthy, else 1 (for Docker's HEALTHCHECK)."""
+    import urllib.error
+    import urllib.request
+
+    if url is None:
+        try:
+            port = load_config(config_path).server.port
+        except ConfigError:
+            port = 9847
+        url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            click.echo(f"{url}: {response.status} {response.read().decode().strip()}")
+            sys.exit(0 if response.status == 200 else 1)
+    except urllib.error.HTTPError as exc:
+        click.echo(f"{url}: {exc.code} {exc.read().decode().strip()}", err=True)
+    except (urllib.error.URLError, OSError) as exc:
+        click.echo(f"{url}: {getattr(exc, 'reason', exc)}", err=True)
+    sys.exit(1)

@@ -95,6 +95,7 @@ class ComputeConfig(_Model):
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")] = "auto"
     dtype: Literal["float64", "float32"] = "float64"
     threads: Annotated[int, Field(ge=1, le=256)] = 1
+    workers: Annotated[int, Field(ge=1, le=256)] = 2  # monitor runs side by side in `serve`
 
 
 class ServerConfig(_Model):
@@ -208,6 +209,7 @@ class Defaults(_Model):
     kl_direction: Literal["reference_current", "current_reference"] = "reference_current"
     thresholds: Thresholds = Thresholds()
     min_samples: Annotated[int, Field(ge=1)] = 100
+    catch_up: Annotated[int, Field(ge=1, le=10_000)] = 1
 
 
 class Feature(_Model):
@@ -318,6 +320,7 @@ class Monitor(_Model):
     kl_direction: Literal["reference_current", "current_reference"] | None = None
     thresholds: MonitorThresholds | None = None
     min_samples: Annotated[int, Field(ge=1)] | None = None
+    catch_up: Annotated[int, Field(ge=1, le=10_000)] | None = None
 
     @model_validator(mode="after")
     def _columns(self) -> Monitor:
@@ -349,6 +352,7 @@ class MonitorSettings(_Model):
     thresholds: Thresholds
     per_feature: dict[str, Thresholds]
     min_samples: int
+    catch_up: int
 
     def thresholds_for(self, column: str) -> Thresholds:
         return self.per_feature.get(column, self.thresholds)
@@ -392,6 +396,7 @@ def resolve_monitor(monitor: Monitor, defaults: Defaults) -> MonitorSettings:
         thresholds=thresholds,
         per_feature={c: _merge_thresholds(thresholds, o) for c, o in overrides.items()},
         min_samples=monitor.min_samples or defaults.min_samples,
+        catch_up=monitor.catch_up or defaults.catch_up,
     )
 
 

@@ -58,5 +58,7 @@ def configure_logging(stream=None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get(LOG_LEVEL_ENV, "INFO").upper())
-    # Alembic narrates every connection; driftmon logs the outcome itself.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Alembic narrates every connection and APScheduler every job execution;
+    # driftmon logs each outcome itself. Their warnings and errors still show.
+    for chatty in ("alembic", "apscheduler.executors", "apscheduler.scheduler"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class RunOutcome:
     results: list[ColumnResult] = field(default_factory=list)
     reference: TimeRange | None = None
     error: str | None = None
+    reason: str | None = None  # source | store | compute | other, for failed runs
     rows_scanned: int = 0
     duration_seconds: float = 0.0
 
@@ -156,6 +158,9 @@ class Pipeline:
         self.repository = repository or Repository()
         self._sources: dict[str, tuple[MonitorSettings, Source]] = {}
         self.engine_calls = 0  # one per successful monitor run; tests read it
+        # Set at shutdown once the grace period is over: runs still computing
+        # then end without writing anything.
+        self.abandon = threading.Event()
 
     def source_for(self, monitor: MonitorSettings, url: str) -> Source:
         cached = self._sources.get(monitor.name)
@@ -173,14 +178,22 @@ class Pipeline:
             outcome = RunOutcome(monitor.name, window, OK, results, reference,
                                  rows_scanned=counts.rows_scanned,
                                  duration_seconds=time.perf_counter() - clock)
+            if self.abandon.is_set():
+                return self._abandoned(outcome)
             self._store(outcome, started, scheduled_at)
         except (DriftmonError, RuntimeError, ValueError) as exc:
             outcome = RunOutcome(monitor.name, window, "failed", [], reference,
-                                 error=_describe(monitor, exc),
+                                 error=_describe(monitor, exc), reason=_reason(exc),
                                  duration_seconds=time.perf_counter() - clock)
             self._store_failure(outcome, started, scheduled_at)
         _log_outcome(outcome)
         return outcome
+
+    def _abandoned(self, outcome: RunOutcome) -> RunOutcome:
+        log.warning("run abandoned at shutdown; nothing written", extra={
+            "event": "run.abandoned", "monitor": outcome.monitor,
+            "window_end": outcome.window.end.isoformat()})
+        return RunOutcome(outcome.monitor, outcome.window, "abandoned", reference=outcome.reference)
 
     def _compute(self, monitor, source_url, window, reference):
         source = self.source_for(monitor, source_url)
@@ -223,6 +236,15 @@ class Pipeline:
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, bounded label for the failures counter."""
+    if isinstance(exc, SourceError):
+        return "source"
+    if isinstance(exc, StoreError):
+        return "store"
+    return "other" if isinstance(exc, DriftmonError) else "compute"
 
 
 def _describe(monitor: MonitorSettings, exc: BaseException) -> str:

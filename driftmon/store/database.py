@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from driftmon.errors import ConfigError
+from driftmon.errors import ConfigError, StoreError
 
 
 def parse_url(url: str | URL) -> URL:
@@ -36,7 +41,8 @@ def create_db_engine(url: str | URL) -> Engine:
             parsed = parsed.set(drivername="postgresql+psycopg")
         # psycopg 3 switches to a cached generic plan after 5 executions, which
         # ignores session settings and was measured 3.5x slower for bin queries.
-        kwargs["connect_args"] = {"prepare_threshold": None}
+        # Naive source timestamps are UTC: make the session say so too.
+        kwargs["connect_args"] = {"prepare_threshold": None, "options": "-c timezone=UTC"}
     engine = create_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -64,3 +70,28 @@ class EngineRegistry:
         for engine in self._engines.values():
             engine.dispose()
         self._engines.clear()
+
+
+@contextmanager
+def sqlite_daemon_lock(url: str) -> Iterator[None]:
+    """One daemon per SQLite file: a second one fails fast instead of racing the first.
+
+    PostgreSQL needs no such lock: replicas coordinate through lease rows.
+    """
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        yield
+        return
+    path = Path(parsed.database).resolve()
+    with open(f"{path}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(
+                f"another driftmon daemon already serves {path}: SQLite supports one daemon "
+                f"per database file (use PostgreSQL for replicas)"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -156,3 +156,19 @@ class ReferenceProfile(Base):
             name="uq_reference_profiles_range",
         ),
     )
+
+
+class Lease(Base):
+    """Which replica computes a monitor window, until ``expires_at`` (database clock).
+
+    Claimed atomically with INSERT … ON CONFLICT; a crashed replica's lease
+    expires and is taken over. Transaction-scoped, unlike session advisory
+    locks, so it survives connection pools and PgBouncer.
+    """
+
+    __tablename__ = "leases"
+
+    monitor: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -7,7 +7,7 @@ committed together or not at all. Driver errors become ``StoreError`` here.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -15,12 +15,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from driftmon.sources.profile import ColumnProfile, ReferenceProfile
 from driftmon.store.models import ReferenceProfile as ProfileRow
-from driftmon.store.models import Result, Run
+from driftmon.store.models import Lease, Result, Run
 from driftmon.windows import TimeRange
 
 _profiles = ProfileRow.__table__
 _runs = Run.__table__
 _results = Result.__table__
+_leases = Lease.__table__
 # What a re-run of the same window replaces; the key columns stay.
 _RESULT_UPDATES = [c.name for c in _results.columns if c.name not in ("id", "monitor", "column", "window_end")]
 
@@ -60,6 +61,56 @@ class Repository:
             _results.c.window_end <= span.end,
         )
         return set(connection.execute(statement).scalars())
+
+    def claim_lease(self, connection: Connection, monitor: str, window_end: datetime,
+                    owner: str, ttl: timedelta) -> bool:
+        """Atomically claim (or take over an expired claim on) a monitor window.
+
+        PostgreSQL judges expiry by its own clock, so replicas with skewed clocks
+        agree. SQLite serves one daemon per file, so the local clock is the clock.
+        """
+        if connection.dialect.name == "postgresql":
+            insert, now = postgresql.insert, sa.func.now()
+            expires = now + sa.literal(ttl, sa.Interval)
+        else:
+            moment = datetime.now(UTC)
+            insert, now = sqlite.insert, sa.literal(moment, _leases.c.expires_at.type)
+            expires = sa.literal(moment + ttl, _leases.c.expires_at.type)
+        statement = insert(_leases).values(
+            monitor=monitor, window_end=window_end, owner=owner, expires_at=expires
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["monitor", "window_end"],
+            set_={"owner": statement.excluded.owner, "expires_at": statement.excluded.expires_at},
+            where=_leases.c.expires_at < now,
+        ).returning(_leases.c.owner)
+        return connection.execute(statement).scalar() == owner
+
+    def latest_results(self, connection: Connection) -> list[dict]:
+        """The newest stored result of every (monitor, column)."""
+        newest = (
+            sa.select(_results.c.monitor, _results.c.column, sa.func.max(_results.c.window_end).label("end"))
+            .group_by(_results.c.monitor, _results.c.column)
+            .subquery()
+        )
+        statement = sa.select(_results).join(newest, sa.and_(
+            _results.c.monitor == newest.c.monitor,
+            _results.c.column == newest.c.column,
+            _results.c.window_end == newest.c.end,
+        ))
+        return [dict(row) for row in connection.execute(statement).mappings()]
+
+    def last_successes(self, connection: Connection) -> dict[str, datetime]:
+        """When each monitor last finished a run successfully."""
+        statement = (
+            sa.select(_runs.c.monitor, sa.func.max(_runs.c.finished_at))
+            .where(_runs.c.status == "ok")
+            .group_by(_runs.c.monitor)
+        )
+        return {monitor: _utc(finished) for monitor, finished in connection.execute(statement)}
+
+    def ping(self, connection: Connection) -> None:
+        connection.execute(sa.select(sa.func.count()).select_from(_runs).where(sa.false()))
 
     def results_for(self, connection: Connection, monitor: str, window_end: datetime) -> list[dict]:
         statement = sa.select(_results).where(
@@ -101,6 +152,13 @@ class Repository:
             for column in profile.columns
         ]
         insert_ignoring_duplicates(connection, _profiles, rows)
+
+
+def _utc(moment) -> datetime:
+    # Aggregates such as max() lose the column type, so SQLite hands back text.
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _column_profile(row) -> ColumnProfile:

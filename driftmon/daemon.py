@@ -1,0 +1,262 @@
+"""`driftmon serve`: the scheduler, the HTTP endpoints and a graceful shutdown.
+
+One APScheduler job per monitor, never overlapping itself (``max_instances=1``),
+with missed runs coalesced into one and a misfire grace as long as the
+schedule's interval, so a busy pool delays a run instead of dropping it. Each
+run computes the monitor's due windows: the latest ``catch_up`` windows that
+have no results yet, so a stalled daemon catches up once instead of in a burst.
+
+Several replicas may share one PostgreSQL results database: a lease row per
+(monitor, window), claimed atomically, decides which one computes a window.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import torch
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import SQLAlchemyError
+
+import driftmon
+from driftmon.app import App, open_app
+from driftmon.config import Config, MonitorSettings, Schedule
+from driftmon.divergence import resolve_device
+from driftmon.errors import ConfigError
+from driftmon.metrics import DriftCollector, DriftState, RunMetrics
+from driftmon.server import MetricsServer
+from driftmon.signals import stop_on_signals
+from driftmon.store.database import sqlite_daemon_lock
+from driftmon.windows import EPOCH, TimeRange, latest_tick, ticks
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
+WEDGED_AFTER_SECONDS = 30.0
+ABANDON_WAIT_SECONDS = 5.0
+
+
+def schedule_interval(schedule: Schedule) -> timedelta:
+    """The time between two ticks (for cron, the first gap after now)."""
+    if schedule.every is not None:
+        return schedule.every
+    now = datetime.now(UTC)
+    trigger = CronTrigger.from_crontab(schedule.cron, timezone=UTC)
+    first = trigger.get_next_fire_time(None, now)
+    second = trigger.get_next_fire_time(first, first + timedelta(microseconds=1))
+    return (second - first) if first and second else timedelta(days=1)
+
+
+class Daemon:
+    """Runs the monitors on their schedules and serves what they found."""
+
+    def __init__(self, config: Config, registry: CollectorRegistry):
+        self.config = config
+        self.monitors = config.resolved_monitors()
+        self.registry = registry
+        self.state = DriftState()
+        self.run_metrics = RunMetrics(registry)
+        self.stop_event = threading.Event()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.app: App | None = None
+        self.scheduler: BackgroundScheduler | None = None
+        self.stuck = False  # runs still going after the grace period and the abandon wait
+        self._beat = time.monotonic()
+        self._ready_problem: str | None = "starting"
+        self._inflight = 0
+        self._inflight_changed = threading.Condition()
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def serve(self) -> int:
+        """Run until SIGTERM/SIGINT (or ``stop()``); returns the exit code."""
+        with sqlite_daemon_lock(self.config.database.url):
+            self.app = open_app(self.config)
+            try:
+                server = self._bind()
+                with stop_on_signals(self.stop):
+                    self._run(server)
+            finally:
+                self.app.close()
+        return 0
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _bind(self) -> MetricsServer:
+        host, port = self.config.server.host, self.config.server.port
+        try:
+            server = MetricsServer(host, port, self.registry, self.health_problem, self.ready_problem)
+        except OSError as exc:
+            raise ConfigError(f"server.port: cannot listen on {host}:{port}: {exc.strerror}") from exc
+        device = str(resolve_device(self.config.compute.device))
+        build = {"version": driftmon.__version__, "torch_version": torch.__version__, "device": device}
+        self.registry.register(DriftCollector(self.state, self.monitors, build))
+        self.run_metrics.prepare(m.name for m in self.monitors)
+        return server
+
+    def _run(self, server: MetricsServer) -> None:
+        server.start()
+        log.info("serving", extra={"event": "daemon.serving", "address": f"{server.server_address[0]}:"
+                                   f"{server.server_address[1]}", "monitors": len(self.monitors)})
+        self._restore()
+        self.scheduler = self._start_scheduler()
+        try:
+            while not self.stop_event.wait(HEARTBEAT_SECONDS):
+                pass
+        finally:
+            self._shutdown(server)
+
+    def _restore(self) -> None:
+        """Gauges come back from the latest stored results before /readyz turns ready."""
+        with self.app.results.connect() as connection:
+            rows = self.app.pipeline.repository.latest_results(connection)
+            successes = self.app.pipeline.repository.last_successes(connection)
+        self.state.restore(rows, successes)
+        self._ready_problem = None
+        log.info("restored", extra={"event": "daemon.restored", "results": len(rows)})
+
+    def _start_scheduler(self) -> BackgroundScheduler:
+        scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(self.config.compute.workers),
+                       "heartbeat": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1},
+        )
+        now = datetime.now(UTC)
+        for monitor in self.monitors:
+            scheduler.add_job(
+                self.run_monitor, _trigger(monitor.schedule), args=[monitor], id=monitor.name,
+                name=f"monitor {monitor.name}", next_run_time=now,  # catch up at once
+                misfire_grace_time=max(1, int(schedule_interval(monitor.schedule).total_seconds())),
+            )
+        scheduler.add_job(self.heartbeat, IntervalTrigger(seconds=HEARTBEAT_SECONDS), id="heartbeat",
+                          executor="heartbeat", next_run_time=now, misfire_grace_time=None)
+        scheduler.add_listener(self._missed, EVENT_JOB_MISSED)
+        scheduler.start()
+        return scheduler
+
+    def _missed(self, event: JobExecutionEvent) -> None:
+        # Later than its misfire grace: the next run's catch-up covers the window.
+        log.warning("run missed its start", extra={
+            "event": "run.missed", "monitor": event.job_id,
+            "scheduled_at": event.scheduled_run_time.isoformat()})
+
+    def _shutdown(self, server: MetricsServer) -> None:
+        grace = self.config.server.shutdown_grace.total_seconds()
+        log.info("stopping: no new runs", extra={"event": "daemon.stopping", "grace_seconds": grace,
+                                                 "runs_in_flight": self._inflight})
+        self.scheduler.shutdown(wait=False)
+        if not self._wait_for_runs(grace):
+            log.warning("grace period over: abandoning runs in flight", extra={
+                "event": "daemon.abandoning", "runs_in_flight": self._inflight})
+            self.app.pipeline.abandon.set()
+            self.stuck = not self._wait_for_runs(ABANDON_WAIT_SECONDS)
+        server.stop()
+        log.info("stopped", extra={"event": "daemon.stopped"})
+
+    # --- runs ---------------------------------------------------------------------
+
+    def run_monitor(self, monitor: MonitorSettings) -> None:
+        """The scheduled job: every due window of one monitor, oldest first."""
+        try:
+            for window in self.due_windows(monitor, datetime.now(UTC)):
+                if self.stop_event.is_set() or not self._claim(monitor, window):
+                    continue
+                with self._in_flight():
+                    outcome = self.app.pipeline.run(monitor, self.config.source_url(monitor.source),
+                                                    window, scheduled_at=window.end)
+                if outcome.status != "abandoned":
+                    self.state.record(outcome, datetime.now(UTC))
+                    self.run_metrics.record(outcome)
+        except SQLAlchemyError as exc:
+            self.state.store_up = False
+            self.run_metrics.failures.labels(monitor.name, "store").inc()
+            log.error("results database unavailable", exc_info=exc,
+                      extra={"event": "run.store_unavailable", "monitor": monitor.name})
+
+    def due_windows(self, monitor: MonitorSettings, now: datetime) -> list[TimeRange]:
+        """The latest ``catch_up`` complete windows without results, oldest first."""
+        end = latest_tick(monitor.schedule, now)
+        interval = schedule_interval(monitor.schedule)
+        recent = list(ticks(monitor.schedule, end - interval * (monitor.catch_up - 1), end))
+        windows = [TimeRange(t - monitor.window.size, t) for t in recent[-monitor.catch_up:]]
+        span = TimeRange(windows[0].end - timedelta(microseconds=1), windows[-1].end)
+        with self.app.results.connect() as connection:
+            stored = self.app.pipeline.repository.stored_window_ends(connection, monitor.name, span)
+        return [w for w in windows if w.end not in stored]
+
+    def _claim(self, monitor: MonitorSettings, window: TimeRange) -> bool:
+        if self.app.results.dialect.name != "postgresql":
+            return True  # SQLite: one daemon per database file, held by a file lock
+        ttl = max(timedelta(seconds=60), 2 * schedule_interval(monitor.schedule),
+                  self.config.server.shutdown_grace)
+        with self.app.results.begin() as connection:
+            claimed = self.app.pipeline.repository.claim_lease(
+                connection, monitor.name, window.end, self.owner, ttl)
+        if not claimed:
+            log.debug("window claimed by another replica", extra={
+                "event": "run.skipped_claimed", "monitor": monitor.name,
+                "window_end": window.end.isoformat()})
+        return claimed
+
+    @contextmanager
+    def _in_flight(self):
+        with self._inflight_changed:
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self._inflight_changed:
+                self._inflight -= 1
+                self._inflight_changed.notify_all()
+
+    def _wait_for_runs(self, seconds: float) -> bool:
+        with self._inflight_changed:
+            return self._inflight_changed.wait_for(lambda: self._inflight == 0, timeout=seconds)
+
+    # --- health -------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Runs on the scheduler's own thread: proves the scheduler ticks, checks the store."""
+        self._beat = time.monotonic()
+        try:
+            with self.app.results.connect() as connection:
+                self.app.pipeline.repository.ping(connection)
+            self.state.store_up = True
+        except SQLAlchemyError:
+            self.state.store_up = False
+
+    def health_problem(self) -> str | None:
+        if self.scheduler is not None and not self.scheduler.running and not self.stop_event.is_set():
+            return "scheduler is not running"
+        silence = time.monotonic() - self._beat
+        if self.scheduler is not None and silence > WEDGED_AFTER_SECONDS:
+            return f"scheduler has not ticked for {silence:.0f} s"
+        return None
+
+    def ready_problem(self) -> str | None:
+        if self._ready_problem:
+            return self._ready_problem
+        if self.stop_event.is_set():
+            return "shutting down"
+        return None if self.state.store_up else "results database does not answer"
+
+
+def _trigger(schedule: Schedule):
+    if schedule.every is not None:
+        # Anchored at the epoch: ticks fall where windows.latest_tick puts them.
+        return IntervalTrigger(seconds=schedule.every.total_seconds(), start_date=EPOCH, timezone=UTC)
+    return CronTrigger.from_crontab(schedule.cron, timezone=UTC)

@@ -1,0 +1,209 @@
+"""Prometheus metrics (SPEC.md section 5).
+
+Drift values are mirrored state: ``DriftState`` holds the latest result of each
+column, fed by finished runs and restored from the database at start-up, and
+``DriftCollector`` turns it into metric families on each scrape. A scrape never
+queries a database or computes anything. The daemon's own counters are plain
+client objects registered on the registry the daemon builds and passes in.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from driftmon.config import MonitorSettings
+from driftmon.pipeline import INSUFFICIENT, ColumnResult, RunOutcome
+
+STATUSES = ("ok", "warning", "critical", INSUFFICIENT)
+STATISTICS = (("kl", "driftmon_kl_divergence", "KL divergence of the latest window, in nats"),
+              ("psi", "driftmon_psi", "Population stability index of the latest window"),
+              ("js", "driftmon_js_divergence", "Jensen-Shannon divergence of the latest window, in nats"))
+RUN_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+@dataclass(frozen=True)
+class LatestResult:
+    """What the metrics need of a stored result row."""
+
+    monitor: str
+    column: str
+    role: str
+    kl: float | None
+    psi: float | None
+    js: float | None
+    status: str
+    samples_current: float
+    samples_reference: float
+    missing_ratio: float | None
+    window_end: datetime
+
+    @classmethod
+    def from_row(cls, row: dict) -> LatestResult:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+    @classmethod
+    def from_result(cls, result: ColumnResult) -> LatestResult:
+        fields = {name: getattr(result, name, None) for name in cls.__dataclass_fields__}
+        return cls(**{**fields, "window_end": result.window.end})
+
+
+class DriftState:
+    """The latest result per (monitor, column), safe to read while runs update it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[tuple[str, str], LatestResult] = {}
+        self._last_success: dict[str, datetime] = {}
+        self.store_up = True
+
+    def restore(self, rows: Iterable[dict], last_successes: dict[str, datetime]) -> None:
+        with self._lock:
+            for row in rows:
+                self._keep(LatestResult.from_row(row))
+            self._last_success.update(last_successes)
+
+    def record(self, outcome: RunOutcome, finished: datetime) -> None:
+        if outcome.status != "ok":
+            return
+        with self._lock:
+            for result in outcome.results:
+                self._keep(LatestResult.from_result(result))
+            previous = self._last_success.get(outcome.monitor)
+            self._last_success[outcome.monitor] = max(finished, previous or finished)
+
+    def _keep(self, result: LatestResult) -> None:
+        # A backfill may finish an older window after a newer one: keep the newest.
+        key = (result.monitor, result.column)
+        known = self._latest.get(key)
+        if known is None or result.window_end >= known.window_end:
+            self._latest[key] = result
+
+    def snapshot(self) -> tuple[list[LatestResult], dict[str, datetime]]:
+        with self._lock:
+            return list(self._latest.values()), dict(self._last_success)
+
+
+class DriftCollector(Collector):
+    """Metric families built on each scrape from ``DriftState`` and the config."""
+
+    def __init__(self, state: DriftState, monitors: list[MonitorSettings], build: dict[str, str]):
+        self.state = state
+        self.monitors = {m.name: m for m in monitors}
+        self.build = build
+
+    def describe(self) -> Iterator[Metric]:
+        # Families without samples: registering the collector runs no collect().
+        yield from self._families().values()
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        results, last_success = self.state.snapshot()
+        for result in sorted(self._configured(results), key=lambda r: (r.monitor, r.column)):
+            self._add_result(families, result)
+        for monitor in self.monitors:
+            if monitor in last_success:
+                families["success"].add_metric([monitor], last_success[monitor].timestamp())
+            ends = [r.window_end for r in results if r.monitor == monitor]
+            if ends:
+                families["window_end"].add_metric([monitor], max(ends).timestamp())
+        self._add_thresholds(families["threshold"], results)
+        families["store_up"].add_metric([], 1.0 if self.state.store_up else 0.0)
+        families["build"].add_metric([self.build[k] for k in ("version", "torch_version", "device")], 1.0)
+        yield from families.values()
+
+    def _configured(self, results: list[LatestResult]) -> Iterator[LatestResult]:
+        """Only columns still in the config: the rest's series disappear."""
+        for result in results:
+            monitor = self.monitors.get(result.monitor)
+            if monitor is None:
+                continue
+            if monitor.features and result.column not in {f.column for f in monitor.features}:
+                continue
+            yield result
+
+    def _add_result(self, families: dict, r: LatestResult) -> None:
+        labels = [r.monitor, r.column, r.role]
+        for status in STATUSES:
+            families["status"].add_metric([*labels, status], 1.0 if r.status == status else 0.0)
+        if r.status == INSUFFICIENT:
+            return  # no statistic to show, and never a NaN
+        for name, _, _ in STATISTICS:
+            value = getattr(r, name)
+            if value is not None and math.isfinite(value):
+                families[name].add_metric(labels, value)
+        families["samples"].add_metric([r.monitor, r.column, "current"], r.samples_current)
+        families["samples"].add_metric([r.monitor, r.column, "reference"], r.samples_reference)
+        if r.missing_ratio is not None and math.isfinite(r.missing_ratio):
+            families["missing"].add_metric([r.monitor, r.column], r.missing_ratio)
+
+    def _add_thresholds(self, family: GaugeMetricFamily, results: list[LatestResult]) -> None:
+        for monitor in self.monitors.values():
+            columns = [f.column for f in monitor.features] or sorted(
+                {r.column for r in results if r.monitor == monitor.name})
+            for column in columns:
+                thresholds = monitor.thresholds_for(column)
+                for severity in ("warning", "critical"):
+                    family.add_metric([monitor.name, column, severity, thresholds.statistic],
+                                      getattr(thresholds, severity))
+
+    @staticmethod
+    def _families() -> dict[str, GaugeMetricFamily]:
+        column = ["monitor", "feature", "role"]
+        families = {name: GaugeMetricFamily(metric, text, labels=column) for name, metric, text in STATISTICS}
+        families.update(
+            status=GaugeMetricFamily("driftmon_drift_status",
+                                     "1 for the column's current status, 0 for the others",
+                                     labels=[*column, "status"]),
+            threshold=GaugeMetricFamily("driftmon_drift_threshold",
+                                        "Alert threshold of the column's statistic",
+                                        labels=["monitor", "feature", "severity", "statistic"]),
+            samples=GaugeMetricFamily("driftmon_window_samples",
+                                      "Observations in the latest current and reference windows",
+                                      labels=["monitor", "feature", "window"]),
+            missing=GaugeMetricFamily("driftmon_missing_ratio",
+                                      "Share of the current window's observations that are missing",
+                                      labels=["monitor", "feature"]),
+            success=GaugeMetricFamily("driftmon_last_success_timestamp_seconds",
+                                      "When the monitor last finished a run successfully",
+                                      labels=["monitor"]),
+            window_end=GaugeMetricFamily("driftmon_window_end_timestamp_seconds",
+                                         "End of the newest window with stored results",
+                                         labels=["monitor"]),
+            store_up=GaugeMetricFamily("driftmon_store_up",
+                                       "1 when the results database answers, else 0"),
+            build=GaugeMetricFamily("driftmon_build_info", "driftmon build and compute device",
+                                    labels=["version", "torch_version", "device"]),
+        )
+        return families
+
+
+class RunMetrics:
+    """The daemon's own counters, on the registry it was given."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.runs = Counter("driftmon_runs", "Monitor runs finished, failed or not",
+                            ["monitor"], registry=registry)
+        self.failures = Counter("driftmon_run_failures", "Monitor runs that failed",
+                                ["monitor", "reason"], registry=registry)
+        self.duration = Histogram("driftmon_run_duration_seconds", "Duration of monitor runs",
+                                  ["monitor"], buckets=RUN_DURATION_BUCKETS, registry=registry)
+
+    def prepare(self, monitors: Iterable[str]) -> None:
+        """Zero series from the start, so that rate() and increase() see the first run."""
+        for monitor in monitors:
+            self.runs.labels(monitor)
+            self.duration.labels(monitor)
+
+    def record(self, outcome: RunOutcome) -> None:
+        self.runs.labels(outcome.monitor).inc()
+        self.duration.labels(outcome.monitor).observe(outcome.duration_seconds)
+        if outcome.status != "ok":
+            self.failures.labels(outcome.monitor, outcome.reason or "other").inc()

@@ -1,0 +1,134 @@
+"""The collector: exact values on a fresh registry, no queries, no NaN, no stale series."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from driftmon.config import parse_config
+from driftmon.metrics import DriftCollector, DriftState, RunMetrics
+from driftmon.pipeline import ColumnResult, RunOutcome
+from driftmon.windows import TimeRange
+
+END = datetime(2024, 3, 8, 1, tzinfo=UTC)
+WINDOW = TimeRange(END - timedelta(hours=1), END)
+REFERENCE = TimeRange(END - timedelta(days=8), END - timedelta(days=1))
+BUILD = {"version": "0.1.0", "torch_version": "2.13.0", "device": "cpu"}
+
+
+def settings(features=("amount", "country")):
+    raw = {"monitors": [{"name": "fraud", "source": {"kind": "events", "table": "t", "timestamp_column": "ts"},
+                         "features": [{"column": c} for c in features],
+                         "thresholds": {"warning": 0.1, "critical": 0.25,
+                                        "per_feature": {"amount": {"critical": 0.5}} if "amount" in features else {}}}]}
+    return parse_config(raw, {}).resolved_monitors()
+
+
+def result(column, kl, status, end=END, missing=0.05):
+    window = TimeRange(end - timedelta(hours=1), end)
+    return ColumnResult(monitor="fraud", column=column, role="feature", window=window, reference=REFERENCE,
+                        samples_current=400.0, samples_reference=2000.0, missing_current=20.0,
+                        missing_ratio=missing, kl=kl, psi=None if kl is None else 2 * kl,
+                        js=None if kl is None else kl / 4, statistic="kl", threshold_warning=0.1,
+                        threshold_critical=0.25, status=status)
+
+
+def outcome(*results, status="ok"):
+    return RunOutcome("fraud", WINDOW, status, list(results), REFERENCE, duration_seconds=0.2,
+                      reason=None if status == "ok" else "source", error=None if status == "ok" else "boom")
+
+
+@pytest.fixture
+def registry():
+    return CollectorRegistry()
+
+
+def test_exact_values(registry):
+    state = DriftState()
+    state.record(outcome(result("amount", 0.3, "warning"), result("country", 0.01, "ok")), END)
+    registry.register(DriftCollector(state, settings(), BUILD))
+    labels = {"monitor": "fraud", "feature": "amount", "role": "feature"}
+    assert registry.get_sample_value("driftmon_kl_divergence", labels) == 0.3
+    assert registry.get_sample_value("driftmon_psi", labels) == 0.6
+    assert registry.get_sample_value("driftmon_js_divergence", labels) == 0.075
+    assert registry.get_sample_value("driftmon_drift_status", {**labels, "status": "warning"}) == 1
+    assert registry.get_sample_value("driftmon_drift_status", {**labels, "status": "critical"}) == 0
+    assert registry.get_sample_value("driftmon_drift_threshold", {
+        "monitor": "fraud", "feature": "amount", "severity": "critical", "statistic": "kl"}) == 0.5
+    assert registry.get_sample_value("driftmon_drift_threshold", {
+        "monitor": "fraud", "feature": "country", "severity": "critical", "statistic": "kl"}) == 0.25
+    assert registry.get_sample_value("driftmon_window_samples", {
+        "monitor": "fraud", "feature": "amount", "window": "reference"}) == 2000
+    assert registry.get_sample_value("driftmon_missing_ratio", {"monitor": "fraud", "feature": "amount"}) == 0.05
+    assert registry.get_sample_value("driftmon_last_success_timestamp_seconds", {"monitor": "fraud"}) \
+        == END.timestamp()
+    assert registry.get_sample_value("driftmon_window_end_timestamp_seconds", {"monitor": "fraud"}) \
+        == END.timestamp()
+    assert registry.get_sample_value("driftmon_store_up") == 1
+    assert registry.get_sample_value("driftmon_build_info", BUILD) == 1
+
+
+def test_insufficient_data_exposes_status_only(registry):
+    state = DriftState()
+    state.record(outcome(result("amount", None, "insufficient_data", missing=None)), END)
+    registry.register(DriftCollector(state, settings(), BUILD))
+    text = generate_latest(registry).decode()
+    assert "NaN" not in text and "Inf" not in text.replace("+Inf", "")
+    labels = {"monitor": "fraud", "feature": "amount", "role": "feature"}
+    assert registry.get_sample_value("driftmon_kl_divergence", labels) is None
+    assert registry.get_sample_value("driftmon_drift_status", {**labels, "status": "insufficient_data"}) == 1
+
+
+def test_columns_that_leave_the_config_disappear(registry):
+    state = DriftState()
+    state.record(outcome(result("amount", 0.3, "warning"), result("country", 0.01, "ok")), END)
+    registry.register(DriftCollector(state, settings(features=("country",)), BUILD))
+    assert registry.get_sample_value("driftmon_kl_divergence",
+                                     {"monitor": "fraud", "feature": "amount", "role": "feature"}) is None
+    assert registry.get_sample_value("driftmon_kl_divergence",
+                                     {"monitor": "fraud", "feature": "country", "role": "feature"}) == 0.01
+    other = CollectorRegistry()
+    other.register(DriftCollector(state, [], BUILD))  # the monitor itself left
+    assert "driftmon_kl_divergence{" not in generate_latest(other).decode()
+
+
+def test_registering_and_describing_read_no_state(registry):
+    class Untouchable(DriftState):
+        def snapshot(self):
+            raise AssertionError("describe() must not read state")
+
+    registry.register(DriftCollector(Untouchable(), settings(), BUILD))  # would call collect() without describe()
+
+
+def test_newest_window_wins_and_failed_runs_keep_values(registry):
+    state = DriftState()
+    state.record(outcome(result("amount", 0.3, "warning")), END)
+    state.record(outcome(result("amount", 0.9, "critical", end=END - timedelta(hours=5))), END)  # backfilled
+    state.record(outcome(status="failed"), END + timedelta(hours=1))
+    registry.register(DriftCollector(state, settings(), BUILD))
+    assert registry.get_sample_value("driftmon_kl_divergence",
+                                     {"monitor": "fraud", "feature": "amount", "role": "feature"}) == 0.3
+
+
+def test_restore_from_stored_rows(registry):
+    state = DriftState()
+    row = {"monitor": "fraud", "column": "amount", "role": "feature", "kl": 0.2, "psi": 0.4, "js": 0.05,
+           "status": "warning", "samples_current": 10.0, "samples_reference": 20.0, "missing_ratio": 0.0,
+           "window_end": END, "id": 1, "statistic": "kl"}
+    state.restore([row], {"fraud": END})
+    registry.register(DriftCollector(state, settings(), BUILD))
+    assert registry.get_sample_value("driftmon_kl_divergence",
+                                     {"monitor": "fraud", "feature": "amount", "role": "feature"}) == 0.2
+
+
+def test_run_counters(registry):
+    metrics = RunMetrics(registry)
+    metrics.prepare(["fraud"])
+    assert registry.get_sample_value("driftmon_runs_total", {"monitor": "fraud"}) == 0
+    metrics.record(outcome(result("amount", 0.3, "warning")))
+    metrics.record(outcome(status="failed"))
+    assert registry.get_sample_value("driftmon_runs_total", {"monitor": "fraud"}) == 2
+    assert registry.get_sample_value("driftmon_run_failures_total", {"monitor": "fraud", "reason": "source"}) == 1
+    assert registry.get_sample_value("driftmon_run_duration_seconds_count", {"monitor": "fraud"}) == 2
