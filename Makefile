@@ -16,8 +16,7 @@ $(BIN)/driftmon: pyproject.toml
 install: $(BIN)/driftmon
 
 demo: install
-	$(BIN)/driftmon check-config --config config.yaml
-	$(BIN)/driftmon db upgrade --config config.yaml
+	$(BIN)/driftmon demo $(DEMO_ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

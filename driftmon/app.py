@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine
+from tqdm import tqdm
 
 from driftmon.config import Config, MonitorSettings
 from driftmon.divergence import DeviceUnavailableError, resolve_device, set_threads
@@ -82,3 +84,18 @@ def plan_backfill(app: App, monitors: list[MonitorSettings], start: datetime,
 
 def run_window(app: App, monitor: MonitorSettings, window: TimeRange) -> RunOutcome:
     return app.pipeline.run(monitor, app.config.source_url(monitor.source), window)
+
+
+def backfill_with_progress(app: App, monitors: list[MonitorSettings], start: datetime,
+                           end: datetime) -> list[RunOutcome]:
+    """plan_backfill + run_window, with a progress bar on a terminal."""
+    work = plan_backfill(app, monitors, start, end)
+    # A bar on a terminal; elsewhere each run's own log line is the progress.
+    bar = tqdm(total=len(work), unit="window", disable=not sys.stderr.isatty(), file=sys.stderr)
+    outcomes = []
+    with bar:
+        for monitor, window in work:
+            bar.set_postfix_str(f"{monitor.name} {window.end:%Y-%m-%d %H:%M}", refresh=False)
+            outcomes.append(run_window(app, monitor, window))
+            bar.update()
+    return outcomes

@@ -208,30 +208,13 @@ def backfill(config_path: str | None, monitor_names: tuple[str, ...], start: dat
     monitors = application.select_monitors(config, monitor_names)
     app = application.open_app(config)
     try:
-        outcomes = _backfill(app, monitors, start, end)
+        outcomes = application.backfill_with_progress(app, monitors, start, end)
     finally:
         app.close()
     failed = sum(o.status != "ok" for o in outcomes)
     critical = sum(o.critical for o in outcomes)
     click.echo(f"backfilled {len(outcomes)} window(s): {failed} failed, {critical} with critical drift")
     sys.exit(EXIT_FAILED if failed else (EXIT_CRITICAL if critical else EXIT_OK))
-
-
-def _backfill(app, monitors, start: datetime, end: datetime) -> list:
-    from tqdm import tqdm
-
-    from driftmon import app as application
-
-    work = application.plan_backfill(app, monitors, start, end)
-    # A bar on a terminal; elsewhere each run's own log line is the progress.
-    bar = tqdm(total=len(work), unit="window", disable=not sys.stderr.isatty(), file=sys.stderr)
-    outcomes = []
-    with bar:
-        for monitor, window in work:
-            bar.set_postfix_str(f"{monitor.name} {window.end.isoformat()}", refresh=False)
-            outcomes.append(application.run_window(app, monitor, window))
-            bar.update()
-    return outcomes
 
 
 @main.command("serve")
@@ -259,6 +242,52 @@ def serve(config_path: str | None) -> None:
         logging.shutdown()
         os._exit(code)
     sys.exit(code)
+
+
+@main.command("demo")
+@click.option("--dir", "directory", default="demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the demo's databases and config file (replaced on each run).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve metrics on.")
+@click.option("--port", default=9847, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--no-serve", is_flag=True, help="Exit after the summary instead of serving.")
+@click.option("--seed", default=42, show_default=True, help="Random seed of the synthetic traffic.")
+@handle_errors
+def demo(directory: str, host: str, port: int, no_serve: bool, seed: int) -> None:
+    """Seed a synthetic inference log with a known drift, backfill it, then serve.
+
+    Needs no set-up: everything lives in --dir, including the config file the
+    demo ran with, ready to copy. Ctrl-C stops serving.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    from driftmon import app as application
+    from driftmon import demo as demo_data
+    from driftmon.daemon import Daemon
+
+    rng = np.random.default_rng(seed)
+    timeline = demo_data.Timeline.around(datetime.now(UTC))
+    click.echo(f"Seeding a week of synthetic inference traffic in {directory}/ ...", err=True)
+    config_path = demo_data.seed(Path(directory), timeline, host, port, rng)
+    config = load_config(config_path)
+    app = application.open_app(config)
+    try:
+        outcomes = application.backfill_with_progress(
+            app, config.resolved_monitors(), timeline.now - demo_data.BACKFILL, timeline.now)
+    finally:
+        app.close()
+    click.echo(demo_data.summary(outcomes, timeline.drift_at))
+    if no_serve:
+        return
+    click.echo(f"\nServing http://{host}:{port}/metrics (config: {config_path}); Ctrl-C stops.")
+    feed = demo_data.TrafficFeed(Path(directory), timeline.drift_at, timeline.now, rng)
+    feed.start()
+    try:
+        sys.exit(Daemon(config, CollectorRegistry()).serve())
+    finally:
+        feed.stop()
 
 
 @main.command("healthcheck")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,21 +10,9 @@ from sqlalchemy import inspect
 
 from driftmon.store import migrate
 from driftmon.store.database import create_db_engine
+from tests.cli_helpers import driftmon
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def driftmon(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTMON_")}
-    environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "driftmon", *args],
-        cwd=cwd or ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def write_config(tmp_path: Path, config: dict) -> Path:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import yaml
 
 from tests.sourcedata import create_and_fill, events_table
-from tests.test_cli import driftmon
+from tests.cli_helpers import driftmon
 from tests.test_pipeline import AT, DAY, FEATURES, HOUR, REFERENCE, START, WINDOW, drifted_rows
 
 JSON_KEYS = ["monitor", "column", "role", "window_start", "window_end", "reference_start",

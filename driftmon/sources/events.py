@@ -242,12 +242,19 @@ class EventsSource:
         )
 
     def _count_union(self, codes, window):
+        # The window's codes are computed in one scan into a materialised CTE,
+        # then counted per column: one pass over the table however many columns.
+        coded = (
+            sa.select(*(code.label(f"c{i}") for i, code in enumerate(codes)))
+            .where(*self._in_window(window))
+            .cte("coded")
+            .prefix_with("MATERIALIZED", dialect="sqlite")
+        )
         return sa.union_all(
             *(
-                sa.select(sa.literal(i).label("index"), code.label("code"), sa.func.count())
-                .where(*self._in_window(window))
-                .group_by(code)
-                for i, code in enumerate(codes)
+                sa.select(sa.literal(i).label("index"), coded.c[f"c{i}"], sa.func.count())
+                .group_by(coded.c[f"c{i}"])
+                for i in range(len(codes))
             )
         )
 

@@ -19,6 +19,7 @@ from driftmon.windows import TimeRange
 
 # SQLite compares timestamps as text: both sides are normalised to this shape.
 _SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%f"
+_ONE_DAY = timedelta(days=1)
 
 
 def source_table(table: str, schema: str | None, columns: list[str]) -> sa.TableClause:
@@ -29,9 +30,13 @@ def in_range(engine_name: str, timestamp: sa.ColumnClause, window: TimeRange) ->
     """``start <= ts < end`` with UTC bounds, whatever the engine stores."""
     if engine_name == "sqlite":
         # Text timestamps may be written '2024-01-01T00:00:00', with or without
-        # fractions or an offset; strftime normalises all of them to UTC.
+        # fractions or an offset; strftime normalises all of them to UTC. It
+        # cannot use an index, so a raw text range one day wider (any offset,
+        # either separator) first narrows the rows an index on ts can find.
         normalised = sa.func.strftime(_SQLITE_TIME_FORMAT, timestamp)
         return sa.and_(
+            timestamp >= sa.literal(_sqlite_text(window.start - _ONE_DAY)),
+            timestamp < sa.literal(_sqlite_text(window.end + _ONE_DAY)),
             normalised >= sa.literal(_sqlite_text(window.start)),
             normalised < sa.literal(_sqlite_text(window.end)),
         )

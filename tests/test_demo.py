@@ -1,0 +1,59 @@
+"""`driftmon demo`: from nothing to a summary showing the injected drift, then serving."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from tests.cli_helpers import driftmon
+from tests.live import ROOT, free_port, samples_named, scrape, stop, wait_for, wait_ready
+
+DRIFTED = {"amount", "country", "tenure", "score"}
+
+
+def summary_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = line.split()
+        if cells and cells[0] in DRIFTED | {"age"}:
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_demo_detects_the_injected_drift_and_serves(tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "driftmon", "demo", "--dir", str(tmp_path / "demo"), "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        wait_ready(port, process, timeout=240)
+        metrics = wait_for(lambda: (m := scrape(port)) and len(samples_named(m, "driftmon_kl_divergence")) == 5
+                           and m, 60, "every demo column on /metrics")
+        status = {dict(k)["feature"]: dict(k)["status"]
+                  for k, v in samples_named(metrics, "driftmon_drift_status").items() if v == 1}
+        assert status["age"] == "ok"
+        assert status["country"] == "critical" and status["score"] == "critical"
+    finally:
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        code = process.wait(timeout=60)
+        output = process.stdout.read()
+        process.stdout.close()
+        stop(process)
+    assert code == 0
+    rows = summary_rows(output)
+    assert rows["age"][2] == "ok" and rows["age"][-1] == "never"
+    for column in DRIFTED:
+        assert rows[column][2] in ("warning", "critical"), output
+    assert "0 failed" in output
+    assert "Serving http://127.0.0.1:" in output
+    config = tmp_path / "demo" / "config.yaml"
+    assert driftmon("check-config", "--config", str(config)).returncode == 0
+
+
+def test_demo_no_serve_exits_after_summary(tmp_path):
+    result = driftmon("demo", "--dir", str(tmp_path / "d"), "--no-serve", "--port", str(free_port()))
+    assert result.returncode == 0, result.stderr
+    rows = summary_rows(result.stdout)
+    assert set(rows) == DRIFTED | {"age"}
+    assert "Serving" not in result.stdout
