@@ -1,7 +1,7 @@
 """`driftmon demo`: a synthetic inference log with a known drift, monitored end to end.
 
 It seeds an embedded SQLite source with a week of traffic in which, from a
-known hour on, ``amount`` grows by 30 %, a new country appears, ``tenure``
+known hour on, ``amount`` grows by 70 %, a new country appears, ``tenure``
 goes missing far more often and the prediction ``score`` moves, while ``age``
 (the control) stays as it was. It writes a config file the user can copy,
 backfills the monitor over the last two days, prints which columns drifted and
@@ -72,14 +72,14 @@ def traffic(rng: np.random.Generator, start: datetime, end: datetime, drift_at: 
     for ts in times:
         drifted = ts >= drift_at
         country = COUNTRIES[rng.choice(5, p=[.35, .25, .2, .1, .1])]
-        if drifted and rng.random() < 0.25:
+        if drifted and rng.random() < 0.35:
             country = "BR"
         rows.append({
             "ts": ts.replace(tzinfo=None),  # naive timestamps are UTC
             "model_version": "v3",
-            "amount": float(rng.lognormal(4.0, 0.5)) * (1.3 if drifted else 1.0),
+            "amount": float(rng.lognormal(4.0, 0.5)) * (1.7 if drifted else 1.0),
             "country": country,
-            "tenure": None if rng.random() < (0.30 if drifted else 0.02) else float(rng.exponential(4.0)),
+            "tenure": None if rng.random() < (0.35 if drifted else 0.02) else float(rng.exponential(4.0)),
             "age": float(rng.normal(40, 10)),
             "score": float(rng.beta(4, 3) if drifted else rng.beta(2, 5)),
         })

@@ -26,6 +26,7 @@ STATUSES = ("ok", "warning", "critical", INSUFFICIENT)
 STATISTICS = (("kl", "driftmon_kl_divergence", "KL divergence of the latest window, in nats"),
               ("psi", "driftmon_psi", "Population stability index of the latest window"),
               ("js", "driftmon_js_divergence", "Jensen-Shannon divergence of the latest window, in nats"))
+FAILURE_REASONS = ("source", "store", "compute", "other")
 RUN_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -197,10 +198,13 @@ class RunMetrics:
                                   ["monitor"], buckets=RUN_DURATION_BUCKETS, registry=registry)
 
     def prepare(self, monitors: Iterable[str]) -> None:
-        """Zero series from the start, so that rate() and increase() see the first run."""
+        """Zero series from the start, so that rate() and increase() see the first run
+        and the first failure of each reason."""
         for monitor in monitors:
             self.runs.labels(monitor)
             self.duration.labels(monitor)
+            for reason in FAILURE_REASONS:
+                self.failures.labels(monitor, reason)
 
     def record(self, outcome: RunOutcome) -> None:
         self.runs.labels(outcome.monitor).inc()

@@ -127,6 +127,8 @@ def test_run_counters(registry):
     metrics = RunMetrics(registry)
     metrics.prepare(["fraud"])
     assert registry.get_sample_value("driftmon_runs_total", {"monitor": "fraud"}) == 0
+    for reason in ("source", "store", "compute", "other"):
+        assert registry.get_sample_value("driftmon_run_failures_total", {"monitor": "fraud", "reason": reason}) == 0
     metrics.record(outcome(result("amount", 0.3, "warning")))
     metrics.record(outcome(status="failed"))
     assert registry.get_sample_value("driftmon_runs_total", {"monitor": "fraud"}) == 2
