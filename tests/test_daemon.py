@@ -246,7 +246,8 @@ def test_source_outage_while_serving(tmp_path, db_url, live_log, engine):
     assert_no_partial_results(engine)
 
 
-@pytest.mark.skipif(shutil.which("prometheus") is None, reason="Prometheus (Debian package 'prometheus') is not installed")
+@pytest.mark.skipif(shutil.which("prometheus") is None,
+                    reason="Prometheus (Debian package 'prometheus') is not installed")
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # one backend proves the scrape
 def test_real_prometheus_scrapes_every_column(tmp_path, db_url, live_log):
     port, prometheus_port = free_port(), free_port()

@@ -28,7 +28,7 @@ def drifted_rows(rng, n, start, span, drifted: bool) -> list[dict]:
     """Known drift in the current hour: amount shifts, a category appears,
     tenure goes missing far more often; age (the control) does not change."""
     rows = []
-    for i in range(n):
+    for _ in range(n):
         country = rng.choice(["DE", "FR", "US"], p=[.5, .3, .2])
         if drifted and rng.random() < 0.3:
             country = "BR"

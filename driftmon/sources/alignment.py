@@ -45,7 +45,7 @@ def align(
 ) -> WindowCounts:
     """Padded ``[F, B]`` reference and current counts with the mask of real bins."""
     profiles = {c.column: c for c in profile.columns}
-    for name, counts in current.items():
+    for name in current:
         if name not in profiles:  # a histogram feature absent from the reference
             profiles[name] = ColumnProfile(column=name, role=(roles or {}).get(name, "feature"),
                                            kind="histogram", config_hash="")
