@@ -15,7 +15,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import torch
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -249,7 +248,7 @@ def _reason(exc: BaseException) -> str:
 
 def _describe(monitor: MonitorSettings, exc: BaseException) -> str:
     message = str(exc)
-    if isinstance(exc, torch.cuda.OutOfMemoryError | RuntimeError) and not isinstance(exc, DriftmonError):
+    if isinstance(exc, RuntimeError):  # torch's errors, CUDA's out-of-memory included
         message = f"compute failed: {message.splitlines()[0] if message else type(exc).__name__}"
     return message if f"monitor {monitor.name!r}" in message else f"monitor {monitor.name!r}: {message}"
 

@@ -10,8 +10,6 @@ of one GROUP BY per column (SQLite has no LATERAL).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
@@ -21,15 +19,7 @@ from driftmon.config import Feature, MonitorSettings
 from driftmon.sources import binning
 from driftmon.sources.alignment import align
 from driftmon.sources.profile import ColumnCounts, ColumnProfile, ReferenceProfile, WindowCounts
-from driftmon.sources.sql import (
-    equality_filters,
-    in_range,
-    reflect_columns,
-    require_columns,
-    source_errors,
-    source_table,
-    statement_timeout,
-)
+from driftmon.sources.sql import SourceReader, equality_filters, in_range, source_table
 from driftmon.windows import TimeRange
 
 OTHER_CODE = -1
@@ -47,7 +37,8 @@ class EventsSource:
         self.features = monitor.features
         names = [self.source.timestamp_column, *self.source.where, *(f.column for f in self.features)]
         self.table = source_table(self.source.table, self.source.schema_, names)
-        self._column_types: dict | None = None
+        self.reader = SourceReader(engine, monitor.name, self.source.table, self.source.schema_,
+                                   names, self.source.timeout)
         self.statements = 0  # executed so far; tests and logs read it
 
     @property
@@ -73,7 +64,7 @@ class EventsSource:
 
     def profile(self, reference: TimeRange) -> ReferenceProfile:
         """Cut the reference's bins and count it: edges, categories, counts."""
-        with self._reading(f"reference {reference}") as connection:
+        with self.reader.reading(f"reference {reference}") as connection:
             cuts = self._cuts(connection, reference)
             categories = self._categories(connection, reference)
             counts, _ = self._count(connection, reference, cuts, categories)
@@ -86,27 +77,11 @@ class EventsSource:
         """The window's counts in the profile's bins, aligned with the reference."""
         cuts = {c.column: list(c.edges) for c in profile.columns if c.kind == "numeric"}
         categories = {c.column: list(c.categories) for c in profile.columns if c.kind == "categorical"}
-        with self._reading(f"window {window}") as connection:
+        with self.reader.reading(f"window {window}") as connection:
             counts, rows = self._count(connection, window, cuts, categories)
         return align(profile, counts, window, rows_scanned=rows)
 
     # --- reading ------------------------------------------------------------
-
-    @contextmanager
-    def _reading(self, what: str) -> Iterator[Connection]:
-        label = f"monitor {self.monitor.name!r}, table {self.source.table!r}, {what}"
-        with source_errors(label), self.engine.connect() as connection:
-            with statement_timeout(connection, self.source.timeout):
-                self._check_columns(connection)
-                yield connection
-            connection.rollback()
-
-    def _check_columns(self, connection: Connection) -> None:
-        if self._column_types is None:
-            types = reflect_columns(connection, self.source.table, self.source.schema_)
-            wanted = [self.source.timestamp_column, *self.source.where, *(f.column for f in self.features)]
-            require_columns(types, wanted, self.source.table, self.source.schema_)
-            self._column_types = types
 
     def _execute(self, connection: Connection, statement) -> list:
         self.statements += 1
@@ -207,7 +182,7 @@ class EventsSource:
         # Ties go by value ascending in code-point order, as Python sorts and
         # SQLite compares; PostgreSQL's locale collation would order otherwise.
         value = self.table.c[feature.column]
-        column_type = (self._column_types or {}).get(feature.column)
+        column_type = (self.reader.column_types or {}).get(feature.column)
         if self.engine.dialect.name == "postgresql" and isinstance(column_type, sa.String):
             return value.collate("C")
         return value

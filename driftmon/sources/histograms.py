@@ -8,25 +8,15 @@ weights and are kept.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from driftmon.config import MonitorSettings
 from driftmon.sources import binning
 from driftmon.sources.alignment import align
 from driftmon.sources.profile import ColumnCounts, ColumnProfile, ReferenceProfile, WindowCounts
-from driftmon.sources.sql import (
-    equality_filters,
-    in_range,
-    reflect_columns,
-    require_columns,
-    source_errors,
-    source_table,
-    statement_timeout,
-)
+from driftmon.sources.sql import SourceReader, equality_filters, in_range, source_table
 from driftmon.windows import TimeRange
 
 
@@ -39,7 +29,8 @@ class HistogramsSource:
         self.source = monitor.source
         self.features = {f.column: f for f in monitor.features}
         self.table = source_table(self.source.table, self.source.schema_, self._column_names())
-        self._checked = False
+        self.reader = SourceReader(engine, monitor.name, self.source.table, self.source.schema_,
+                                   self._column_names(), self.source.timeout)
         self.statements = 0
 
     def _column_names(self) -> list[str]:
@@ -88,18 +79,6 @@ class HistogramsSource:
         counts, roles, rows = self._sum(window, f"window {window}")
         return align(profile, counts, window, rows_scanned=rows, roles=roles)
 
-    @contextmanager
-    def _reading(self, what: str) -> Iterator[Connection]:
-        label = f"monitor {self.monitor.name!r}, table {self.source.table!r}, {what}"
-        with source_errors(label), self.engine.connect() as connection:
-            with statement_timeout(connection, self.source.timeout):
-                if not self._checked:
-                    types = reflect_columns(connection, self.source.table, self.source.schema_)
-                    require_columns(types, self._column_names(), self.source.table, self.source.schema_)
-                    self._checked = True
-                yield connection
-            connection.rollback()
-
     def _sum(self, window: TimeRange, what: str):
         s, t = self.source, self.table
         feature, label, count = t.c[s.feature_column], t.c[s.bin_column], t.c[s.count_column]
@@ -114,7 +93,7 @@ class HistogramsSource:
             .group_by(feature, label)
             .order_by(feature, label)
         )
-        with self._reading(what) as connection:
+        with self.reader.reading(what) as connection:
             self.statements += 1
             rows = connection.execute(statement).all()
         return self._collect(rows)

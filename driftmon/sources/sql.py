@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from driftmon.errors import SourceError
@@ -117,3 +118,32 @@ def source_errors(what: str) -> Iterator[None]:
         first_line = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
         raise SourceError(f"{what}: {first_line}") from exc
 
+
+
+@dataclass
+class SourceReader:
+    """Read-only transactions on one source table, each bounded by its timeout.
+
+    The first one checks that the table and every column it needs exist, so a
+    typo in the config fails with a message naming the missing piece.
+    """
+
+    engine: Engine
+    monitor: str
+    table: str
+    schema: str | None
+    columns: list[str]
+    timeout: timedelta | None
+    column_types: dict | None = field(default=None, init=False)
+
+    @contextmanager
+    def reading(self, what: str) -> Iterator[Connection]:
+        label = f"monitor {self.monitor!r}, table {self.table!r}, {what}"
+        with source_errors(label), self.engine.connect() as connection:
+            with statement_timeout(connection, self.timeout):
+                if self.column_types is None:
+                    types = reflect_columns(connection, self.table, self.schema)
+                    require_columns(types, self.columns, self.table, self.schema)
+                    self.column_types = types
+                yield connection
+            connection.rollback()
