@@ -101,10 +101,13 @@ def test_wheel_the_image_installs_carries_its_migrations(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
                    check=True, timeout=300, capture_output=True)
     (wheel,) = wheels.glob("driftmon-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
     for required in ("driftmon/migrations/env.py", "driftmon/migrations/script.py.mako",
                      "driftmon/migrations/versions/0001_initial_schema.py"):
         assert required in names
+    modules = [p.relative_to(ROOT).as_posix() for p in (ROOT / "driftmon").rglob("*.py")]
+    assert not [m for m in modules if "__pycache__" not in m and m not in names]  # every subpackage ships
 
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
@@ -115,6 +118,7 @@ def test_wheel_the_image_installs_carries_its_migrations(tmp_path):
            "PYTHONPATH": str(target)}
     result = subprocess.run(
         [sys.executable, "-c", "import driftmon, sys; print(driftmon.__file__); "
+         "import driftmon.daemon, driftmon.demo, driftmon.sources.events, driftmon.sources.histograms; "
          "from driftmon.cli import main; sys.argv = ['driftmon', 'db', 'upgrade', '--config', sys.argv[1]]; main()",
          str(config)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
