@@ -168,7 +168,8 @@ def db_upgrade(config_path: str | None) -> None:
 def run_once(config_path: str | None, monitor_names: tuple[str, ...], at: datetime | None,
              output: str) -> None:
     """Run every (or each named) monitor once for its latest complete window."""
-    from driftmon import app as application, report
+    from driftmon import app as application
+    from driftmon import report
 
     config = load_config(config_path)
     monitors = application.select_monitors(config, monitor_names)

@@ -330,7 +330,7 @@ class Monitor(_Model):
             raise ValueError(f"column(s) listed twice in features: {', '.join(duplicates)}")
         if self.source.kind == "events" and not self.features:
             raise ValueError("an events monitor needs at least one entry in 'features'")
-        unknown = sorted(set((self.thresholds.per_feature if self.thresholds else {})) - set(columns))
+        unknown = sorted(set(self.thresholds.per_feature if self.thresholds else {}) - set(columns))
         if unknown and self.source.kind == "events":
             raise ValueError(
                 f"thresholds.per_feature names column(s) not in features: {', '.join(unknown)}"

@@ -17,7 +17,7 @@ from driftmon.errors import ConfigError, StoreError
 def parse_url(url: str | URL) -> URL:
     try:
         return make_url(url)
-    except ArgumentError as exc:
+    except ArgumentError:
         # The message of ArgumentError echoes the URL, password included.
         raise ConfigError(f"database URL is not valid: {safe_url(url)}") from None
 

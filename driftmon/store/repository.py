@@ -14,8 +14,8 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 from driftmon.sources.profile import ColumnProfile, ReferenceProfile
-from driftmon.store.models import ReferenceProfile as ProfileRow
 from driftmon.store.models import Lease, Result, Run
+from driftmon.store.models import ReferenceProfile as ProfileRow
 from driftmon.windows import TimeRange
 
 _profiles = ProfileRow.__table__
