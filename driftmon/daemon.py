@@ -12,6 +12,7 @@ Several replicas may share one PostgreSQL results database: a lease row per
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -28,6 +29,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from sqlalchemy.exc import SQLAlchemyError
 
 import driftmon
@@ -68,6 +70,7 @@ class Daemon:
         self.registry = registry
         self.state = DriftState()
         self.run_metrics = RunMetrics(registry)
+        self.collector: DriftCollector | None = None
         self.stop_event = threading.Event()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.app: App | None = None
@@ -98,20 +101,35 @@ class Daemon:
     def _bind(self) -> MetricsServer:
         host, port = self.config.server.host, self.config.server.port
         try:
-            server = MetricsServer(host, port, self.registry, self.health_problem, self.ready_problem)
+            server = MetricsServer(host, port, self.registry, self.health_problem, self.ready_problem,
+                                   exposition=self.exposition)
         except OSError as exc:
             raise ConfigError(f"server.port: cannot listen on {host}:{port}: {exc.strerror}") from exc
         device = str(resolve_device(self.config.compute.device))
         build = {"version": driftmon.__version__, "torch_version": torch.__version__, "device": device}
-        self.registry.register(DriftCollector(self.state, self.monitors, build))
+        self.collector = DriftCollector(self.state, self.monitors, build)
+        self.registry.register(self.collector)
         self.run_metrics.prepare(m.name for m in self.monitors)
         return server
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """/metrics: the drift families from the collector's pre-rendered text, the
+        daemon's own counters through prometheus_client (``# EOF`` stays last)."""
+        encoder, content_type = choose_encoder(accept)
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        parts = self.collector.exposition_parts(openmetrics)
+        return b"".join([*parts, encoder(self.run_metrics.registry)]), content_type
 
     def _run(self, server: MetricsServer) -> None:
         server.start()
         log.info("serving", extra={"event": "daemon.serving", "address": f"{server.server_address[0]}:"
                                    f"{server.server_address[1]}", "monitors": len(self.monitors)})
         self._restore()
+        # What start-up built (modules, config, restored state) lives as long as the process:
+        # move it out of the cyclic GC's reach, so that a full collection, which holds the
+        # GIL and stalls /metrics, walks only what the runs create.
+        gc.collect()
+        gc.freeze()
         self.scheduler = self._start_scheduler()
         try:
             while not self.stop_event.wait(HEARTBEAT_SECONDS):

@@ -22,8 +22,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (the name http.server dispatches to)
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept"))
-            self._reply(200, encoder(self.server.registry), content_type)
+            if self.server.exposition is not None:
+                body, content_type = self.server.exposition(self.headers.get("Accept"))
+            else:
+                encoder, content_type = choose_encoder(self.headers.get("Accept"))
+                body = encoder(self.server.registry)
+            self._reply(200, body, content_type)
         elif path in ("/healthz", "/readyz"):
             check = self.server.health if path == "/healthz" else self.server.ready
             problem = check()
@@ -45,8 +49,10 @@ class _Handler(BaseHTTPRequestHandler):
 class MetricsServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Check, ready: Check):
-        self.registry, self.health, self.ready = registry, health, ready
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Check, ready: Check,
+                 exposition: Callable[[str | None], tuple[bytes, str]] | None = None):
+        # exposition(accept) -> (body, content type): a faster /metrics than encoding the registry.
+        self.registry, self.health, self.ready, self.exposition = registry, health, ready, exposition
         super().__init__((host, port), _Handler)
 
     def start(self) -> threading.Thread:

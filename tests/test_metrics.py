@@ -134,3 +134,39 @@ def test_run_counters(registry):
     assert registry.get_sample_value("driftmon_runs_total", {"monitor": "fraud"}) == 2
     assert registry.get_sample_value("driftmon_run_failures_total", {"monitor": "fraud", "reason": "source"}) == 1
     assert registry.get_sample_value("driftmon_run_duration_seconds_count", {"monitor": "fraud"}) == 2
+
+
+def test_fast_exposition_equals_prometheus_client_rendering():
+    """/metrics writes pre-rendered per-monitor text; it must be byte for byte what
+    prometheus_client makes of collect(), in both formats, after incremental updates."""
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    raw = {"monitors": [
+        {"name": "fraud", "source": {"kind": "events", "table": "t", "timestamp_column": "ts"},
+         "features": [{"column": c} for c in ("amount", 'we"ird\\col', "gone")]},
+        {"name": "hist", "source": {"kind": "histograms", "table": "h", "timestamp_column": "ts"}},
+    ]}
+    monitors = parse_config(raw, {}).resolved_monitors()
+    state = DriftState()
+    collector = DriftCollector(state, monitors, BUILD)
+    registry = CollectorRegistry()
+    registry.register(collector)
+
+    def check():
+        openmetrics = generate_openmetrics(registry).decode()
+        assert collector.exposition() == generate_latest(registry).decode()
+        assert collector.exposition(openmetrics=True) == openmetrics.removesuffix("# EOF\n")
+
+    check()  # nothing stored yet
+    state.record(outcome(result("amount", 0.3, "warning"), result('we"ird\\col', None, "insufficient_data",
+                                                                   missing=None)), END)
+    state.restore([{"monitor": "hist", "column": "age", "role": "prediction", "kl": 1e-300, "psi": 2.0,
+                    "js": 0.5, "status": "critical", "samples_current": 1.5, "samples_reference": 3.0,
+                    "missing_ratio": 0.25, "window_end": END},
+                   {"monitor": "left", "column": "x", "role": "feature", "kl": 1.0, "psi": 1.0, "js": 1.0,
+                    "status": "ok", "samples_current": 1.0, "samples_reference": 1.0, "missing_ratio": 0.0,
+                    "window_end": END}], {"hist": END})
+    check()
+    state.record(outcome(result("amount", 0.05, "ok", end=END + timedelta(hours=1))), END + timedelta(hours=1))
+    state.store_up = False
+    check()
