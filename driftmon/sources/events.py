@@ -3,8 +3,10 @@
 Only bin counts cross the wire. Every watched column becomes an integer bin
 code in SQL (value bins 0…B−1, ``OTHER_CODE``, ``MISSING_CODE``), and one
 statement counts the codes of all columns of a window: on PostgreSQL a single
-scan that unpivots the codes with a LATERAL VALUES list, elsewhere a UNION ALL
-of one GROUP BY per column (SQLite has no LATERAL).
+scan that unpivots each row's codes with a LATERAL ``unnest(ARRAY[...])``
+(parallel workers aggregate their share); elsewhere (SQLite has no arrays) one
+scan into a materialised CTE of codes, then a UNION ALL of one GROUP BY per
+column over it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from driftmon.windows import TimeRange
 
 OTHER_CODE = -1
 MISSING_CODE = -2
+# unnest key = column index * _KEY_SPAN + (code - MISSING_CODE); codes stay below
+# 10 001 because bins and top_k are at most 10 000.
+_KEY_SPAN = 1 << 16
 _LARGEST_FLOAT = sys.float_info.max
 
 
@@ -191,13 +196,14 @@ class EventsSource:
 
     def _count(self, connection, window, cuts, categories) -> tuple[dict[str, ColumnCounts], int]:
         codes = [self._code(f, cuts, categories) for f in self.features]
-        if connection.dialect.name == "postgresql":
-            statement = self._count_lateral(codes, window)
-        else:
-            statement = self._count_union(codes, window)
         tallies: dict[int, dict[int, float]] = {i: {} for i in range(len(self.features))}
-        for index, code, count in self._execute(connection, statement):
-            tallies[index][code] = float(count)
+        if connection.dialect.name == "postgresql":
+            for key, count in self._execute(connection, self._count_unnest(codes, window)):
+                index, code = divmod(key, _KEY_SPAN)
+                tallies[index][code + MISSING_CODE] = float(count)
+        else:
+            for index, code, count in self._execute(connection, self._count_union(codes, window)):
+                tallies[index][code] = float(count)
         counts = {
             f.column: self._column_counts(f, tallies[i], cuts, categories)
             for i, f in enumerate(self.features)
@@ -205,15 +211,20 @@ class EventsSource:
         rows = int(sum(tallies[0].values())) if self.features else 0
         return counts, rows
 
-    def _count_lateral(self, codes, window):
-        pairs = [(sa.literal(i), code) for i, code in enumerate(codes)]
-        unpivot = sa.values(sa.column("index", sa.Integer), sa.column("code", sa.Integer), name="u")
-        unpivot = unpivot.data(pairs).lateral("u")
+    def _count_unnest(self, codes, window):
+        # One scan at one query level: the codes go through unnest(ARRAY[...])
+        # joined LATERAL, so parallel workers aggregate partially. A LATERAL
+        # VALUES list re-initialises its expressions for every outer row
+        # (nodeValuesscan.c): 2.5-3x slower in bench/bench_sources.py.
+        keys = postgresql.array(
+            [code + (i * _KEY_SPAN - MISSING_CODE) for i, code in enumerate(codes)]
+        )
+        unpivot = sa.func.unnest(keys).table_valued("key").render_derived().lateral("u")
         return (
-            sa.select(unpivot.c.index, unpivot.c.code, sa.func.count())
+            sa.select(unpivot.c.key, sa.func.count())
             .select_from(self.table.join(unpivot, sa.true()))
             .where(*self._in_window(window))
-            .group_by(unpivot.c.index, unpivot.c.code)
+            .group_by(unpivot.c.key)
         )
 
     def _count_union(self, codes, window):
