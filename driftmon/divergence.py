@@ -7,18 +7,21 @@ value per row and statistic comes out (SPEC.md section 3).
 Why the code looks the way it does (measured on the 2-core reference box,
 one thread, F = 10 000, B = 64):
 
-* The kernel is bound by logarithms, and torch's float64 ``log`` is about 3x
-  slower per element than numpy's. So the engine takes as few logs as the
-  algebra allows. With pseudo-counts, ``log p_i = log(c_i + alpha) - log Z``
-  where ``Z = N + alpha * B``: the first term comes from a cached table for
-  integer counts (a gather costs a quarter of a log) and the second is one log
-  per row. KL both ways and PSI then need no further log, and JS needs one
-  more, ``log1p(q / 2p - 1/2) = log(m / p)``, through the identity
-  ``JS = KL(Q||P) / 2 - sum(m * log(m / p))``. Identical rows give exactly 0.
+* Logarithms dominate, and torch's float64 ``log`` is about 3x slower per
+  element than numpy's, so the engine takes as few as the algebra allows.
+  KL both ways and PSI need only ``log p - log q``. With pseudo-counts
+  ``log p_i = log(c_i + alpha) - log Z``, ``Z = N + alpha * B``: the first
+  term comes from a cached table for integer counts (a gather costs a quarter
+  of a log), the second is one log per row. Other counts take one log,
+  ``log(p / q)``, not two. JS adds one log per bin, ``log(m / p)`` as
+  ``log1p(q / 2p - 1/2)``, through ``JS = KL(Q||P) / 2 - sum(m log(m / p))``.
+  Identical rows come out exactly 0.
+* Everything else is passes over memory: per-row dots are ``bmm`` calls that
+  read their operands once and write nothing big.
 * Fresh multi-megabyte temporaries cost more than the arithmetic: first-touch
   page faults ran at about 1 ns per byte, so a version that allocated its
   intermediates was 2.3x slower than one that reuses them. Intermediates live
-  in a per-thread workspace that keeps the largest size seen (4 x F x B
+  in a per-thread workspace that keeps the largest size seen (3 x F x B
   elements); ``release_workspace()`` hands it back.
 """
 
@@ -285,7 +288,7 @@ class _Counts:
     mask: Tensor | None  # [F, B] bool, True on real bins
     totals: Tensor  # [2, F] float64: N per window and row
     n_bins: Tensor  # [F] float64: real bins per row
-    largest: float  # the largest count in either window (0 when empty)
+    largest: float  # no count is larger (the largest count or row total; 0 when empty)
 
 
 def _prepare_inputs(reference, current, mask, options: _Options) -> _Counts:
@@ -409,8 +412,10 @@ def _real_bins(mask: Tensor | None, counts: Tensor) -> Tensor:
 
 def _row_terms(counts: _Counts, options: _Options) -> _RowTerms:
     """Smooth both windows and reduce them to the shared per-row sums."""
-    probs = _workspace("probs", (2, *counts.windows[0].shape), options.dtype, options.device)
-    log_ratio, shift = _SMOOTHERS[options.smoothing](counts, probs, options)
+    shape = counts.windows[0].shape
+    probs = _workspace("probs", (2, *shape), options.dtype, options.device)
+    log_ratio = _workspace("ratio", shape, options.dtype, options.device)
+    shift = _SMOOTHERS[options.smoothing](counts, probs, log_ratio, options)
     _zero_padding((probs, log_ratio), counts.mask)
     dots = _row_dots(probs, log_ratio)
     kl_ref_cur, kl_cur_ref = dots[0] - shift, shift - dots[1]
@@ -418,25 +423,30 @@ def _row_terms(counts: _Counts, options: _Options) -> _RowTerms:
     return _RowTerms(kl_ref_cur, kl_cur_ref, mix, options.kl_direction)
 
 
-def _pseudocount(counts: _Counts, probs: Tensor, options: _Options):
-    """p_i = (c_i + alpha) / Z, Z = N + alpha * B; returns (log p - log q + shift, shift).
+def _pseudocount(counts: _Counts, probs: Tensor, log_ratio: Tensor, options: _Options):
+    """p_i = (c_i + alpha) / Z, Z = N + alpha * B, into ``probs``.
 
-    For integer counts log p_i = log(c_i + alpha) - log Z: the first term
-    comes from a table, the second is one log per row, and their difference
-    between windows is the per-row ``shift``.
+    Writes log p - log q + shift into ``log_ratio`` and returns the per-row
+    shift. For integer counts log p_i = log(c_i + alpha) - log Z: the first
+    term comes from a table, the second is one log per row, and their
+    difference between the windows is the shift. Other counts take log(p / q).
     """
     norm = counts.totals + options.alpha * counts.n_bins
+    indices = _table_indices(counts)
+    if indices is not None:
+        size = _table_size(counts.largest)
+        table = _log_table(options.alpha, size, options.dtype, options.device)
+        _gathered_log_ratio(indices, table, log_ratio, scratch=probs[1])  # before probs
     _fill_probs(probs, counts.windows)
     probs.add_(options.alpha).mul_((1.0 / norm).to(options.dtype).unsqueeze(2))
-    indices = _table_indices(counts)
     if indices is None:
-        return _log_ratio(probs, options), 0.0
-    table = _log_table(options.alpha, _table_size(counts.largest), options.dtype, options.device)
+        _log_ratio(probs, log_ratio)
+        return 0.0
     log_norm = torch.log(norm)
-    return _gathered_log_ratio(indices, table, options), log_norm[0] - log_norm[1]
+    return log_norm[0] - log_norm[1]
 
 
-def _epsilon(counts: _Counts, probs: Tensor, options: _Options):
+def _epsilon(counts: _Counts, probs: Tensor, log_ratio: Tensor, options: _Options):
     """p = c / N, zero shares replaced by epsilon, renormalised (sum = 1 + eps * zeros)."""
     zeros = torch.stack([w == 0 for w in counts.windows])
     if counts.mask is not None:
@@ -446,7 +456,8 @@ def _epsilon(counts: _Counts, probs: Tensor, options: _Options):
     probs.masked_fill_(zeros, options.epsilon)
     renorm = 1.0 / (1.0 + options.epsilon * zeros.sum(dim=2, dtype=torch.float64))
     probs.mul_(renorm.to(options.dtype).unsqueeze(2))
-    return _log_ratio(probs, options), 0.0
+    _log_ratio(probs, log_ratio)
+    return 0.0
 
 
 _SMOOTHERS = {"pseudocount": _pseudocount, "epsilon": _epsilon}
@@ -459,28 +470,22 @@ def _fill_probs(probs: Tensor, windows: tuple[Tensor, Tensor]) -> None:
         out.copy_(window)
 
 
-def _log_ratio(probs: Tensor, options: _Options) -> Tensor:
-    """log p - log q with two full logs (counts too large for the table)."""
-    shape = probs.shape[1:]
-    ratio = torch.log(probs[0], out=_workspace("ratio", shape, options.dtype, options.device))
-    other = torch.log(probs[1], out=_workspace("scratch", shape, options.dtype, options.device))
-    return ratio.sub_(other)
+def _log_ratio(probs: Tensor, out: Tensor) -> None:
+    """log(p / q): one log per bin instead of log p - log q, and no rounding of two logs."""
+    torch.div(probs[0], probs[1], out=out).log_()
 
 
-def _gathered_log_ratio(indices, table: Tensor, options: _Options) -> Tensor:
+def _gathered_log_ratio(indices, table: Tensor, out: Tensor, scratch: Tensor) -> None:
     """log(a + alpha) - log(b + alpha), both looked up in the cached table."""
-    shape = indices[0].shape
-    ratio = _workspace("ratio", shape, options.dtype, options.device)
-    other = _workspace("scratch", shape, options.dtype, options.device)
     try:
-        torch.index_select(table, 0, indices[0].reshape(-1), out=ratio.view(-1))
-        torch.index_select(table, 0, indices[1].reshape(-1), out=other.view(-1))
+        torch.index_select(table, 0, indices[0].reshape(-1), out=out.view(-1))
+        torch.index_select(table, 0, indices[1].reshape(-1), out=scratch.view(-1))
     except IndexError:
         # Every count is below the table size, so only a negative one gets here.
         for window, counts in zip(_WINDOWS, indices, strict=True):
             _checked_max(window, counts)
         raise
-    return ratio.sub_(other)
+    out.sub_(scratch)
 
 
 def _table_indices(counts: _Counts) -> tuple[Tensor, Tensor] | None:
