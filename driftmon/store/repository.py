@@ -112,11 +112,6 @@ class Repository:
     def ping(self, connection: Connection) -> None:
         connection.execute(sa.select(sa.func.count()).select_from(_runs).where(sa.false()))
 
-    def results_for(self, connection: Connection, monitor: str, window_end: datetime) -> list[dict]:
-        statement = sa.select(_results).where(
-            _results.c.monitor == monitor, _results.c.window_end == window_end
-        ).order_by(_results.c.id)
-        return [dict(row) for row in connection.execute(statement).mappings()]
 
     def load_profile(self, connection: Connection, monitor: str, reference: TimeRange) -> ReferenceProfile:
         """Every stored column profile of ``monitor`` for exactly this reference range."""
