@@ -16,6 +16,7 @@ import gc
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -46,6 +47,10 @@ from driftmon.windows import EPOCH, TimeRange, latest_tick, ticks
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+# A thread that waits for the GIL asks the holder to let go after this long
+# (CPython's default: 5 ms). An HTTP handler waits at every socket call while
+# runs compute; 1 ms bounds each wait (bench_daemon.py: /metrics p99 on SQLite).
+GIL_SWITCH_SECONDS = 0.001
 WEDGED_AFTER_SECONDS = 30.0
 ABANDON_WAIT_SECONDS = 5.0
 
@@ -130,6 +135,7 @@ class Daemon:
         # GIL and stalls /metrics, walks only what the runs create.
         gc.collect()
         gc.freeze()
+        sys.setswitchinterval(GIL_SWITCH_SECONDS)
         self.scheduler = self._start_scheduler()
         try:
             while not self.stop_event.wait(HEARTBEAT_SECONDS):

@@ -1,11 +1,20 @@
-"""The HTTP endpoints: /metrics, /healthz and /readyz, on a thread of their own."""
+"""The HTTP endpoints: /metrics, /healthz and /readyz, on threads of their own.
+
+A few handler threads each block in ``accept()`` on the one listening socket
+and answer the request they accepted themselves. The usual thread per request
+(``ThreadingHTTPServer``) hands every scrape from the accepting thread to a new
+one, and while runs hold the GIL each handoff waits for it: bench_daemon.py saw
+/metrics take twice as long that way. Several threads rather than one, so
+that a slow or stalled client cannot hold up a health check.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -15,9 +24,16 @@ log = logging.getLogger(__name__)
 # Each check returns None when fine, else the reason it is not.
 Check = Callable[[], str | None]
 
+HANDLER_THREADS = 4
+# How often a handler thread blocked in accept() looks at the stop flag.
+ACCEPT_POLL_SECONDS = 0.25
+# A client that sends nothing (or reads nothing) for this long is dropped.
+CLIENT_TIMEOUT_SECONDS = 30.0
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: MetricsServer
+    timeout = CLIENT_TIMEOUT_SECONDS
 
     def do_GET(self) -> None:  # noqa: N802 (the name http.server dispatches to)
         path = self.path.split("?", 1)[0]
@@ -46,20 +62,49 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug(format, *args, extra={"event": "http.request"})
 
 
-class MetricsServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class MetricsServer(HTTPServer):
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Check, ready: Check,
                  exposition: Callable[[str | None], tuple[bytes, str]] | None = None):
         # exposition(accept) -> (body, content type): a faster /metrics than encoding the registry.
         self.registry, self.health, self.ready, self.exposition = registry, health, ready, exposition
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
         super().__init__((host, port), _Handler)
+        self.socket.settimeout(ACCEPT_POLL_SECONDS)
 
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name="driftmon-http", daemon=True)
-        thread.start()
-        return thread
+    def start(self) -> None:
+        for number in range(HANDLER_THREADS):
+            thread = threading.Thread(target=self._accept_and_answer, name=f"driftmon-http-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _accept_and_answer(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection, address = self.socket.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                log.exception("accepting a connection failed", extra={"event": "http.accept_failed"})
+                self._stopping.wait(ACCEPT_POLL_SECONDS)
+                continue
+            try:
+                self.finish_request(connection, address)
+            except Exception:
+                self.handle_error(connection, address)
+            finally:
+                self.shutdown_request(connection)
+
+    def handle_error(self, request, client_address) -> None:
+        log.warning("request from %s failed", client_address[0], exc_info=True,
+                    extra={"event": "http.request_failed"})
 
     def stop(self) -> None:
-        self.shutdown()
+        # Threads still answering a slow client are daemon threads: they end with the process.
+        self._stopping.set()
+        deadline = time.monotonic() + 4 * ACCEPT_POLL_SECONDS
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self.server_close()
