@@ -601,13 +601,13 @@ def bench_size(args, rows: int, evidently_ok: bool) -> dict:
             return tallies_from_window(cached, source.counts(cached, window))
 
         def alternative(build, settings=None, window=window):
-            def run():
+            def count_this_way():
                 statement, shape = build(window)
                 with engine.connect() as connection:
                     with session_settings(connection, settings or {}):
                         found = connection.execute(statement).all()
                 return tallies_from_codes(profile, Alternatives.decode(found, shape))
-            return run
+            return count_this_way
 
         def peer(window=window, in_window=in_window):
             import pandas as pd

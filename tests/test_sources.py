@@ -182,6 +182,24 @@ def test_window_is_half_open_and_filtered(source_engine, log):
     assert counts.rows_scanned == len(frame_in(log, CURRENT)) == 404  # v2 rows and the row at end excluded
 
 
+
+def test_windows_reuse_the_compiled_count_statement(source_engine, log):
+    features = [{"column": "amount", "bins": 6}, {"column": "country", "type": "categorical", "top_k": 3}]
+    src = open_source(monitor(features), source_engine)
+    profile = src.profile(REFERENCE)
+    windows = [CURRENT, TimeRange(START + DAY, START + DAY + HOUR), TimeRange(START, START + 7 * DAY)]
+    counts = [src.counts(profile, window) for window in windows]
+    compiled = src._counting[1]
+    assert [c.rows_scanned for c in counts] == [len(frame_in(log, w)) for w in windows]
+    for window, found in zip(windows, counts, strict=True):
+        fresh = open_source(monitor(features), source_engine).counts(profile, window)  # its own statement
+        np.testing.assert_array_equal(fresh.current, found.current)
+        assert fresh.labels == found.labels
+    assert src._counting[1] is compiled
+    # Other bins: a new statement.
+    src.counts(src.profile(TimeRange(START, START + DAY)), CURRENT)
+    assert src._counting[1] is not compiled
+
 class CountingCursorMixin:
     fetched = 0
     counting = False
@@ -335,6 +353,26 @@ def test_sqlite_text_timestamps_in_other_shapes(tmp_path):
     finally:
         engine.dispose()
 
+
+
+def test_sqlite_text_timestamps_at_the_largest_utc_offsets(tmp_path):
+    # Local times up to 14 h from UTC, either separator, a bare date: the raw
+    # text prefilter must keep every row whose UTC time lies in the window.
+    inside = ["2024-03-01T14:00:00+14:00", "2024-03-01 14:59:59.999+14:00", "2024-02-29 12:00:00-12:00",
+              "2024-02-29T12:30:00-12:00", "2024-03-01", "2024-03-01T00:59:59.999Z"]
+    outside = ["2024-03-01T15:00:00+14:00", "2024-02-29T11:59:59.999-12:00", "2024-03-01 01:00:00",
+               "2024-02-29T23:59:59.999"]
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'src.db'}")
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("CREATE TABLE log (ts TEXT, x REAL)"))
+            connection.execute(sa.text("CREATE INDEX log_ts ON log (ts)"))
+            connection.execute(sa.text("INSERT INTO log VALUES (:ts, 1.0)"), [{"ts": t} for t in inside + outside])
+        src = open_source(monitor([{"column": "x", "bins": 1}],
+                                  source={"kind": "events", "table": "log", "timestamp_column": "ts"}), engine)
+        assert src.profile(TimeRange(START, START + HOUR)).columns[0].counts == (float(len(inside)),)
+    finally:
+        engine.dispose()
 
 # --- histograms -------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from driftmon.config import Feature, MonitorSettings
 from driftmon.sources import binning
 from driftmon.sources.alignment import align
 from driftmon.sources.profile import ColumnCounts, ColumnProfile, ReferenceProfile, WindowCounts
-from driftmon.sources.sql import SourceReader, equality_filters, in_range, source_table
+from driftmon.sources.sql import SourceReader, WindowStatement, equality_filters, in_range, source_table
 from driftmon.windows import TimeRange
 
 OTHER_CODE = -1
@@ -45,6 +45,8 @@ class EventsSource:
         self.reader = SourceReader(engine, monitor.name, self.source.table, self.source.schema_,
                                    names, self.source.timeout)
         self.statements = 0  # executed so far; tests and logs read it
+        # The count statement of the latest bins (cuts, categories), for the next window.
+        self._counting: tuple[tuple, WindowStatement] | None = None
 
     @property
     def identity(self) -> dict:
@@ -195,14 +197,15 @@ class EventsSource:
     # --- counting -----------------------------------------------------------
 
     def _count(self, connection, window, cuts, categories) -> tuple[dict[str, ColumnCounts], int]:
-        codes = [self._code(f, cuts, categories) for f in self.features]
+        self.statements += 1
+        found = self._count_statement(connection, window, cuts, categories).execute(connection, window)
         tallies: dict[int, dict[int, float]] = {i: {} for i in range(len(self.features))}
         if connection.dialect.name == "postgresql":
-            for key, count in self._execute(connection, self._count_unnest(codes, window)):
+            for key, count in found:
                 index, code = divmod(key, _KEY_SPAN)
                 tallies[index][code + MISSING_CODE] = float(count)
         else:
-            for index, code, count in self._execute(connection, self._count_union(codes, window)):
+            for index, code, count in found:
                 tallies[index][code] = float(count)
         counts = {
             f.column: self._column_counts(f, tallies[i], cuts, categories)
@@ -210,6 +213,15 @@ class EventsSource:
         }
         rows = int(sum(tallies[0].values())) if self.features else 0
         return counts, rows
+
+    def _count_statement(self, connection, window, cuts, categories) -> WindowStatement:
+        bins = (tuple((k, tuple(v)) for k, v in sorted(cuts.items())),
+                tuple((k, tuple(v)) for k, v in sorted(categories.items())))
+        if self._counting is None or self._counting[0] != bins:
+            codes = [self._code(f, cuts, categories) for f in self.features]
+            count = self._count_unnest if connection.dialect.name == "postgresql" else self._count_union
+            self._counting = (bins, WindowStatement.compile(count(codes, window), connection))
+        return self._counting[1]
 
     def _count_unnest(self, codes, window):
         # One scan at one query level: the codes go through unnest(ARRAY[...])

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
@@ -20,30 +21,58 @@ from driftmon.windows import TimeRange
 
 # SQLite compares timestamps as text: both sides are normalised to this shape.
 _SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%f"
-_ONE_DAY = timedelta(days=1)
+# Local times lie at most 14 h from UTC (UTC+14:00, Kiribati; UTC-12:00).
+_LARGEST_UTC_OFFSET = timedelta(hours=14)
+_ONE_MILLISECOND = timedelta(milliseconds=1)
 
 
 def source_table(table: str, schema: str | None, columns: list[str]) -> sa.TableClause:
     return sa.table(table, *(sa.column(name) for name in dict.fromkeys(columns)), schema=schema)
 
 
-def in_range(engine_name: str, timestamp: sa.ColumnClause, window: TimeRange) -> sa.ColumnElement:
-    """``start <= ts < end`` with UTC bounds, whatever the engine stores."""
+def window_bounds(engine_name: str, window: TimeRange) -> dict[str, Any]:
+    """The values of ``in_range``'s bound parameters for ``window``.
+
+    A statement compiled once can thus be executed for any window.
+    """
     if engine_name == "sqlite":
+        return {
+            # The raw text of a row's local time: ' ' sorts before 'T', so the
+            # lower bound takes ' ' and the upper one 'T', whichever separator rows use.
+            "window_scan_from": _sqlite_text(window.start - _LARGEST_UTC_OFFSET),
+            "window_scan_to": _sqlite_text(window.end + _LARGEST_UTC_OFFSET).replace(" ", "T"),
+            # Normalised text has millisecond steps: ts < end is ts <= end - 1 ms.
+            "window_first": _sqlite_text(window.start),
+            "window_last": _sqlite_text(window.end - _ONE_MILLISECOND),
+        }
+    return {"window_start": window.start, "window_end": window.end}
+
+
+def in_range(engine_name: str, timestamp: sa.ColumnClause, window: TimeRange) -> sa.ColumnElement:
+    """``start <= ts < end`` with UTC bounds, whatever the engine stores.
+
+    The bounds are bound parameters named as in ``window_bounds``.
+    """
+    bounds = window_bounds(engine_name, window)
+    if engine_name == "sqlite":
+        def bound(name):
+            return sa.bindparam(name, bounds[name], type_=sa.String)
+
         # Text timestamps may be written '2024-01-01T00:00:00', with or without
         # fractions or an offset; strftime normalises all of them to UTC. It
-        # cannot use an index, so a raw text range one day wider (any offset,
-        # either separator) first narrows the rows an index on ts can find.
+        # cannot use an index, so a raw text range wider by the largest UTC
+        # offset first narrows the rows an index on ts can find, and BETWEEN
+        # computes strftime once per row where two comparisons computed it twice.
         normalised = sa.func.strftime(_SQLITE_TIME_FORMAT, timestamp)
         return sa.and_(
-            timestamp >= sa.literal(_sqlite_text(window.start - _ONE_DAY)),
-            timestamp < sa.literal(_sqlite_text(window.end + _ONE_DAY)),
-            normalised >= sa.literal(_sqlite_text(window.start)),
-            normalised < sa.literal(_sqlite_text(window.end)),
+            timestamp >= bound("window_scan_from"),
+            timestamp < bound("window_scan_to"),
+            normalised.between(bound("window_first"), bound("window_last")),
         )
+    moment = sa.DateTime(timezone=True)
     return sa.and_(
-        timestamp >= sa.literal(window.start, sa.DateTime(timezone=True)),
-        timestamp < sa.literal(window.end, sa.DateTime(timezone=True)),
+        timestamp >= sa.bindparam("window_start", bounds["window_start"], type_=moment),
+        timestamp < sa.bindparam("window_end", bounds["window_end"], type_=moment),
     )
 
 
@@ -147,3 +176,57 @@ class SourceReader:
                     self.column_types = types
                 yield connection
             connection.rollback()
+
+
+@dataclass(frozen=True)
+class WindowStatement:
+    """A statement compiled once, executed for any window by binding its bounds.
+
+    Building and compiling a count statement (a CASE per column, a bound
+    parameter per cut point) took more Python time than SQLite spent counting
+    a window, all of it holding the GIL while /metrics waited, and its
+    thousands of short-lived objects drove the cyclic GC into full collections
+    (bench/bench_daemon.py). Kept as SQL text and parameter values, not as
+    SQLAlchemy objects, which weighed about 1.5 MB per monitor.
+    """
+
+    dialect: str
+    sql: str
+    parameters: dict[str, Any]  # processed for the driver
+    positions: tuple[str, ...] | None  # parameter order, for positional paramstyles
+    window_processors: dict[str, Any]
+
+    @classmethod
+    def compile(cls, statement: sa.Executable, connection: Connection) -> WindowStatement:
+        dialect = connection.dialect
+        compiled = statement.compile(dialect=dialect)
+        if compiled.literal_execute_params or compiled.post_compile_params or compiled.escaped_bind_names:
+            # Their SQL text is only final at execution: compiled.string is not what runs.
+            raise ValueError("a statement with expanding, literal-execute or escaped parameters "
+                             "cannot be compiled once for every window")
+        processors = {}
+        for bind in compiled.binds.values():
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                processors[bind.key] = processor
+        parameters = {
+            name: processors[name](value) if name in processors else value
+            for name, value in compiled.construct_params(escape_names=False).items()
+        }
+        windows = window_bounds(dialect.name, TimeRange(datetime.now(UTC), datetime.now(UTC)))
+        return cls(
+            dialect=dialect.name,
+            sql=compiled.string,
+            parameters=parameters,
+            positions=tuple(compiled.positiontup) if dialect.positional else None,
+            window_processors={name: processors.get(name) for name in windows},
+        )
+
+    def execute(self, connection: Connection, window: TimeRange) -> list:
+        parameters = dict(self.parameters)
+        for name, value in window_bounds(self.dialect, window).items():
+            processor = self.window_processors[name]
+            parameters[name] = processor(value) if processor else value
+        if self.positions is not None:
+            return connection.exec_driver_sql(self.sql, tuple(parameters[n] for n in self.positions)).all()
+        return connection.exec_driver_sql(self.sql, parameters).all()
