@@ -57,6 +57,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # A window count's GROUP BY per column keeps a sorter per column until the
+    # statement ends, each sized from the page cache: at the default 2 MiB a
+    # 50-column reference count peaked at 103 MB, at 512 KiB at 53 MB, in the
+    # same time (smaller sizes gain nothing more). The OS caches the file anyway.
+    cursor.execute("PRAGMA cache_size=-512")
     cursor.close()
 
 
