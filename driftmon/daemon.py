@@ -118,12 +118,13 @@ class Daemon:
         return server
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
-        """/metrics: the drift families from the collector's pre-rendered text, the
-        daemon's own counters through prometheus_client (``# EOF`` stays last)."""
-        encoder, content_type = choose_encoder(accept)
+        """/metrics: the drift families and the daemon's own counters, both from text
+        pre-rendered per monitor: the families generate_latest would write of the registry."""
+        _, content_type = choose_encoder(accept)
         openmetrics = content_type.startswith("application/openmetrics-text")
         parts = self.collector.exposition_parts(openmetrics)
-        return b"".join([*parts, encoder(self.run_metrics.registry)]), content_type
+        return b"".join([*parts, *self.run_metrics.exposition_parts(openmetrics),
+                         b"# EOF\n" if openmetrics else b""]), content_type
 
     def _run(self, server: MetricsServer) -> None:
         server.start()
@@ -207,7 +208,7 @@ class Daemon:
                     self.run_metrics.record(outcome)
         except SQLAlchemyError as exc:
             self.state.store_up = False
-            self.run_metrics.failures.labels(monitor.name, "store").inc()
+            self.run_metrics.record_failure(monitor.name, "store")
             log.error("results database unavailable", exc_info=exc,
                       extra={"event": "run.store_unavailable", "monitor": monitor.name})
 

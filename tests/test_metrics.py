@@ -35,8 +35,8 @@ def result(column, kl, status, end=END, missing=0.05):
                         threshold_critical=0.25, status=status)
 
 
-def outcome(*results, status="ok"):
-    return RunOutcome("fraud", WINDOW, status, list(results), REFERENCE, duration_seconds=0.2,
+def outcome(*results, status="ok", monitor="fraud"):
+    return RunOutcome(monitor, WINDOW, status, list(results), REFERENCE, duration_seconds=0.2,
                       reason=None if status == "ok" else "source", error=None if status == "ok" else "boom")
 
 
@@ -134,6 +134,29 @@ def test_run_counters(registry):
     assert registry.get_sample_value("driftmon_runs_total", {"monitor": "fraud"}) == 2
     assert registry.get_sample_value("driftmon_run_failures_total", {"monitor": "fraud", "reason": "source"}) == 1
     assert registry.get_sample_value("driftmon_run_duration_seconds_count", {"monitor": "fraud"}) == 2
+
+
+def test_run_counters_exposition_equals_prometheus_client_rendering(registry):
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    metrics = RunMetrics(registry)
+    metrics.prepare(["fraud", 'we"ird\\name', "third"])
+
+    def check():
+        for _ in range(2):  # the second time from the text kept per monitor
+            assert b"".join(metrics.exposition_parts()) == generate_latest(registry)
+            assert b"".join(metrics.exposition_parts(openmetrics=True)) == \
+                generate_openmetrics(registry).removesuffix(b"# EOF\n")
+
+    check()
+    metrics.record(outcome(result("amount", 0.3, "warning")))
+    check()
+    metrics.record(outcome(status="failed"))
+    metrics.record_failure("third", "store")
+    metrics.record(outcome(status="failed", monitor="late"))  # not prepared: series of its own
+    check()
+    assert registry.get_sample_value("driftmon_run_failures_total", {"monitor": "third", "reason": "store"}) == 1
+    assert registry.get_sample_value("driftmon_runs_total", {"monitor": "late"}) == 1
 
 
 def test_fast_exposition_equals_prometheus_client_rendering():
