@@ -133,6 +133,7 @@ class _RowTerms:
 
     kl_ref_cur: Tensor  # KL(P_reference || Q_current)
     kl_cur_ref: Tensor  # KL(Q_current || P_reference)
+    psi: Tensor  # their sum
     mix: Tensor  # sum_i (p_i + q_i) * log(4 p_i q_i / (p_i + q_i)^2)
     kl_direction: str
 
@@ -161,7 +162,7 @@ def _kl(terms: _RowTerms) -> Tensor:
 @_statistic("psi")
 def _psi(terms: _RowTerms) -> Tensor:
     """Population stability index: the symmetrised KL."""
-    return terms.kl_ref_cur + terms.kl_cur_ref
+    return terms.psi
 
 
 @_statistic("js")
@@ -171,8 +172,8 @@ def _js(terms: _RowTerms) -> Tensor:
     Between 0 and ln 2 and, by convexity of KL, at most PSI/4; the clamps only
     remove rounding beyond those bounds (and make identical rows exactly 0).
     """
-    quarter_psi = 0.25 * (terms.kl_ref_cur + terms.kl_cur_ref)
-    return torch.minimum(quarter_psi + 0.25 * terms.mix, quarter_psi).clamp(0.0, _LN2)
+    # 0.25 * (a + b) is exactly 0.25 * a + 0.25 * b: scaling by a power of 2 rounds nothing.
+    return torch.minimum(terms.psi + terms.mix, terms.psi).mul_(0.25).clamp_(0.0, _LN2)
 
 
 def statistic_names() -> tuple[str, ...]:
@@ -241,12 +242,38 @@ def divergences(
     ``ValueError`` naming the rows; so do mismatched shapes.
     """
     options = _parse_options(smoothing, alpha, epsilon, kl_direction, device, dtype)
-    with torch.no_grad():  # counts that require grad must not drag the workspace into a graph
+    # Inference mode, not just no_grad: counts that require grad stay out of any
+    # graph, and torch skips view and version tracking, a fifth of a small call.
+    # The results are therefore inference tensors: read them, copy to modify.
+    with torch.inference_mode():
         counts = _prepare_inputs(reference_counts, current_counts, mask, options)
         return _assemble(_row_terms(counts, options), counts)
 
 
+# Options of calls on the CPU, by their arguments: checking them again cost
+# more than a small op. Not for "auto" or CUDA, whose answers can change.
+_CPU_OPTIONS: dict[tuple, _Options] = {}
+_MAX_CPU_OPTIONS = 64
+
+
 def _parse_options(smoothing, alpha, epsilon, kl_direction, device, dtype) -> _Options:
+    # The types too: True == 1, but alpha=True is an error.
+    key = (smoothing, alpha, type(alpha), epsilon, type(epsilon), kl_direction, device, dtype)
+    try:
+        cached = _CPU_OPTIONS.get(key)
+    except TypeError:  # an unhashable argument: checked below
+        cached = key = None
+    if cached is not None:
+        return cached
+    options = _checked_options(smoothing, alpha, epsilon, kl_direction, device, dtype)
+    if key is not None and device != "auto" and options.device.type == "cpu":
+        if len(_CPU_OPTIONS) >= _MAX_CPU_OPTIONS:
+            _CPU_OPTIONS.clear()
+        _CPU_OPTIONS[key] = options
+    return options
+
+
+def _checked_options(smoothing, alpha, epsilon, kl_direction, device, dtype) -> _Options:
     _check_choice("smoothing", smoothing, SMOOTHINGS)
     _check_choice("kl_direction", kl_direction, KL_DIRECTIONS)
     _check_positive("alpha", alpha)
@@ -334,10 +361,10 @@ def _as_counts(data, name: str, device: torch.device) -> Tensor:
     if tensor.is_complex() or tensor.dtype == torch.bool:
         raise ValueError(f"{name} must hold integer or floating counts, got {tensor.dtype}")
     if not tensor.is_floating_point():
-        return tensor.to(device=device, dtype=torch.int64)
-    if tensor.dtype in (torch.float16, torch.bfloat16):
+        tensor = _as_dtype(tensor, torch.int64)
+    elif tensor.dtype in (torch.float16, torch.bfloat16):
         tensor = tensor.float()
-    return tensor.to(device=device)
+    return tensor if tensor.device == device else tensor.to(device)
 
 
 def _from_numpy(array: np.ndarray, name: str) -> Tensor:
@@ -399,14 +426,19 @@ def _row_totals(counts: Tensor) -> Tensor:
     # summed in float64 so that totals of large counts stay exact.
     if counts.is_floating_point():
         return counts.sum(dim=1, dtype=torch.float64)
-    return counts.sum(dim=1).double()
+    return _float64(counts.sum(dim=1))
 
 
 def _real_bins(mask: Tensor | None, counts: Tensor) -> Tensor:
     if mask is None:
-        rows, bins = counts.shape
-        return torch.full((rows,), bins, dtype=torch.float64, device=counts.device)
+        return _every_bin(*counts.shape, counts.device)
     return mask.sum(dim=1, dtype=torch.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _every_bin(rows: int, bins: int, device: torch.device) -> Tensor:
+    # Read only; kept because even a small op costs microseconds on every call.
+    return torch.full((rows,), bins, dtype=torch.float64, device=device)
 
 
 # --------------------------------------------------------------------------
@@ -420,11 +452,12 @@ def _row_terms(counts: _Counts, options: _Options) -> _RowTerms:
     probs = _workspace("probs", (2, *shape), options.dtype, options.device)
     scratch = _workspace("scratch", (2, *shape), options.dtype, options.device)
     shift = _SMOOTHERS[options.smoothing](counts, probs, scratch, options)
-    _zero_padding((probs, scratch[0]), counts.mask)
-    dots = _row_dots(probs, scratch[0])
-    kl_ref_cur, kl_cur_ref = dots[0] - shift, shift - dots[1]
-    mix = _mixture_term(probs, scratch, counts.mask)  # overwrites the log ratio
-    return _RowTerms(kl_ref_cur, kl_cur_ref, mix, options.kl_direction)
+    log_ratio, other = scratch.unbind()
+    _zero_padding((probs, log_ratio), counts.mask)
+    dot_ref, dot_cur = _row_dots(probs, log_ratio).unbind()
+    kl_ref_cur, kl_cur_ref = dot_ref - shift, shift - dot_cur
+    mix = _mixture_term(probs, log_ratio, other, counts.mask)  # overwrites the log ratio
+    return _RowTerms(kl_ref_cur, kl_cur_ref, kl_ref_cur + kl_cur_ref, mix, options.kl_direction)
 
 
 def _pseudocount(counts: _Counts, probs: Tensor, scratch: Tensor, options: _Options):
@@ -435,18 +468,20 @@ def _pseudocount(counts: _Counts, probs: Tensor, scratch: Tensor, options: _Opti
     term comes from a table, the second is one log per row, and their
     difference between the windows is the shift. Other counts take log(p / q).
     """
-    norm = counts.totals + options.alpha * counts.n_bins
+    norm = torch.add(counts.totals, counts.n_bins, alpha=options.alpha)
     indices = _table_indices(counts)
     if indices is not None:
         table = _log_table(options.alpha, _table_size(counts.largest), options.dtype, options.device)
-        _gathered_log_ratio(indices, table, scratch[0], scratch=scratch[1])
+        # The same memory as ``scratch``, flat, as index_select writes it.
+        flat = _workspace("scratch", (2, counts.windows[0].numel()), options.dtype, options.device)
+        _gathered_log_ratio(indices, table, *flat.unbind())
     _fill_probs(probs, counts.windows)
-    probs.add_(options.alpha).mul_((1.0 / norm).to(options.dtype).unsqueeze(2))
+    probs.add_(options.alpha).mul_(_as_dtype(torch.reciprocal(norm), options.dtype).unsqueeze(2))
     if indices is None:
         _log_ratio(probs, scratch[0])
         return 0.0
-    log_norm = torch.log(norm)
-    return log_norm[0] - log_norm[1]
+    log_norm_ref, log_norm_cur = torch.log(norm).unbind()
+    return log_norm_ref - log_norm_cur
 
 
 def _epsilon(counts: _Counts, probs: Tensor, scratch: Tensor, options: _Options):
@@ -455,10 +490,10 @@ def _epsilon(counts: _Counts, probs: Tensor, scratch: Tensor, options: _Options)
     if counts.mask is not None:
         zeros &= counts.mask
     _fill_probs(probs, counts.windows)
-    probs.mul_((1.0 / counts.totals).to(options.dtype).unsqueeze(2))
+    probs.mul_(_as_dtype(torch.reciprocal(counts.totals), options.dtype).unsqueeze(2))
     probs.masked_fill_(zeros, options.epsilon)
     renorm = 1.0 / (1.0 + options.epsilon * zeros.sum(dim=2, dtype=torch.float64))
-    probs.mul_(renorm.to(options.dtype).unsqueeze(2))
+    probs.mul_(_as_dtype(renorm, options.dtype).unsqueeze(2))
     _log_ratio(probs, scratch[0])
     return 0.0
 
@@ -479,10 +514,10 @@ def _log_ratio(probs: Tensor, out: Tensor) -> None:
 
 
 def _gathered_log_ratio(indices, table: Tensor, out: Tensor, scratch: Tensor) -> None:
-    """log(a + alpha) - log(b + alpha), both looked up in the cached table."""
+    """log(a + alpha) - log(b + alpha) into the flat ``out``, both looked up in the cached table."""
     try:
-        torch.index_select(table, 0, indices[0].reshape(-1), out=out.view(-1))
-        torch.index_select(table, 0, indices[1].reshape(-1), out=scratch.view(-1))
+        torch.index_select(table, 0, indices[0].reshape(-1), out=out)
+        torch.index_select(table, 0, indices[1].reshape(-1), out=scratch)
     except IndexError:
         # Every count is below the table size, so only a negative one gets here.
         for window, counts in zip(_WINDOWS, indices, strict=True):
@@ -527,25 +562,35 @@ def _row_dots(probs: Tensor, values: Tensor) -> Tensor:
     the sums; multiplying then summing writes the whole product first and ran
     1.8x slower at F = 100 000, and two separate bmm calls read ``values`` twice.
     """
-    return torch.bmm(probs.permute(1, 0, 2), values.unsqueeze(2)).squeeze(2).T.double()
+    return _float64(torch.bmm(probs.permute(1, 0, 2), values.unsqueeze(2)).squeeze(2).T)
 
 
 def _row_dot(left: Tensor, right: Tensor) -> Tensor:
-    return torch.bmm(left.unsqueeze(1), right.unsqueeze(2)).flatten().double()
+    """sum_i left_i right_i per row, in the compute dtype (float32 sums meet float64 ones
+    only in mixed ops, which convert them exactly)."""
+    return torch.bmm(left.unsqueeze(1), right.unsqueeze(2)).flatten()
 
 
-def _mixture_term(probs: Tensor, scratch: Tensor, mask: Tensor | None) -> Tensor:
+def _as_dtype(tensor: Tensor, dtype: torch.dtype) -> Tensor:
+    # A call that converts nothing still costs what a small op does.
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def _float64(tensor: Tensor) -> Tensor:
+    return _as_dtype(tensor, torch.float64)
+
+
+def _mixture_term(probs: Tensor, total: Tensor, ratio: Tensor, mask: Tensor | None) -> Tensor:
     """sum (p + q) log(4pq / (p + q)^2) = -4 sum m log cosh(x / 2), x = log(p / q).
 
     Symmetric in p and q operation by operation (sums and products only), so
     swapping the windows gives bit-identical JS (``KL(Q||P) / 2 - sum m log(m / p)``
     did not, by rounding). The argument is in (0, 1], so a plain log loses
-    nothing to log1p, which torch runs 2x slower. Overwrites ``scratch``.
+    nothing to log1p, which torch runs 2x slower. Overwrites ``total`` and ``ratio``.
     """
-    total, ratio = scratch
-    torch.add(probs[0], probs[1], out=total)
-    zero = torch.zeros((), dtype=probs.dtype, device=probs.device)
-    torch.addcmul(zero, probs[0], probs[1], value=4.0, out=ratio)
+    p, q = probs
+    torch.add(p, q, out=total)
+    torch.mul(p, q, out=ratio).mul_(4.0)  # exact: scaling by 4 rounds nothing
     ratio.div_(total).div_(total)
     _zero_padding((ratio,), mask, 1.0)  # 0 / 0 there
     return _row_dot(total, ratio.log_())
@@ -558,9 +603,13 @@ def _assemble(terms: _RowTerms, counts: _Counts) -> Divergences:
     valid = (counts.totals > 0).all(dim=0)
     # True values lie in [0, inf); rounding can leave -1e-17, which would break
     # "KL >= 0" for callers, and a one-bin row cannot diverge at all.
-    values = values.clamp(min=0).masked_fill(counts.n_bins <= 1, 0.0)
-    values = values.masked_fill(~valid, math.nan).to("cpu", torch.float64)
-    return Divergences(**dict(zip(names, values.unbind(), strict=True)), valid=valid.cpu())
+    values.clamp_(min=0)
+    if counts.mask is not None or counts.windows[0].shape[1] <= 1:
+        values.masked_fill_(counts.n_bins <= 1, 0.0)
+    values.masked_fill_(~valid, math.nan)
+    if values.device.type != "cpu":
+        values, valid = values.to("cpu"), valid.to("cpu")
+    return Divergences(**dict(zip(names, _float64(values).unbind(), strict=True)), valid=valid)
 
 
 # --------------------------------------------------------------------------
@@ -573,21 +622,33 @@ class _Workspace(threading.local):
 
     def __init__(self) -> None:
         self.buffers: dict[tuple, Tensor] = {}
+        # Shaped views of the buffers, kept too: slicing and viewing cost what a small op does.
+        self.views: dict[tuple, Tensor] = {}
 
 
 _WORKSPACE = _Workspace()
+_MAX_VIEWS = 64
 
 
 def _workspace(slot: str, shape, dtype: torch.dtype, device: torch.device) -> Tensor:
     """A buffer of ``shape`` for ``slot``, grown as needed and kept."""
     key = (slot, dtype, device)
+    view = _WORKSPACE.views.get((*key, *shape))
+    if view is not None:
+        return view
     numel = math.prod(shape)
     buffer = _WORKSPACE.buffers.get(key)
     if buffer is None or buffer.numel() < numel:
         buffer = _WORKSPACE.buffers[key] = torch.empty(numel, dtype=dtype, device=device)
-    return buffer[:numel].view(shape)
+        # Views of the old buffer would keep it alive.
+        _WORKSPACE.views = {k: v for k, v in _WORKSPACE.views.items() if k[:3] != key}
+    if len(_WORKSPACE.views) >= _MAX_VIEWS:
+        _WORKSPACE.views.clear()
+    view = _WORKSPACE.views[(*key, *shape)] = buffer[:numel].view(shape)
+    return view
 
 
 def release_workspace() -> None:
     """Free this thread's intermediate buffers (they are kept between calls)."""
     _WORKSPACE.buffers.clear()
+    _WORKSPACE.views.clear()

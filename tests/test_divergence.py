@@ -356,6 +356,20 @@ def test_bad_options_raise(option, message):
         divergences(np.ones((1, 2)), np.ones((1, 2)), device="cpu", **option)
 
 
+def test_options_checked_once_still_reject_lookalikes():
+    # Checked options are kept per argument tuple: alpha=1 must not let alpha=True through.
+    divergences(np.ones((1, 2)), np.ones((1, 2)), device="cpu", alpha=1)
+    with pytest.raises(ValueError, match="alpha"):
+        divergences(np.ones((1, 2)), np.ones((1, 2)), device="cpu", alpha=True)
+
+
+def test_results_can_be_read_but_not_changed_in_place():
+    result = divergences(np.array([[1, 2, 3]]), np.array([[3, 2, 1]]), device="cpu")
+    assert result.kl.numpy().shape == (1,) and result.kl.clone().add_(1).item() > 1
+    with pytest.raises(RuntimeError, match="[Ii]nference"):
+        result.kl.add_(1)  # inference tensors: copy to modify
+
+
 def test_dtype_given_as_string_or_torch_dtype():
     counts = np.array([[3, 4, 5]])
     as_text = divergences(counts, counts[:, ::-1], dtype="float32", device="cpu")
