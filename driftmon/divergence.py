@@ -239,7 +239,9 @@ def divergences(
     KL(reference || current); PSI = KL(P||Q) + KL(Q||P); JS is the divergence
     with M = (P + Q) / 2. A row whose total is 0 in either window comes back
     as ``nan`` with ``valid`` False. Negative, NaN or infinite counts raise
-    ``ValueError`` naming the rows; so do mismatched shapes.
+    ``ValueError`` naming the rows; so do mismatched shapes. The results are
+    inference tensors (computed under ``torch.inference_mode``): read them
+    freely, ``clone()`` them to modify in place.
     """
     options = _parse_options(smoothing, alpha, epsilon, kl_direction, device, dtype)
     # Inference mode, not just no_grad: counts that require grad stay out of any
