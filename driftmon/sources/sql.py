@@ -194,7 +194,7 @@ class WindowStatement:
     sql: str
     parameters: dict[str, Any]  # processed for the driver
     positions: tuple[str, ...] | None  # parameter order, for positional paramstyles
-    window_processors: dict[str, Any]
+    processors: dict[str, Any]  # the driver conversions of parameters that have one, for window values
 
     @classmethod
     def compile(cls, statement: sa.Executable, connection: Connection) -> WindowStatement:
@@ -205,27 +205,26 @@ class WindowStatement:
             raise ValueError("a statement with expanding, literal-execute or escaped parameters "
                              "cannot be compiled once for every window")
         processors = {}
-        for bind in compiled.binds.values():
+        for name, bind in compiled.binds.items():  # by rendered name, as construct_params gives them
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
-                processors[bind.key] = processor
+                processors[name] = processor
         parameters = {
             name: processors[name](value) if name in processors else value
             for name, value in compiled.construct_params(escape_names=False).items()
         }
-        windows = window_bounds(dialect.name, TimeRange(datetime.now(UTC), datetime.now(UTC)))
         return cls(
             dialect=dialect.name,
             sql=compiled.string,
             parameters=parameters,
             positions=tuple(compiled.positiontup) if dialect.positional else None,
-            window_processors={name: processors.get(name) for name in windows},
+            processors=processors,
         )
 
     def execute(self, connection: Connection, window: TimeRange) -> list:
         parameters = dict(self.parameters)
         for name, value in window_bounds(self.dialect, window).items():
-            processor = self.window_processors[name]
+            processor = self.processors.get(name)
             parameters[name] = processor(value) if processor else value
         if self.positions is not None:
             return connection.exec_driver_sql(self.sql, tuple(parameters[n] for n in self.positions)).all()
