@@ -18,6 +18,7 @@ from driftmon.errors import SourceError
 from driftmon.profiles import reference_profile
 from driftmon.sources import open_source
 from driftmon.sources.profile import MISSING, OTHER
+from driftmon.sources.sql import WindowStatement, in_range
 from driftmon.store.database import create_db_engine
 from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange
@@ -199,6 +200,26 @@ def test_windows_reuse_the_compiled_count_statement(source_engine, log):
     # Other bins: a new statement.
     src.counts(src.profile(TimeRange(START, START + DAY)), CURRENT)
     assert src._counting[1] is not compiled
+
+
+class _Doubled(sa.types.TypeDecorator):
+    impl = sa.Integer
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value * 2
+
+
+def test_window_statement_applies_bind_processors_and_binds_each_window(source_engine, log):
+    table = sa.table("inference_log", sa.column("ts"))
+    statement = sa.select(sa.literal(21, _Doubled()), sa.func.count()).select_from(table).where(
+        in_range(source_engine.dialect.name, table.c.ts, CURRENT))
+    with source_engine.connect() as connection:
+        compiled = WindowStatement.compile(statement, connection)
+        for window in (CURRENT, REFERENCE):
+            expected = int(((pd.to_datetime(log["ts"], utc=True) >= window.start)
+                            & (pd.to_datetime(log["ts"], utc=True) < window.end)).sum())
+            assert compiled.execute(connection, window) == [(42, expected)]
 
 class CountingCursorMixin:
     fetched = 0
