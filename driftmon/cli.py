@@ -169,7 +169,7 @@ def run_once(config_path: str | None, monitor_names: tuple[str, ...], at: dateti
              output: str) -> None:
     """Run every (or each named) monitor once for its latest complete window."""
     from driftmon import app as application
-    from driftmon import report
+    from driftmon import outputs
 
     config = load_config(config_path)
     monitors = application.select_monitors(config, monitor_names)
@@ -178,7 +178,7 @@ def run_once(config_path: str | None, monitor_names: tuple[str, ...], at: dateti
         outcomes = application.run_latest(app, monitors, at or datetime.now(UTC))
     finally:
         app.close()
-    click.echo(report.as_json(outcomes) if output == "json" else report.as_table(outcomes))
+    click.echo(outputs.as_json(outcomes) if output == "json" else outputs.as_table(outcomes))
     sys.exit(_exit_code(outcomes))
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import inspect
 from driftmon.store import migrate
 from driftmon.store.database import create_db_engine
 
-TABLES = {"runs", "results", "reference_profiles", "leases", "alembic_version"}
+TABLES = {"runs", "results", "reference_profiles", "leases", "slice_counts", "alembic_version"}
 
 
 def _alembic_check(engine) -> None:

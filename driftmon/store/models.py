@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Double,
     ForeignKey,
@@ -81,6 +82,9 @@ class Run(Base):
     columns: Mapped[int | None] = mapped_column(Integer)
     rows_scanned: Mapped[int | None] = mapped_column(BigInteger)
     duration_seconds: Mapped[float | None] = mapped_column(Double)
+    # Why the run happened: schedule | backfill | run_once | late_data (a recount changed
+    # a slice that the window used) | recount (backfill --recount).
+    trigger: Mapped[str | None] = mapped_column(String(20))
 
     __table_args__ = (Index("ix_runs_monitor_window_end", "monitor", "window_end"),)
 
@@ -111,6 +115,14 @@ class Result(Base):
     threshold_critical: Mapped[float] = mapped_column(Double)
     status: Mapped[str] = mapped_column(String(20))
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The G-test of homogeneity and its Benjamini-Hochberg q-value across the window's columns.
+    p_value: Mapped[float | None] = mapped_column(Double)
+    q_value: Mapped[float | None] = mapped_column(Double)
+    # The bins the statistics were computed on, so a stored window can be explained
+    # without reading the source: labels, and the raw reference and current counts.
+    labels: Mapped[list | None] = mapped_column(JSON)
+    reference_counts: Mapped[list | None] = mapped_column(JSON)
+    current_counts: Mapped[list | None] = mapped_column(JSON)
 
     __table_args__ = (
         UniqueConstraint("monitor", "column", "window_end"),
@@ -172,3 +184,26 @@ class Lease(Base):
     window_end: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     owner: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SliceCounts(Base):
+    """Bin counts of one monitor over one time slice, under one profile.
+
+    A window's counts are the sum of its slices, so each source row is counted
+    once. ``profile_key`` fingerprints the bins the slice was counted in (edges,
+    categories); a slice row never mixes profiles. ``sealed`` slices ended at
+    least ``lateness`` before they were counted and are never read again.
+    """
+
+    __tablename__ = "slice_counts"
+
+    monitor: Mapped[str] = mapped_column(String(200), primary_key=True)
+    profile_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slice_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    slice_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    counts: Mapped[dict | list] = mapped_column(JSON)
+    rows: Mapped[int] = mapped_column(BigInteger)
+    sealed: Mapped[bool] = mapped_column(Boolean)
+    counted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_slice_counts_monitor_slice_end", "monitor", "slice_end"),)
