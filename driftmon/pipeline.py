@@ -53,6 +53,11 @@ class ColumnResult:
     threshold_warning: float
     threshold_critical: float
     status: str
+    p_value: float | None = None  # G-test of homogeneity on the raw counts
+    q_value: float | None = None  # Benjamini-Hochberg across the window's columns
+    labels: tuple[str, ...] = ()  # the bins, with the raw counts the statistics used
+    reference_counts: tuple[float, ...] = ()
+    current_counts: tuple[float, ...] = ()
 
     def as_row(self, run_id: int, computed_at: datetime) -> dict:
         return {
@@ -65,6 +70,9 @@ class ColumnResult:
             "threshold_warning": self.threshold_warning,
             "threshold_critical": self.threshold_critical,
             "status": self.status, "computed_at": computed_at,
+            "p_value": self.p_value, "q_value": self.q_value,
+            "labels": list(self.labels), "reference_counts": list(self.reference_counts),
+            "current_counts": list(self.current_counts),
         }
 
 
@@ -79,6 +87,10 @@ class RunOutcome:
     reason: str | None = None  # source | store | compute | other, for failed runs
     rows_scanned: int = 0
     duration_seconds: float = 0.0
+    trigger: str = "schedule"  # schedule | backfill | run_once | late_data | recount
+    # Stored windows recomputed by this run because a recount of late rows changed
+    # a slice they used: their results replace the stored ones, in the same transaction.
+    recomputed: list[RunOutcome] = field(default_factory=list)
 
     @property
     def critical(self) -> bool:
@@ -169,7 +181,11 @@ class Pipeline:
         return cached[1]
 
     def run(self, monitor: MonitorSettings, source_url: str, window: TimeRange,
-            scheduled_at: datetime | None = None) -> RunOutcome:
+            scheduled_at: datetime | None = None, *, trigger: str = "schedule",
+            recount: bool = False) -> RunOutcome:
+        """Compute and store one window. ``recount`` reads the window's slices from the
+        source again, sealed ones included (``backfill --recount``: rows that came later
+        than ``lateness``)."""
         started, clock = datetime.now(UTC), time.perf_counter()
         reference = reference_range(monitor.reference, window)
         try:
@@ -212,6 +228,7 @@ class Pipeline:
             "reference_end": outcome.reference.end if outcome.reference else None,
             "status": outcome.status, "error": outcome.error, "columns": len(outcome.results),
             "rows_scanned": outcome.rows_scanned, "duration_seconds": outcome.duration_seconds,
+            "trigger": outcome.trigger,
         }
 
     def _store(self, outcome: RunOutcome, started: datetime, scheduled_at) -> None:

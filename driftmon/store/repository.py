@@ -109,6 +109,33 @@ class Repository:
         )
         return {monitor: _utc(finished) for monitor, finished in connection.execute(statement)}
 
+    # --- reading stored windows back (explain, report) ---------------------------
+
+    def latest_window_end(self, connection: Connection, monitor: str, at: datetime | None = None) -> datetime | None:
+        """The end of ``monitor``'s newest stored window ending at or before ``at``."""
+        statement = sa.select(sa.func.max(_results.c.window_end)).where(_results.c.monitor == monitor)
+        if at is not None:
+            statement = statement.where(_results.c.window_end <= at)
+        found = connection.execute(statement).scalar()
+        return None if found is None else _utc(found)
+
+    def window_results(self, connection: Connection, monitor: str, window_end: datetime) -> list[dict]:
+        """Every column's stored result of one window, bins and counts included."""
+        statement = sa.select(_results).where(
+            _results.c.monitor == monitor, _results.c.window_end == window_end,
+        ).order_by(_results.c.id)
+        return [dict(row) for row in connection.execute(statement).mappings()]
+
+    def result_history(self, connection: Connection, monitor: str, span: TimeRange) -> list[dict]:
+        """Stored results of the windows ending in ``span`` (oldest first), without their bins."""
+        wanted = [c for c in _results.columns if c.name not in ("labels", "reference_counts", "current_counts")]
+        statement = sa.select(*wanted).where(
+            _results.c.monitor == monitor,
+            _results.c.window_end > span.start,
+            _results.c.window_end <= span.end,
+        ).order_by(_results.c.window_end, _results.c.column)
+        return [dict(row) for row in connection.execute(statement).mappings()]
+
     def ping(self, connection: Connection) -> None:
         connection.execute(sa.select(sa.func.count()).select_from(_runs).where(sa.false()))
 
