@@ -83,6 +83,22 @@ NonNegativeDuration = Annotated[Duration, Field(ge=timedelta(0))]
 Statistic = Literal["kl", "psi", "js"]
 
 
+def _slice_setting(value: Any) -> Any:
+    if value in ("auto", "off"):
+        return value
+    return parse_duration(value)
+
+
+# `auto` (derived from the schedule and the window: driftmon/slices.py), `off`
+# (count the whole window each cycle), or a duration.
+SliceSetting = Annotated[
+    Literal["auto", "off"] | PositiveDuration,
+    BeforeValidator(_slice_setting),
+    PlainSerializer(lambda v: v if isinstance(v, str) else format_duration(v), when_used="json"),
+]
+Significance = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -210,6 +226,10 @@ class Defaults(_Model):
     thresholds: Thresholds = Thresholds()
     min_samples: Annotated[int, Field(ge=1)] = 100
     catch_up: Annotated[int, Field(ge=1, le=10_000)] = 1
+    slice: SliceSetting = "auto"
+    lateness: NonNegativeDuration | None = None  # None: one schedule interval
+    # A column drifts only when its q-value is at most this; null: effect size alone.
+    significance: Significance | None = 0.01
 
 
 class Feature(_Model):
@@ -321,6 +341,10 @@ class Monitor(_Model):
     thresholds: MonitorThresholds | None = None
     min_samples: Annotated[int, Field(ge=1)] | None = None
     catch_up: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    slice: SliceSetting | None = None
+    lateness: NonNegativeDuration | None = None
+    # Written as null, it turns the test off for this monitor: see resolve_monitor.
+    significance: Significance | None = None
 
     @model_validator(mode="after")
     def _columns(self) -> Monitor:
@@ -353,6 +377,9 @@ class MonitorSettings(_Model):
     per_feature: dict[str, Thresholds]
     min_samples: int
     catch_up: int
+    slice: Literal["auto", "off"] | timedelta = "auto"
+    lateness: timedelta | None = None
+    significance: float | None = 0.01
 
     def thresholds_for(self, column: str) -> Thresholds:
         return self.per_feature.get(column, self.thresholds)
@@ -367,10 +394,6 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
-        names = [monitor.name for monitor in self.monitors]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"monitor name(s) used twice: {', '.join(duplicates)}")
         return self
 
     def resolved_monitors(self) -> list[MonitorSettings]:
@@ -397,6 +420,10 @@ def resolve_monitor(monitor: Monitor, defaults: Defaults) -> MonitorSettings:
         per_feature={c: _merge_thresholds(thresholds, o) for c, o in overrides.items()},
         min_samples=monitor.min_samples or defaults.min_samples,
         catch_up=monitor.catch_up or defaults.catch_up,
+        slice=monitor.slice or defaults.slice,
+        lateness=monitor.lateness if monitor.lateness is not None else defaults.lateness,
+        significance=(monitor.significance if "significance" in monitor.model_fields_set
+                      else defaults.significance),
     )
 
 
@@ -457,7 +484,7 @@ def parse_config(raw: Any, environ: dict[str, str] | None = None) -> Config:
         config = Config.model_validate(raw)
     except ValidationError as exc:
         problems, config = _describe_errors(exc), None
-    problems += _inherited_threshold_problems(raw)
+    problems += _inherited_threshold_problems(raw) + _duplicate_monitor_names(raw)
     if problems:
         raise ConfigError(problems)
     return config
@@ -491,6 +518,21 @@ def _inherited_threshold_problems(raw: dict) -> list[str]:
                 _merge_thresholds(thresholds, override)
             except ValidationError as exc:
                 problems.append(f"{path}.per_feature.{column}: {_first_message(exc)}")
+    return problems
+
+
+def _duplicate_monitor_names(raw: dict) -> list[str]:
+    monitors = raw.get("monitors")
+    seen: dict[str, int] = {}
+    problems = []
+    for index, monitor in enumerate(monitors if isinstance(monitors, list) else []):
+        name = monitor.get("name") if isinstance(monitor, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            problems.append(f"monitors[{index}].name: {name!r} is already the name of monitors[{seen[name]}]")
+        else:
+            seen[name] = index
     return problems
 
 

@@ -12,6 +12,7 @@ import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from driftmon.config import ComputeConfig, MonitorSettings
 from driftmon.divergence import Divergences, divergences
 from driftmon.errors import DriftmonError, SourceError, StoreError
+from driftmon.incremental import SliceCounter, SlicedWindow
 from driftmon.profiles import reference_profile
 from driftmon.sources import Source, open_source
 from driftmon.sources.profile import WindowCounts
@@ -158,15 +160,28 @@ def check_column_errors(monitor: MonitorSettings, counts: WindowCounts) -> None:
 # --- the run ------------------------------------------------------------------
 
 
+@dataclass
+class _Work:
+    """What a run computed, before it is stored."""
+
+    counts: WindowCounts
+    results: list[ColumnResult]
+    sliced: SlicedWindow | None
+    recomputed: list[RunOutcome]
+
+
+
 class Pipeline:
     """Runs monitors against their sources and stores what it finds."""
 
     def __init__(self, results: Engine, compute: ComputeConfig, engines: EngineRegistry,
-                 repository: Repository | None = None):
+                 repository: Repository | None = None, clock: Callable[[], datetime] | None = None):
         self.results = results
         self.compute = compute
         self.engines = engines
         self.repository = repository or Repository()
+        # The clock that decides whether a slice is sealed; tests move it.
+        self.slices = SliceCounter(self.repository, results, clock or (lambda: datetime.now(UTC)))
         self._sources: dict[str, tuple[MonitorSettings, Source]] = {}
         self.engine_calls = 0  # one per successful monitor run; tests read it
         # Set at shutdown once the grace period is over: runs still computing
@@ -189,18 +204,21 @@ class Pipeline:
         started, clock = datetime.now(UTC), time.perf_counter()
         reference = reference_range(monitor.reference, window)
         try:
-            counts, results = self._compute(monitor, source_url, window, reference)
-            outcome = RunOutcome(monitor.name, window, OK, results, reference,
-                                 rows_scanned=counts.rows_scanned,
-                                 duration_seconds=time.perf_counter() - clock)
+            work = self._compute(monitor, source_url, window, reference, recount)
+            outcome = RunOutcome(monitor.name, window, OK, work.results, reference,
+                                 rows_scanned=work.counts.rows_scanned,
+                                 duration_seconds=time.perf_counter() - clock, trigger=trigger,
+                                 recomputed=work.recomputed)
             if self.abandon.is_set():
                 return self._abandoned(outcome)
-            self._store(outcome, started, scheduled_at)
+            self._store(outcome, started, scheduled_at, work)
         except (DriftmonError, RuntimeError, ValueError) as exc:
             outcome = RunOutcome(monitor.name, window, "failed", [], reference,
                                  error=_describe(monitor, exc), reason=_reason(exc),
-                                 duration_seconds=time.perf_counter() - clock)
+                                 duration_seconds=time.perf_counter() - clock, trigger=trigger)
             self._store_failure(outcome, started, scheduled_at)
+        for late in outcome.recomputed:
+            _log_outcome(late)
         _log_outcome(outcome)
         return outcome
 
@@ -210,14 +228,42 @@ class Pipeline:
             "window_end": outcome.window.end.isoformat()})
         return RunOutcome(outcome.monitor, outcome.window, "abandoned", reference=outcome.reference)
 
-    def _compute(self, monitor, source_url, window, reference):
+    def _compute(self, monitor, source_url, window, reference, recount=False) -> _Work:
         source = self.source_for(monitor, source_url)
         profile = reference_profile(self.repository, self.results, source, monitor.name, reference)
-        counts = source.counts(profile, window)
+        sliced = self.slices.window(monitor, source, profile, window, recount=recount)
+        counts = sliced.counts if sliced else source.counts(profile, window)
+        results = self._statistics(monitor, counts, reference)
+        recomputed = self._recompute_changed(monitor, source, profile, reference, window, sliced)
+        return _Work(counts, results, sliced, recomputed)
+
+    def _statistics(self, monitor, counts: WindowCounts, reference: TimeRange) -> list[ColumnResult]:
         check_column_errors(monitor, counts)
         stats = compute_statistics(counts, monitor, self.compute)
         self.engine_calls += 1
-        return counts, column_results(monitor, counts, stats, reference)
+        return column_results(monitor, counts, stats, reference)
+
+    def _recompute_changed(self, monitor, source, profile, reference, window, sliced) -> list[RunOutcome]:
+        """Stored windows that used a slice this run's recount changed (late rows), recomputed."""
+        ends = self.slices.windows_using(monitor, sliced.changed) if sliced else None
+        if ends is None:
+            return []
+        with self.results.connect() as connection:
+            stored = self.repository.stored_window_ends(connection, monitor.name, ends)
+        outcomes = []
+        for end in sorted(stored - {window.end}):
+            earlier = TimeRange(end - monitor.window.size, end)
+            if reference_range(monitor.reference, earlier) != reference:
+                continue  # counted under another profile: its slices are not these
+            counts = self.slices.recount_of(monitor, source, profile, sliced, earlier)
+            if counts is None:
+                log.warning("late rows changed a window whose slices are gone; not recomputed", extra={
+                    "event": "run.late_window_skipped", "monitor": monitor.name,
+                    "window_end": end.isoformat()})
+                continue
+            outcomes.append(RunOutcome(monitor.name, earlier, OK, self._statistics(monitor, counts, reference),
+                                       reference, trigger="late_data"))
+        return outcomes
 
     def _run_row(self, outcome: RunOutcome, started: datetime, scheduled_at) -> dict:
         return {
@@ -231,14 +277,28 @@ class Pipeline:
             "trigger": outcome.trigger,
         }
 
-    def _store(self, outcome: RunOutcome, started: datetime, scheduled_at) -> None:
+    def _store(self, outcome: RunOutcome, started: datetime, scheduled_at, work: _Work) -> None:
+        """Slices, recomputed windows and this window's results: one transaction."""
         try:
             with self.results.begin() as connection:
-                run_id = self.repository.insert_run(connection, self._run_row(outcome, started, scheduled_at))
-                now = datetime.now(UTC)
-                self.repository.upsert_results(connection, [r.as_row(run_id, now) for r in outcome.results])
+                if work.sliced is not None:
+                    self._store_slices(connection, outcome, work.sliced, overwrite=outcome.trigger == "recount")
+                for late in outcome.recomputed:
+                    self._store_results(connection, late, started, None)
+                self._store_results(connection, outcome, started, scheduled_at)
         except SQLAlchemyError as exc:
             raise StoreError(f"storing the results failed: {_first_line(exc)}") from exc
+
+    def _store_results(self, connection, outcome: RunOutcome, started: datetime, scheduled_at) -> None:
+        run_id = self.repository.insert_run(connection, self._run_row(outcome, started, scheduled_at))
+        now = datetime.now(UTC)
+        self.repository.upsert_results(connection, [r.as_row(run_id, now) for r in outcome.results])
+
+    def _store_slices(self, connection, outcome: RunOutcome, sliced, overwrite: bool) -> None:
+        monitor = self._sources[outcome.monitor][0]
+        self.repository.save_slices(connection, sliced.rows, overwrite_sealed=overwrite)
+        cutoff = self.slices.retention_cutoff(monitor, outcome.window)
+        self.repository.delete_slices(connection, outcome.monitor, cutoff, sliced.profile_key)
 
     def _store_failure(self, outcome: RunOutcome, started: datetime, scheduled_at) -> None:
         try:

@@ -71,6 +71,16 @@ def ticks(schedule: Schedule, start: datetime, end: datetime) -> Iterator[dateti
         tick = trigger.get_next_fire_time(tick, tick + timedelta(microseconds=1))
 
 
+def interval_after(schedule: Schedule, now: datetime) -> timedelta:
+    """The time between two ticks: the interval, or for cron the gap after the latest tick."""
+    if schedule.every is not None:
+        return schedule.every
+    trigger = _cron_trigger(schedule.cron)
+    first = trigger.get_next_fire_time(None, as_utc(now))
+    second = trigger.get_next_fire_time(first, first + timedelta(microseconds=1)) if first else None
+    return (second - first) if first and second else timedelta(days=1)
+
+
 def current_window(schedule: Schedule, size: timedelta, now: datetime) -> TimeRange:
     """The latest complete window of ``size`` ending at a schedule tick."""
     end = latest_tick(schedule, now)

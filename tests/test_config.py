@@ -217,10 +217,33 @@ def test_invalid_config_names_the_key_path(raw, path, words):
     assert any(p.startswith(f"{path}:") and words in p for p in problems), problems
 
 
-def test_unique_monitor_names():
+def test_unique_monitor_names_name_the_key_path():
     raw = copy.deepcopy(MINIMAL)
     raw["monitors"].append(copy.deepcopy(raw["monitors"][0]))
-    assert any("monitor name(s) used twice: m" in p for p in errors_of(raw))
+    assert "monitors[1].name: 'm' is already the name of monitors[0]" in errors_of(raw)
+
+
+def test_slices_lateness_and_significance_are_inherited_and_overridable():
+    raw = copy.deepcopy(MINIMAL)
+    raw["defaults"] = {"lateness": "10m", "significance": 0.05, "slice": "off"}
+    raw["monitors"].append({**copy.deepcopy(raw["monitors"][0]), "name": "n", "significance": None,
+                            "slice": "5m", "lateness": "0s"})
+    inherited, overridden = parse_config(raw, {}).resolved_monitors()
+    assert (inherited.lateness, inherited.significance, inherited.slice) == (timedelta(minutes=10), 0.05, "off")
+    assert (overridden.lateness, overridden.significance, overridden.slice) == (
+        timedelta(0), None, timedelta(minutes=5))
+    assert parse_config(MINIMAL, {}).resolved_monitors()[0].significance == 0.01
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("significance", 0, "greater than 0"),
+    ("significance", 1.5, "less than 1"),
+    ("slice", "sometimes", "duration"),
+    ("lateness", "-5m", "duration"),
+])
+def test_bad_slice_lateness_significance(key, value, words):
+    problems = errors_of(with_change(f"monitors.0.{key}", value))
+    assert any(p.startswith(f"monitors[0].{key}") and words in p for p in problems), problems
 
 
 def test_several_problems_reported_together():

@@ -5,17 +5,22 @@ Every kind answers the same two questions, and only bin counts cross the wire:
 - ``profile(reference) -> ReferenceProfile``: bin edges, categories and counts
   of each column over the reference range;
 - ``counts(profile, window) -> WindowCounts``: the window's counts in those
-  bins, aligned with the reference as padded ``[F, B]`` arrays and a mask.
+  bins, aligned with the reference as padded ``[F, B]`` arrays and a mask;
+- ``slice_counts(profile, span, length)``: every slice of ``span`` counted in
+  one statement, and ``window_from_slices``: a window as the sum of its
+  slices, equal to ``counts`` (driftmon/incremental.py).
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import Engine
 
 from driftmon.config import MonitorSettings
 from driftmon.sources.profile import ReferenceProfile, WindowCounts
+from driftmon.sources.slicing import SliceCount
 from driftmon.windows import TimeRange
 
 
@@ -29,6 +34,14 @@ class Source(Protocol):
     def profile(self, reference: TimeRange) -> ReferenceProfile: ...
 
     def counts(self, profile: ReferenceProfile, window: TimeRange) -> WindowCounts: ...
+
+    def slice_key(self, profile: ReferenceProfile) -> str: ...
+
+    def slice_counts(self, profile: ReferenceProfile, span: TimeRange,
+                     length: timedelta) -> dict[datetime, SliceCount]: ...
+
+    def window_from_slices(self, profile: ReferenceProfile, payloads: list, window: TimeRange,
+                           rows_scanned: int) -> WindowCounts: ...
 
 
 def open_source(monitor: MonitorSettings, engine: Engine) -> Source:

@@ -94,6 +94,12 @@ def category_label(value: object) -> str:
     return str(value)
 
 
+def fingerprint(document: object) -> str:
+    """A stable sha256 of a JSON-able document (values that JSON lacks are written as text)."""
+    text = json.dumps(document, sort_keys=True, default=str, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def config_hash(feature: Feature | None, source_identity: dict) -> str:
     """Fingerprint of everything that shapes a column's profile.
 

@@ -12,6 +12,9 @@ column over it.
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
@@ -21,7 +24,16 @@ from driftmon.config import Feature, MonitorSettings
 from driftmon.sources import binning
 from driftmon.sources.alignment import align
 from driftmon.sources.profile import ColumnCounts, ColumnProfile, ReferenceProfile, WindowCounts
-from driftmon.sources.sql import SourceReader, WindowStatement, equality_filters, in_range, source_table
+from driftmon.sources.slicing import EventsLayout, SliceCount
+from driftmon.sources.sql import (
+    SourceReader,
+    WindowStatement,
+    equality_filters,
+    in_range,
+    slice_bounds,
+    slice_index,
+    source_table,
+)
 from driftmon.windows import TimeRange
 
 OTHER_CODE = -1
@@ -30,6 +42,8 @@ MISSING_CODE = -2
 # 10 001 because bins and top_k are at most 10 000.
 _KEY_SPAN = 1 << 16
 _LARGEST_FLOAT = sys.float_info.max
+# Compiled count statements bind their window at execution (WindowStatement).
+_ANY_WINDOW = TimeRange(datetime(1970, 1, 1, tzinfo=UTC), datetime(1970, 1, 2, tzinfo=UTC))
 
 
 class EventsSource:
@@ -82,11 +96,43 @@ class EventsSource:
 
     def counts(self, profile: ReferenceProfile, window: TimeRange) -> WindowCounts:
         """The window's counts in the profile's bins, aligned with the reference."""
-        cuts = {c.column: list(c.edges) for c in profile.columns if c.kind == "numeric"}
-        categories = {c.column: list(c.categories) for c in profile.columns if c.kind == "categorical"}
+        cuts, categories = _bins_of(profile)
         with self.reader.reading(f"window {window}") as connection:
             counts, rows = self._count(connection, window, cuts, categories)
         return align(profile, counts, window, rows_scanned=rows)
+
+    # --- slices (driftmon/slices.py) ---------------------------------------------
+
+    def slice_key(self, profile: ReferenceProfile) -> str:
+        """What slices are counted in: the same bins give the same key, whatever the range."""
+        bins = [(c.column, c.config_hash, list(c.edges), list(c.categories)) for c in profile.columns]
+        return binning.fingerprint({"kind": "events", "bins": bins})
+
+    def slice_counts(self, profile: ReferenceProfile, span: TimeRange,
+                     length: timedelta) -> dict[datetime, SliceCount]:
+        """Every slice of ``span`` counted in ONE statement, grouped by slice, column and bin."""
+        cuts, categories = _bins_of(profile)
+        layout = self._layout(cuts, categories)
+        with self.reader.reading(f"slices {span}") as connection:
+            self.statements += 1
+            statement = self._count_statement(connection, cuts, categories, length)
+            found = statement.execute(connection, span, slice_bounds(span))
+        if connection.dialect.name == "postgresql":
+            found = [(divmod(key, _KEY_SPAN), piece, count) for piece, key, count in found]
+            found = [(index, piece, code + MISSING_CODE, count) for (index, code), piece, count in found]
+        return layout.slices(found, span, length)
+
+    def window_from_slices(self, profile: ReferenceProfile, payloads: list, window: TimeRange,
+                           rows_scanned: int) -> WindowCounts:
+        """A window's counts as the sum of its slices' counts."""
+        cuts, categories = _bins_of(profile)
+        tallies = self._layout(cuts, categories).tallies(payloads)
+        counts = {f.column: self._column_counts(f, tallies[i], cuts, categories)
+                  for i, f in enumerate(self.features)}
+        return align(profile, counts, window, rows_scanned=rows_scanned)
+
+    def _layout(self, cuts, categories) -> EventsLayout:
+        return EventsLayout([len(self._labels(f, cuts, categories)) for f in self.features])
 
     # --- reading ------------------------------------------------------------
 
@@ -94,8 +140,12 @@ class EventsSource:
         self.statements += 1
         return connection.execute(statement).all()
 
+    @property
+    def _timestamp(self) -> sa.ColumnClause:
+        return self.table.c[self.source.timestamp_column]
+
     def _in_window(self, window: TimeRange) -> list[sa.ColumnElement]:
-        timestamp = self.table.c[self.source.timestamp_column]
+        timestamp = self._timestamp
         return [in_range(self.engine.dialect.name, timestamp, window),
                 *equality_filters(self.table, self.source.where)]
 
@@ -198,7 +248,7 @@ class EventsSource:
 
     def _count(self, connection, window, cuts, categories) -> tuple[dict[str, ColumnCounts], int]:
         self.statements += 1
-        found = self._count_statement(connection, window, cuts, categories).execute(connection, window)
+        found = self._count_statement(connection, cuts, categories).execute(connection, window)
         tallies: dict[int, dict[int, float]] = {i: {} for i in range(len(self.features))}
         if connection.dialect.name == "postgresql":
             for key, count in found:
@@ -214,16 +264,18 @@ class EventsSource:
         rows = int(sum(tallies[0].values())) if self.features else 0
         return counts, rows
 
-    def _count_statement(self, connection, window, cuts, categories) -> WindowStatement:
+    def _count_statement(self, connection, cuts, categories, length=None) -> WindowStatement:
+        """The count statement of these bins, compiled once; ``length`` groups it by slice too."""
         bins = (tuple((k, tuple(v)) for k, v in sorted(cuts.items())),
-                tuple((k, tuple(v)) for k, v in sorted(categories.items())))
+                tuple((k, tuple(v)) for k, v in sorted(categories.items())), length)
         if self._counting is None or self._counting[0] != bins:
             codes = [self._code(f, cuts, categories) for f in self.features]
             count = self._count_unnest if connection.dialect.name == "postgresql" else self._count_union
-            self._counting = (bins, WindowStatement.compile(count(codes, window), connection))
+            sliced = slice_index(self.engine.dialect.name, self._timestamp, length) if length else None
+            self._counting = (bins, WindowStatement.compile(count(codes, sliced), connection))
         return self._counting[1]
 
-    def _count_unnest(self, codes, window):
+    def _count_unnest(self, codes, sliced=None):
         # One scan at one query level: the codes go through unnest(ARRAY[...])
         # joined LATERAL, so parallel workers aggregate partially. A LATERAL
         # VALUES list re-initialises its expressions for every outer row
@@ -232,26 +284,29 @@ class EventsSource:
             [code + (i * _KEY_SPAN - MISSING_CODE) for i, code in enumerate(codes)]
         )
         unpivot = sa.func.unnest(keys).table_valued("key").render_derived().lateral("u")
+        groups = [unpivot.c.key] if sliced is None else [sliced.label("slice"), unpivot.c.key]
         return (
-            sa.select(unpivot.c.key, sa.func.count())
+            sa.select(*groups, sa.func.count())
             .select_from(self.table.join(unpivot, sa.true()))
-            .where(*self._in_window(window))
-            .group_by(unpivot.c.key)
+            .where(*self._in_window(_ANY_WINDOW))
+            .group_by(*groups)
         )
 
-    def _count_union(self, codes, window):
+    def _count_union(self, codes, sliced=None):
         # The window's codes are computed in one scan into a materialised CTE,
         # then counted per column: one pass over the table however many columns.
+        extra = [] if sliced is None else [sliced.label("slice")]
         coded = (
-            sa.select(*(code.label(f"c{i}") for i, code in enumerate(codes)))
-            .where(*self._in_window(window))
+            sa.select(*extra, *(code.label(f"c{i}") for i, code in enumerate(codes)))
+            .where(*self._in_window(_ANY_WINDOW))
             .cte("coded")
             .prefix_with("MATERIALIZED", dialect="sqlite")
         )
+        groups = [] if sliced is None else [coded.c.slice]
         return sa.union_all(
             *(
-                sa.select(sa.literal(i).label("index"), coded.c[f"c{i}"], sa.func.count())
-                .group_by(coded.c[f"c{i}"])
+                sa.select(sa.literal(i).label("index"), *groups, coded.c[f"c{i}"], sa.func.count())
+                .group_by(*groups, coded.c[f"c{i}"])
                 for i in range(len(codes))
             )
         )
@@ -318,3 +373,10 @@ class EventsSource:
             other=column_counts.other,
             missing=column_counts.missing,
         )
+
+
+def _bins_of(profile: ReferenceProfile) -> tuple[dict[str, list], dict[str, list]]:
+    """A profile's cut points per numeric column and categories per categorical one."""
+    cuts = {c.column: list(c.edges) for c in profile.columns if c.kind == "numeric"}
+    categories = {c.column: list(c.categories) for c in profile.columns if c.kind == "categorical"}
+    return cuts, categories

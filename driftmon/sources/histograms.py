@@ -8,6 +8,7 @@ weights and are kept.
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -16,7 +17,8 @@ from driftmon.config import MonitorSettings
 from driftmon.sources import binning
 from driftmon.sources.alignment import align
 from driftmon.sources.profile import ColumnCounts, ColumnProfile, ReferenceProfile, WindowCounts
-from driftmon.sources.sql import SourceReader, equality_filters, in_range, source_table
+from driftmon.sources.slicing import SliceCount, histogram_rows, histogram_slices
+from driftmon.sources.sql import SourceReader, equality_filters, in_range, slice_bounds, slice_index, source_table
 from driftmon.windows import TimeRange
 
 
@@ -79,7 +81,28 @@ class HistogramsSource:
         counts, roles, rows = self._sum(window, f"window {window}")
         return align(profile, counts, window, rows_scanned=rows, roles=roles)
 
+    # --- slices (driftmon/slices.py) ---------------------------------------------
+
+    def slice_key(self, profile: ReferenceProfile) -> str:
+        """Histogram bins come from the data: slices depend only on the source and features."""
+        return binning.fingerprint({"kind": "histograms", "source": self.identity,
+                                    "features": sorted(self.features)})
+
+    def slice_counts(self, profile: ReferenceProfile, span: TimeRange,
+                     length: timedelta) -> dict[datetime, SliceCount]:
+        """Every slice of ``span`` summed in ONE statement, grouped by slice, feature and bin."""
+        found = self._query(span, f"slices {span}", length)
+        return histogram_slices(found, span, length)
+
+    def window_from_slices(self, profile: ReferenceProfile, payloads: list, window: TimeRange,
+                           rows_scanned: int) -> WindowCounts:
+        counts, roles, _ = self._collect(histogram_rows(payloads))
+        return align(profile, counts, window, rows_scanned=rows_scanned, roles=roles)
+
     def _sum(self, window: TimeRange, what: str):
+        return self._collect(self._query(window, what))
+
+    def _query(self, window: TimeRange, what: str, length: timedelta | None = None) -> list:
         s, t = self.source, self.table
         feature, label, count = t.c[s.feature_column], t.c[s.bin_column], t.c[s.count_column]
         role = sa.func.max(t.c[s.role_column]) if s.role_column else sa.null()
@@ -87,16 +110,20 @@ class HistogramsSource:
                       *equality_filters(t, s.where)]
         if self.features:
             conditions.append(feature.in_(list(self.features)))
+        groups = [feature, label]
+        if length is not None:
+            piece = slice_index(self.engine.dialect.name, t.c[s.timestamp_column], length).label("slice")
+            groups.insert(0, piece)
         statement = (
-            sa.select(feature, label, sa.func.sum(count), sa.func.min(count), sa.func.count(), role)
+            sa.select(*groups, sa.func.sum(count), sa.func.min(count), sa.func.count(), role)
             .where(*conditions)
-            .group_by(feature, label)
-            .order_by(feature, label)
+            .group_by(*groups)
+            .order_by(*groups)
         )
+        parameters = slice_bounds(window) if length is not None else {}
         with self.reader.reading(what) as connection:
             self.statements += 1
-            rows = connection.execute(statement).all()
-        return self._collect(rows)
+            return connection.execute(statement, parameters).all()
 
     def _collect(self, rows) -> tuple[dict[str, ColumnCounts], dict[str, str], int]:
         bins: dict[str, dict[str, float]] = {}

@@ -24,6 +24,7 @@ _SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%f"
 # Local times lie at most 14 h from UTC (UTC+14:00, Kiribati; UTC-12:00).
 _LARGEST_UTC_OFFSET = timedelta(hours=14)
 _ONE_MILLISECOND = timedelta(milliseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def source_table(table: str, schema: str | None, columns: list[str]) -> sa.TableClause:
@@ -74,6 +75,28 @@ def in_range(engine_name: str, timestamp: sa.ColumnClause, window: TimeRange) ->
         timestamp >= sa.bindparam("window_start", bounds["window_start"], type_=moment),
         timestamp < sa.bindparam("window_end", bounds["window_end"], type_=moment),
     )
+
+
+def slice_index(engine_name: str, timestamp: sa.ColumnClause, length: timedelta) -> sa.ColumnElement:
+    """Each row's slice, counted from the bound ``slice_origin`` (epoch seconds of the first one).
+
+    Rows are filtered to ``[origin, ...)`` first, so the difference is never
+    negative and integer division is the floor. Slices are whole seconds.
+    """
+    seconds = int(length.total_seconds())
+    origin = sa.bindparam("slice_origin", 0, type_=sa.BigInteger)
+    if engine_name == "sqlite":
+        # strftime('%s') reads every text form that in_range reads, in UTC.
+        epoch = sa.cast(sa.func.strftime("%s", timestamp), sa.BigInteger)
+        return (epoch - origin) // sa.literal(seconds, sa.BigInteger)
+    # extract(epoch ...) is numeric: exact, and for naive timestamps taken as UTC.
+    offset = sa.extract("epoch", timestamp) - origin
+    return sa.cast(sa.func.floor(offset / sa.literal(seconds, sa.Numeric)), sa.BigInteger)
+
+
+def slice_bounds(span: TimeRange) -> dict[str, Any]:
+    """The value of ``slice_index``'s bound parameter for counting ``span``."""
+    return {"slice_origin": int((span.start - _EPOCH).total_seconds())}
 
 
 def _sqlite_text(moment: datetime) -> str:
@@ -221,9 +244,9 @@ class WindowStatement:
             processors=processors,
         )
 
-    def execute(self, connection: Connection, window: TimeRange) -> list:
+    def execute(self, connection: Connection, window: TimeRange, extra: dict[str, Any] | None = None) -> list:
         parameters = dict(self.parameters)
-        for name, value in window_bounds(self.dialect, window).items():
+        for name, value in {**window_bounds(self.dialect, window), **(extra or {})}.items():
             processor = self.processors.get(name)
             parameters[name] = processor(value) if processor else value
         if self.positions is not None:

@@ -7,6 +7,7 @@ committed together or not at all. Driver errors become ``StoreError`` here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 from driftmon.sources.profile import ColumnProfile, ReferenceProfile
-from driftmon.store.models import Lease, Result, Run
+from driftmon.store.models import Lease, Result, Run, SliceCounts
 from driftmon.store.models import ReferenceProfile as ProfileRow
 from driftmon.windows import TimeRange
 
@@ -22,6 +23,7 @@ _profiles = ProfileRow.__table__
 _runs = Run.__table__
 _results = Result.__table__
 _leases = Lease.__table__
+_slices = SliceCounts.__table__
 # What a re-run of the same window replaces; the key columns stay.
 _RESULT_UPDATES = [c.name for c in _results.columns if c.name not in ("id", "monitor", "column", "window_end")]
 
@@ -174,6 +176,51 @@ class Repository:
             for column in profile.columns
         ]
         insert_ignoring_duplicates(connection, _profiles, rows)
+
+
+    # --- slices -------------------------------------------------------------------
+
+    def load_slices(self, connection: Connection, monitor: str, profile_key: str,
+                    span: TimeRange) -> dict[datetime, StoredSlice]:
+        """The stored slices of ``monitor`` under one profile that start in ``span``."""
+        statement = sa.select(_slices.c.slice_start, _slices.c.counts, _slices.c.rows, _slices.c.sealed).where(
+            _slices.c.monitor == monitor,
+            _slices.c.profile_key == profile_key,
+            _slices.c.slice_start >= span.start,
+            _slices.c.slice_start < span.end,
+        )
+        return {_utc(start): StoredSlice(counts, rows, sealed)
+                for start, counts, rows, sealed in connection.execute(statement)}
+
+    def save_slices(self, connection: Connection, rows: list[dict], *, overwrite_sealed: bool = False) -> None:
+        """Insert or update slice rows. A sealed slice is final: it is replaced only by a
+        recount (``overwrite_sealed``), and an older count never replaces a newer one."""
+        if not rows:
+            return
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(_slices)
+        newer = _slices.c.counted_at <= statement.excluded.counted_at
+        statement = statement.on_conflict_do_update(
+            index_elements=["monitor", "profile_key", "slice_start"],
+            set_={name: statement.excluded[name] for name in ("slice_end", "counts", "rows", "sealed", "counted_at")},
+            where=newer if overwrite_sealed else sa.and_(newer, _slices.c.sealed == sa.false()),
+        )
+        connection.execute(statement, rows)
+
+    def delete_slices(self, connection: Connection, monitor: str, ended_by: datetime, keep_profile: str) -> int:
+        """Drop slices no window needs: those ended by ``ended_by``, and other profiles' slices."""
+        statement = _slices.delete().where(
+            _slices.c.monitor == monitor,
+            sa.or_(_slices.c.slice_end <= ended_by, _slices.c.profile_key != keep_profile),
+        )
+        return connection.execute(statement).rowcount
+
+
+@dataclass(frozen=True)
+class StoredSlice:
+    counts: list | dict
+    rows: int
+    sealed: bool
 
 
 def _utc(moment) -> datetime:
