@@ -139,12 +139,15 @@ def column_results(
         missing = float(counts.current_missing[f])
         status = classify(values[thresholds.statistic], thresholds.warning, thresholds.critical) \
             if enough else INSUFFICIENT
+        width = len(counts.labels[f])
         results.append(ColumnResult(
             monitor=monitor.name, column=column, role=counts.roles[f], window=counts.window,
             reference=reference, samples_current=samples, samples_reference=ref_samples,
             missing_current=missing, missing_ratio=missing / samples if samples else None,
             statistic=thresholds.statistic, threshold_warning=thresholds.warning,
             threshold_critical=thresholds.critical, status=status, **values,
+            labels=counts.labels[f], reference_counts=tuple(counts.reference[f, :width].tolist()),
+            current_counts=tuple(counts.current[f, :width].tolist()),
         ))
     return results
 

@@ -376,3 +376,27 @@ def test_two_racing_replicas_count_a_slice_once(engine, db_url, traffic, backend
     assert sum(r["rows"] for r in rows) == expected
     assert len(stored_results(engine, end)) == len(features())
     assert {r["samples_current"] for r in stored_results(engine, end).values()} == {float(expected)}
+
+
+def test_a_recount_elsewhere_reaches_a_running_daemons_windows(engine, db_url, traffic):
+    monitor = settings(db_url).resolved_monitors()[0]
+    end = LIVE + 2 * HOUR
+    clock = Clock(end + DAY)  # every slice sealed when counted
+    daemon = pipeline_for(engine, clock)
+    run(daemon, monitor, db_url, end)
+    add_rows(engine, [late_row(end - 50 * MINUTE)])  # too late for any cycle
+    run(daemon, monitor, db_url, end + 5 * MINUTE)
+    assert stored_results(engine, end + 5 * MINUTE)[("amount", end + 5 * MINUTE)]["samples_current"] == \
+        stored_results(engine, end)[("amount", end)]["samples_current"] - _rows_in(traffic, end - HOUR, end - 55 * MINUTE) \
+        + _rows_in(traffic, end, end + 5 * MINUTE)
+    backfill = pipeline_for(engine, Clock(end + DAY + MINUTE))  # another process: backfill --recount
+    run(backfill, monitor, db_url, end, trigger="recount", recount=True)
+    clock.now = end + DAY + 2 * MINUTE
+    outcome = run(daemon, monitor, db_url, end + 10 * MINUTE)
+    assert outcome.rows_scanned == _rows_in(traffic, end + 5 * MINUTE, end + 10 * MINUTE)  # only the new slice
+    expected = _rows_in(traffic, end - 50 * MINUTE, end + 10 * MINUTE) + 1  # the recounted late row
+    assert stored_results(engine, end + 10 * MINUTE)[("amount", end + 10 * MINUTE)]["samples_current"] == expected
+
+
+def _rows_in(traffic, start, end):
+    return sum(1 for r in traffic if r["model_version"] == "v3" and start <= r["ts"] < end)

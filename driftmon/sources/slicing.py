@@ -60,7 +60,9 @@ class EventsLayout:
 
     def tallies(self, payloads: list[list[int]]) -> list[dict[int, float]]:
         """Per column ``{code: count}`` of the payloads' sum."""
-        total = np.sum(np.asarray(payloads, dtype=np.int64).reshape(len(payloads), self.size), axis=0)
+        total = np.zeros(self.size, dtype=np.int64)
+        for payload in payloads:  # int64 arrays (or lists) of self.size counts
+            total += payload
         tallies = []
         for index, width in enumerate(self.widths):
             row = total[self.offsets[index]: self.offsets[index] + width]

@@ -183,14 +183,38 @@ class Repository:
     def load_slices(self, connection: Connection, monitor: str, profile_key: str,
                     span: TimeRange) -> dict[datetime, StoredSlice]:
         """The stored slices of ``monitor`` under one profile that start in ``span``."""
-        statement = sa.select(_slices.c.slice_start, _slices.c.counts, _slices.c.rows, _slices.c.sealed).where(
+        statement = sa.select(_slices.c.slice_start, _slices.c.counts, _slices.c.rows, _slices.c.sealed,
+                              _slices.c.counted_at).where(
             _slices.c.monitor == monitor,
             _slices.c.profile_key == profile_key,
             _slices.c.slice_start >= span.start,
             _slices.c.slice_start < span.end,
         )
-        return {_utc(start): StoredSlice(counts, rows, sealed)
-                for start, counts, rows, sealed in connection.execute(statement)}
+        return {_utc(start): StoredSlice(counts, rows, sealed, _utc(counted))
+                for start, counts, rows, sealed, counted in connection.execute(statement)}
+
+    def slice_versions(self, connection: Connection, monitor: str, profile_key: str,
+                       span: TimeRange) -> dict[datetime, tuple[bool, datetime]]:
+        """``(sealed, counted_at)`` of the stored slices starting in ``span``, without their counts."""
+        statement = sa.select(_slices.c.slice_start, _slices.c.sealed, _slices.c.counted_at).where(
+            _slices.c.monitor == monitor,
+            _slices.c.profile_key == profile_key,
+            _slices.c.slice_start >= span.start,
+            _slices.c.slice_start < span.end,
+        )
+        return {_utc(start): (sealed, _utc(counted)) for start, sealed, counted in connection.execute(statement)}
+
+    def slice_summary(self, connection: Connection, monitor: str, profile_key: str,
+                      span: TimeRange) -> tuple[int, datetime | None]:
+        """How many slices start in ``span``, and when the newest of them was counted."""
+        statement = sa.select(sa.func.count(), sa.func.max(_slices.c.counted_at)).where(
+            _slices.c.monitor == monitor,
+            _slices.c.profile_key == profile_key,
+            _slices.c.slice_start >= span.start,
+            _slices.c.slice_start < span.end,
+        )
+        count, newest = connection.execute(statement).one()
+        return count, (None if newest is None else _utc(newest))
 
     def save_slices(self, connection: Connection, rows: list[dict], *, overwrite_sealed: bool = False) -> None:
         """Insert or update slice rows. A sealed slice is final: it is replaced only by a
@@ -221,6 +245,7 @@ class StoredSlice:
     counts: list | dict
     rows: int
     sealed: bool
+    counted_at: datetime
 
 
 def _utc(moment) -> datetime:
