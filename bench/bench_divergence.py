@@ -7,7 +7,11 @@ For every F (rows = columns of a monitor) and B (bins) it prints the median
 time of one call computing KL, PSI and JS for all rows with pseudo-count
 smoothing (alpha 0.5):
 
-* the engine, float64 and float32, on the chosen device (inputs already there);
+* the engine, float64 and float32, on the chosen device (inputs already there),
+  with the G-test (the default), and float64 without it (``significance=False``):
+  "G cost" is what the test adds;
+* a per-column loop of scipy's G-test (``chi2_contingency``, log-likelihood),
+  skipped above 10 000 rows;
 * a per-column loop of scipy (``entropy`` both ways, ``jensenshannon ** 2``),
   skipped above 10 000 rows;
 * a hand-vectorised numpy version of the same three statistics, written the
@@ -35,7 +39,7 @@ import numpy as np
 import scipy
 import torch
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import entropy
+from scipy.stats import chi2_contingency, entropy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
@@ -59,6 +63,16 @@ def scipy_loop(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
         q = (cur + ALPHA) / (cur.sum() + ALPHA * cur.size)
         kl = entropy(p, q)
         out[:, row] = kl, kl + entropy(q, p), jensenshannon(p, q) ** 2
+    return out
+
+
+def scipy_g_loop(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """The G-test one column at a time: ``chi2_contingency`` with the log-likelihood ratio."""
+    out = np.empty(len(reference))
+    for row, (ref, cur) in enumerate(zip(reference, current, strict=True)):
+        table = np.stack([ref, cur])
+        table = table[:, table.sum(axis=0) > 0]
+        out[row] = chi2_contingency(table, correction=False, lambda_="log-likelihood").pvalue
     return out
 
 
@@ -126,10 +140,10 @@ def make_counts(rows: int, bins: int, seed: int = 0) -> tuple[np.ndarray, np.nda
     return rng.poisson(50, (rows, bins)), rng.poisson(drift, (rows, bins))
 
 
-def engine_runner(reference, current, device: torch.device, dtype: torch.dtype):
+def engine_runner(reference, current, device: torch.device, dtype: torch.dtype, significance: bool = True):
     ref = torch.as_tensor(reference, device=device)
     cur = torch.as_tensor(current, device=device)
-    return lambda: divergences(ref, cur, device=device, dtype=dtype)
+    return lambda: divergences(ref, cur, device=device, dtype=dtype, significance=significance)
 
 
 def engine_values(result) -> np.ndarray:
@@ -146,6 +160,7 @@ def measure_size(rows, bins, device, repeats, sync) -> dict[str, float | None]:
     contenders = {
         "f64": engine_runner(reference, current, device, torch.float64),
         "f32": engine_runner(reference, current, device, torch.float32),
+        "f64_nog": engine_runner(reference, current, device, torch.float64, significance=False),
     }
     if rows <= NUMPY_MAX_ROWS:
         reused = numpy_reused(reference.shape)
@@ -156,14 +171,16 @@ def measure_size(rows, bins, device, repeats, sync) -> dict[str, float | None]:
     times = {name: [] for name in contenders}
     scipy_rounds = set(np.linspace(0, repeats["engine"] - 1, repeats["scipy"]).round().astype(int).tolist())
     if rows <= SCIPY_MAX_ROWS:
-        times["scipy"] = []
+        times["scipy"], times["scipy_g"] = [], []
         scipy_loop(reference[:10], current[:10])  # warm-up on a slice: the loop is slow
+        scipy_g_loop(reference[:10], current[:10])
     for round_ in range(repeats["engine"]):
         for name, fn in contenders.items():
             times[name].append(timed(fn, sync))
         if "scipy" in times and round_ in scipy_rounds:
             times["scipy"].append(timed(lambda: scipy_loop(reference, current), _no_sync))
-    row = dict.fromkeys(("f64", "f32", "scipy", "numpy", "numpy_reused", "diff"))
+            times["scipy_g"].append(timed(lambda: scipy_g_loop(reference, current), _no_sync))
+    row = dict.fromkeys(("f64", "f32", "f64_nog", "scipy", "scipy_g", "numpy", "numpy_reused", "diff"))
     row.update({name: statistics.median(values) for name, values in times.items()})
     if rows <= NUMPY_MAX_ROWS:
         engine = engine_values(contenders["f64"]())
@@ -183,6 +200,10 @@ COLUMNS = [
     ("F", 9),
     ("B", 4),
     ("engine f64", 11),
+    ("f64 no G", 9),
+    ("G cost", 7),
+    ("scipy G", 9),
+    ("scipyG/f64", 11),
     ("engine f32", 11),
     ("scipy loop", 11),
     ("numpy", 9),
@@ -203,6 +224,10 @@ def format_row(rows: int, bins: int, t: dict[str, float | None]) -> str:
         f"{rows:,}",
         str(bins),
         _ms(t["f64"]),
+        _ms(t["f64_nog"]),
+        f"{(t['f64'] / t['f64_nog'] - 1) * 100:+.0f}%",
+        _ms(t["scipy_g"], f"skip>{SCIPY_MAX_ROWS // 1000}k"),
+        _ratio(t["scipy_g"], t["f64"]),
         _ms(t["f32"]),
         _ms(t["scipy"], f"skip>{SCIPY_MAX_ROWS // 1000}k"),
         _ms(t["numpy"]),

@@ -24,7 +24,12 @@ one thread, F = 10 000, B = 64):
   page faults ran at about 1 ns per byte, so a version that allocated its
   intermediates was 2.3x slower than one that reuses them. Intermediates live
   in a per-thread workspace that keeps the largest size seen (4 x F x B
-  elements); ``release_workspace()`` hands it back.
+  elements, plus F x B int64 for the G-test's column totals, and 4 x F x B
+  float64 more in a float32 call); ``release_workspace()`` hands it back.
+* The G-test (``driftmon.significance``) runs after the engine in the same
+  call, on the same device, and reuses its buffers; integer counts take a
+  table of c ln c, so it adds gathers, not logs. ``significance=False``
+  skips it.
 """
 
 from __future__ import annotations
@@ -39,9 +44,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from driftmon.significance import GTest, g_test
+
 __all__ = [
+    "Contributions",
     "DeviceUnavailableError",
     "Divergences",
+    "contributions",
     "divergences",
     "release_workspace",
     "resolve_device",
@@ -186,12 +195,19 @@ class Divergences:
     """One value per row (column of a monitor); CPU float64 tensors of shape [F].
 
     ``valid`` is False where either window is empty; those rows hold ``nan``.
+    ``g_statistic``, ``dof`` and ``p_value`` are the G-test of homogeneity on
+    the raw counts (``driftmon.significance.g_test``): p is 1.0 where a window
+    is empty or only one bin is non-empty (dof 0), and exactly 0.0 below
+    2.2e-308. All three are None when the call asked for no significance.
     """
 
     kl: Tensor
     psi: Tensor
     js: Tensor
     valid: Tensor
+    g_statistic: Tensor | None = None
+    dof: Tensor | None = None
+    p_value: Tensor | None = None
 
     def get(self, name: str) -> Tensor:
         """The statistic called ``name``; unknown names list the valid ones."""
@@ -227,8 +243,9 @@ def divergences(
     kl_direction: str = "reference_current",
     device: str | torch.device = "auto",
     dtype: torch.dtype | str = torch.float64,
+    significance: bool = True,
 ) -> Divergences:
-    """KL, PSI and JS for every row of two ``[F, B]`` count tables, in one pass.
+    """KL, PSI, JS and the G-test for every row of two ``[F, B]`` count tables, in one pass.
 
     Rows are the columns of a monitor, padded to the widest; ``mask`` (bool,
     ``[F, B]``) marks the real bins, and padding contributes exactly nothing.
@@ -238,7 +255,10 @@ def divergences(
     ``epsilon``, then renormalised. KL is in nats, ``reference_current`` is
     KL(reference || current); PSI = KL(P||Q) + KL(Q||P); JS is the divergence
     with M = (P + Q) / 2. A row whose total is 0 in either window comes back
-    as ``nan`` with ``valid`` False. Negative, NaN or infinite counts raise
+    as ``nan`` with ``valid`` False. With ``significance`` (default), the same
+    call runs the G-test of homogeneity on the raw, unsmoothed counts, always
+    in float64 (see ``driftmon.significance``; fractional counts give G on
+    the weights' scale, and a p-value meaningful only for counts). Negative, NaN or infinite counts raise
     ``ValueError`` naming the rows; so do mismatched shapes. The results are
     inference tensors (computed under ``torch.inference_mode``): read them
     freely, ``clone()`` them to modify in place.
@@ -249,7 +269,10 @@ def divergences(
     # The results are therefore inference tensors: read them, copy to modify.
     with torch.inference_mode():
         counts = _prepare_inputs(reference_counts, current_counts, mask, options)
-        return _assemble(_row_terms(counts, options), counts)
+        terms = _row_terms(counts, options)
+        # After the engine: its table lookup has rejected negative counts by now.
+        test = _significance(counts, options) if significance else None
+        return _assemble(terms, counts, test)
 
 
 # Options of calls on the CPU, by their arguments: checking them again cost
@@ -477,8 +500,7 @@ def _pseudocount(counts: _Counts, probs: Tensor, scratch: Tensor, options: _Opti
         # The same memory as ``scratch``, flat, as index_select writes it.
         flat = _workspace("scratch", (2, counts.windows[0].numel()), options.dtype, options.device)
         _gathered_log_ratio(indices, table, *flat.unbind())
-    _fill_probs(probs, counts.windows)
-    probs.add_(options.alpha).mul_(_as_dtype(torch.reciprocal(norm), options.dtype).unsqueeze(2))
+    _pseudocount_shares(counts, probs, options, norm)
     if indices is None:
         _log_ratio(probs, scratch[0])
         return 0.0
@@ -487,6 +509,24 @@ def _pseudocount(counts: _Counts, probs: Tensor, scratch: Tensor, options: _Opti
 
 
 def _epsilon(counts: _Counts, probs: Tensor, scratch: Tensor, options: _Options):
+    """p = c / N, zero shares replaced by epsilon, renormalised; log(p / q) into ``scratch[0]``."""
+    _epsilon_shares(counts, probs, options)
+    _log_ratio(probs, scratch[0])
+    return 0.0
+
+
+_SMOOTHERS = {"pseudocount": _pseudocount, "epsilon": _epsilon}
+
+
+def _pseudocount_shares(counts: _Counts, probs: Tensor, options: _Options, norm: Tensor | None = None) -> None:
+    """p_i = (c_i + alpha) / Z, Z = N + alpha * B, into ``probs`` (padding not zeroed)."""
+    if norm is None:
+        norm = torch.add(counts.totals, counts.n_bins, alpha=options.alpha)
+    _fill_probs(probs, counts.windows)
+    probs.add_(options.alpha).mul_(_as_dtype(torch.reciprocal(norm), options.dtype).unsqueeze(2))
+
+
+def _epsilon_shares(counts: _Counts, probs: Tensor, options: _Options) -> None:
     """p = c / N, zero shares replaced by epsilon, renormalised (sum = 1 + eps * zeros)."""
     zeros = torch.stack([w == 0 for w in counts.windows])
     if counts.mask is not None:
@@ -496,11 +536,9 @@ def _epsilon(counts: _Counts, probs: Tensor, scratch: Tensor, options: _Options)
     probs.masked_fill_(zeros, options.epsilon)
     renorm = 1.0 / (1.0 + options.epsilon * zeros.sum(dim=2, dtype=torch.float64))
     probs.mul_(_as_dtype(renorm, options.dtype).unsqueeze(2))
-    _log_ratio(probs, scratch[0])
-    return 0.0
 
 
-_SMOOTHERS = {"pseudocount": _pseudocount, "epsilon": _epsilon}
+_SHARES = {"pseudocount": _pseudocount_shares, "epsilon": _epsilon_shares}
 
 
 def _fill_probs(probs: Tensor, windows: tuple[Tensor, Tensor]) -> None:
@@ -598,7 +636,19 @@ def _mixture_term(probs: Tensor, total: Tensor, ratio: Tensor, mask: Tensor | No
     return _row_dot(total, ratio.log_())
 
 
-def _assemble(terms: _RowTerms, counts: _Counts) -> Divergences:
+# The G-test's float64 buffers are the engine's own in a float64 call: the
+# engine is done with them by then.
+_G_SLOTS = {"terms": "probs", "column_terms": "scratch", "columns": "g_columns"}
+
+
+def _significance(counts: _Counts, options: _Options) -> GTest:
+    def workspace(slot: str, shape, dtype: torch.dtype, device: torch.device) -> Tensor:
+        return _workspace(_G_SLOTS[slot], shape, dtype, device)
+
+    return g_test(*counts.windows, counts.totals, workspace=workspace)
+
+
+def _assemble(terms: _RowTerms, counts: _Counts, test: GTest | None) -> Divergences:
     """Run every registered statistic and apply the row rules, all rows at once."""
     names = list(_STATISTICS)
     values = torch.stack([_STATISTICS[name](terms) for name in names])
@@ -609,9 +659,89 @@ def _assemble(terms: _RowTerms, counts: _Counts) -> Divergences:
     if counts.mask is not None or counts.windows[0].shape[1] <= 1:
         values.masked_fill_(counts.n_bins <= 1, 0.0)
     values.masked_fill_(~valid, math.nan)
+    fields = dict(zip(names, _float64(values), strict=True))
+    if test is not None:
+        fields.update(g_statistic=test.statistic, dof=test.dof, p_value=test.p_value)
     if values.device.type != "cpu":
-        values, valid = values.to("cpu"), valid.to("cpu")
-    return Divergences(**dict(zip(names, _float64(values).unbind(), strict=True)), valid=valid)
+        # One transfer for all of them: each costs a device sync.
+        moved = torch.stack([*fields.values(), valid.to(torch.float64)]).to("cpu")
+        fields, valid = dict(zip(fields, moved, strict=False)), moved[-1].bool()
+    return Divergences(**fields, valid=valid)
+
+
+# --------------------------------------------------------------------------
+# Per-bin contributions (on demand, off the hot path)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contributions:
+    """The per-bin terms whose row sums are KL, PSI and JS: float64 numpy arrays ``[F, B]``.
+
+    ``reference_shares`` and ``current_shares`` are the smoothed shares p and q
+    exactly as ``divergences()`` computes them (same code, same ``dtype``); the
+    terms are computed from them in float64: ``kl`` is p ln(p/q) for
+    ``reference_current`` (q ln(q/p) for ``current_reference``), ``psi`` is
+    (p - q) ln(p/q), ``js`` is 1/2 [p ln(p/m) + q ln(q/m)] with m = (p + q) / 2.
+    Padded bins hold 0 everywhere. Rows with one real bin hold 0 terms (the
+    engine returns exactly 0 there). Rows where either window is empty
+    (``valid`` False, ``[F]`` bool) hold ``nan`` on their real bins.
+    """
+
+    reference_shares: np.ndarray
+    current_shares: np.ndarray
+    kl: np.ndarray
+    psi: np.ndarray
+    js: np.ndarray
+    valid: np.ndarray
+
+
+def contributions(
+    reference_counts: Tensor | np.ndarray,
+    current_counts: Tensor | np.ndarray,
+    mask: Tensor | np.ndarray | None = None,
+    *,
+    smoothing: str = "pseudocount",
+    alpha: float = 0.5,
+    epsilon: float = 1e-4,
+    kl_direction: str = "reference_current",
+    dtype: torch.dtype | str = torch.float64,
+) -> Contributions:
+    """Per-bin terms of KL, PSI and JS; each row's terms sum to ``divergences()``'s value.
+
+    Same inputs, options and errors as ``divergences()``; runs on the CPU with
+    plain logs (three per bin): it explains one run on demand, it is not part
+    of the batched pass. In float64 the row sums agree with the engine to
+    about 1e-15 (the engine clamps rounding below 0, and bounds JS by ln 2).
+    """
+    options = _parse_options(smoothing, alpha, epsilon, kl_direction, "cpu", dtype)
+    with torch.inference_mode():
+        counts = _prepare_inputs(reference_counts, current_counts, mask, options)
+        for name, window in zip(_WINDOWS, counts.windows, strict=True):
+            _checked_max(name, window)  # the engine's table lookup checks these; here nothing would
+        probs = torch.empty((2, *counts.windows[0].shape), dtype=options.dtype)
+        _SHARES[options.smoothing](counts, probs, options)
+        p, q = _float64(probs).numpy()
+        real = np.ones(p.shape, bool) if counts.mask is None else counts.mask.numpy()
+        valid = (counts.totals > 0).all(dim=0).numpy()
+        lone = (counts.n_bins <= 1).numpy()
+    return _contribution_terms(p, q, real, valid, lone, options.kl_direction)
+
+
+def _contribution_terms(p, q, real, valid, lone, kl_direction: str) -> Contributions:
+    with np.errstate(divide="ignore", invalid="ignore"):  # padding and empty windows, blanked below
+        log_ratio = np.log(p / q)
+        m = 0.5 * (p + q)
+        js = 0.5 * (p * np.log(p / m) + q * np.log(q / m))
+    kl = p * log_ratio if kl_direction == "reference_current" else q * -log_ratio
+    terms = {"kl": kl, "psi": (p - q) * log_ratio, "js": js}
+    for values in terms.values():
+        values[lone] = 0.0
+    shares = {"reference_shares": p, "current_shares": q}
+    for values in (*shares.values(), *terms.values()):
+        values[~valid] = math.nan
+        values[~real] = 0.0
+    return Contributions(**shares, **terms, valid=valid)
 
 
 # --------------------------------------------------------------------------

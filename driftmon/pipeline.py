@@ -16,11 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import torch
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftmon.config import ComputeConfig, MonitorSettings
 from driftmon.divergence import Divergences, divergences
+from driftmon.significance import benjamini_hochberg
 from driftmon.errors import DriftmonError, SourceError, StoreError
 from driftmon.incremental import SliceCounter, SlicedWindow
 from driftmon.profiles import reference_profile
@@ -118,27 +120,51 @@ def compute_statistics(counts: WindowCounts, monitor: MonitorSettings, compute: 
     )
 
 
-def classify(value: float, warning: float, critical: float) -> str:
-    """``warning ≤ value < critical`` is a warning; ``value ≥ critical`` is critical."""
+def classify(value: float, warning: float, critical: float, q_value: float | None = None,
+             significance: float | None = None) -> str:
+    """``warning ≤ value < critical`` is a warning; ``value ≥ critical`` is critical.
+
+    With a ``significance`` level, a column drifts only if its q-value is at most
+    that level too: an effect size reached by sampling noise alone is no evidence.
+    """
+    if significance is not None and not (q_value is not None and q_value <= significance):
+        return OK
     if value >= critical:
         return CRITICAL
     return WARNING if value >= warning else OK
+
+
+def enough_samples(monitor: MonitorSettings, counts: WindowCounts, stats: Divergences) -> list[bool]:
+    """Which columns have ``min_samples`` in both windows: the others are insufficient_data."""
+    return [bool(stats.valid[f]) and min(float(counts.current_totals[f]), float(counts.reference_totals[f]))
+            >= monitor.min_samples for f in range(len(counts.columns))]
+
+
+def q_values(stats: Divergences, tested: list[bool]) -> list[float | None]:
+    """Benjamini-Hochberg across the tested columns of one window (None for the others)."""
+    if stats.p_value is None or not any(tested):
+        return [None] * len(tested)
+    adjusted = benjamini_hochberg(stats.p_value, torch.tensor(tested)).tolist()
+    return [q if keep else None for q, keep in zip(adjusted, tested, strict=True)]
 
 
 def column_results(
     monitor: MonitorSettings, counts: WindowCounts, stats: Divergences, reference: TimeRange
 ) -> list[ColumnResult]:
     results = []
+    tested = enough_samples(monitor, counts, stats)
+    adjusted = q_values(stats, tested)
     for f, column in enumerate(counts.columns):
         thresholds = monitor.thresholds_for(column)
         samples, ref_samples = float(counts.current_totals[f]), float(counts.reference_totals[f])
-        enough = bool(stats.valid[f]) and min(samples, ref_samples) >= monitor.min_samples
+        enough, q_value = tested[f], adjusted[f]
         values = {name: float(getattr(stats, name)[f]) if enough else None for name in ("kl", "psi", "js")}
         if enough and not all(math.isfinite(v) for v in values.values()):
             raise DriftmonError(f"column {column!r}: the statistics are not finite ({values})")
+        p_value = float(stats.p_value[f]) if enough and stats.p_value is not None else None
         missing = float(counts.current_missing[f])
-        status = classify(values[thresholds.statistic], thresholds.warning, thresholds.critical) \
-            if enough else INSUFFICIENT
+        status = classify(values[thresholds.statistic], thresholds.warning, thresholds.critical,
+                          q_value, monitor.significance) if enough else INSUFFICIENT
         width = len(counts.labels[f])
         results.append(ColumnResult(
             monitor=monitor.name, column=column, role=counts.roles[f], window=counts.window,
@@ -146,6 +172,7 @@ def column_results(
             missing_current=missing, missing_ratio=missing / samples if samples else None,
             statistic=thresholds.statistic, threshold_warning=thresholds.warning,
             threshold_critical=thresholds.critical, status=status, **values,
+            p_value=p_value, q_value=q_value,
             labels=counts.labels[f], reference_counts=tuple(counts.reference[f, :width].tolist()),
             current_counts=tuple(counts.current[f, :width].tolist()),
         ))

@@ -23,6 +23,7 @@ from scipy.stats import entropy
 from driftmon.divergence import (
     DeviceUnavailableError,
     Divergences,
+    contributions,
     divergences,
     release_workspace,
     resolve_device,
@@ -198,6 +199,74 @@ def test_results_are_cpu_float64_per_row():
 def test_no_rows_gives_empty_results():
     result = divergences(np.zeros((0, 5)), np.zeros((0, 5)), device="cpu")
     assert result.kl.shape == (0,) and result.valid.shape == (0,)
+
+
+# --------------------------------------------------------------------------
+# Per-bin contributions
+# --------------------------------------------------------------------------
+
+SUM_TOL = {"rtol": 1e-12, "atol": 1e-12}
+
+
+@PROPERTY
+@given(
+    tables=count_tables(),
+    options=smoothing_options,
+    kl_direction=st.sampled_from(["reference_current", "current_reference"]),
+    extra=st.integers(0, 3),
+)
+def test_contributions_sum_to_the_engine_values(tables, options, kl_direction, extra):
+    reference, current = tables
+    padded_ref, padded_cur, mask = padded(reference, current, reference.shape[1] + extra, 7)
+    options = {**options, "kl_direction": kl_direction}
+    terms = contributions(padded_ref, padded_cur, mask, **options)
+    engine = divergences(padded_ref, padded_cur, mask, device="cpu", **options)
+    for name in ("kl", "psi", "js"):
+        np.testing.assert_allclose(getattr(terms, name).sum(axis=1), getattr(engine, name).numpy(), **SUM_TOL)
+        assert (getattr(terms, name)[:, reference.shape[1] :] == 0).all()
+    np.testing.assert_array_equal(terms.valid, engine.valid.numpy())
+
+
+@PROPERTY
+@given(tables=count_tables(), options=smoothing_options)
+def test_contribution_shares_are_the_smoothed_shares(tables, options):
+    reference, current = tables
+    terms = contributions(reference, current, **options)
+    smoothing = {"alpha": 0.5, "epsilon": 1e-4, **options}
+    for row in np.flatnonzero(terms.valid):
+        for counts, shares in ((reference, terms.reference_shares), (current, terms.current_shares)):
+            np.testing.assert_allclose(shares[row], smoothed(counts[row], **smoothing), rtol=1e-14, atol=0)
+    assert np.isnan(terms.kl[~terms.valid]).all() and np.isnan(terms.reference_shares[~terms.valid]).all()
+
+
+def test_contributions_known_terms():
+    terms = contributions(np.array([[3, 1]]), np.array([[1, 3]]), alpha=1.0)
+    p, q = np.array([4, 2]) / 6, np.array([2, 4]) / 6
+    m = (p + q) / 2
+    np.testing.assert_allclose(terms.reference_shares[0], p, rtol=1e-15)
+    np.testing.assert_allclose(terms.kl[0], p * np.log(p / q), rtol=1e-14)
+    np.testing.assert_allclose(terms.psi[0], (p - q) * np.log(p / q), rtol=1e-14)
+    np.testing.assert_allclose(terms.js[0], 0.5 * (p * np.log(p / m) + q * np.log(q / m)), rtol=1e-14)
+    backward = contributions(np.array([[3, 1]]), np.array([[1, 3]]), alpha=1.0, kl_direction="current_reference")
+    np.testing.assert_allclose(backward.kl[0], q * np.log(q / p), rtol=1e-14)
+
+
+@pytest.mark.parametrize("smoothing", ["pseudocount", "epsilon"])
+def test_contributions_of_one_bin_and_empty_rows(smoothing):
+    reference = np.array([[5, 0, 0], [0, 0, 0], [0, 4, 1]])
+    current = np.array([[9, 0, 0], [1, 2, 3], [0, 0, 6]])
+    mask = np.array([[True, False, False], [True] * 3, [True] * 3])
+    terms = contributions(reference, current, mask, smoothing=smoothing)
+    assert terms.valid.tolist() == [True, False, True]
+    assert (terms.kl[0] == 0).all() and (terms.js[0] == 0).all() and terms.reference_shares[0].tolist() == [1, 0, 0]
+    assert np.isnan(terms.psi[1]).all()
+    assert (terms.kl[2] != 0).all()  # empty bins in one window still contribute
+
+
+def test_contributions_reject_bad_counts():
+    # The engine's table lookup catches negative integer counts; contributions() checks itself.
+    with pytest.raises(ValueError, match=r"reference_counts .* rows \[0\]"):
+        contributions(np.array([[-1, 3]]), np.array([[1, 3]]))
 
 
 # --------------------------------------------------------------------------

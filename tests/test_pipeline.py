@@ -313,11 +313,11 @@ def test_backfill_resumes_and_is_idempotent(engine, db_url, drift_log, app_for):
     plan = application.plan_backfill(app, monitors, start, end)
     assert len(plan) == 48
     for monitor, window in plan[:20]:  # interrupted after 20 windows
-        application.run_window(app, monitor, window)
+        application.run_window(app, monitor, window, trigger="backfill")
     rest = application.plan_backfill(app, monitors, start, end)
     assert [w for _, w in rest] == [w for _, w in plan[20:]]
     for monitor, window in rest:
-        application.run_window(app, monitor, window)
+        application.run_window(app, monitor, window, trigger="backfill")
     assert len(results_table(engine)) == 48 * len(FEATURES)
     assert application.plan_backfill(app, monitors, start, end) == []
     windows = [w for _, w in plan]

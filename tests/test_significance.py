@@ -1,0 +1,212 @@
+"""The G-test and Benjamini-Hochberg against scipy, and their false-alarm rate under no drift.
+
+Expected values come from scipy, row by row, on the 2 x B table of the raw
+counts with the bins empty in both windows dropped:
+``chi2_contingency(table, correction=False, lambda_="log-likelihood")`` and
+``false_discovery_control(p, method="bh")``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.stats import chi2, chi2_contingency, false_discovery_control
+
+from driftmon.divergence import divergences
+from driftmon.significance import benjamini_hochberg, chi2_survival, g_test
+
+PROPERTY = settings(deadline=None, max_examples=100)
+P_RTOL = 1e-9
+TINY = np.finfo(np.float64).tiny
+
+
+def scipy_g_test(reference: np.ndarray, current: np.ndarray) -> tuple[float, int, float]:
+    """(G, dof, p) of one row; a row with an empty window is (0, 0, 1), as the engine defines it."""
+    table = np.stack([reference, current]).astype(np.float64)
+    table = table[:, table.sum(axis=0) > 0]
+    if (table.sum(axis=1) == 0).any():
+        return 0.0, 0, 1.0
+    g, p, dof, _ = chi2_contingency(table, correction=False, lambda_="log-likelihood")
+    return float(g), int(dof), float(p)
+
+
+def g_rounding(reference: np.ndarray, current: np.ndarray) -> float:
+    """A bound on float64 rounding in G (either implementation): a few ulps of N ln N."""
+    n = float(reference.sum() + current.sum())
+    return 64 * np.finfo(np.float64).eps * n * math.log(n + 2)
+
+
+def assert_matches_scipy(result, reference, current) -> None:
+    """G and dof as scipy's; p to 1e-9 relative, widened only by what G's own rounding moves it.
+
+    Near G = 0 with dof 1, p = 1 - sqrt(2G / pi): a rounding-level G of 1e-15
+    moves p by 3e-8, in scipy's formula as in ours, so p is held to the
+    range of the survival function over G +- that rounding.
+    """
+    for row, (ref, cur) in enumerate(zip(np.asarray(reference), np.asarray(current), strict=True)):
+        g, dof, p = scipy_g_test(ref, cur)
+        slack = g_rounding(ref, cur)
+        assert result.dof[row].item() == dof
+        assert result.g_statistic[row].item() == pytest.approx(g, rel=1e-9, abs=slack)
+        if p < TINY:  # subnormal: documented as exactly 0.0
+            assert result.p_value[row].item() == 0.0
+            continue
+        low, high = (chi2.sf(max(g + d, 0.0), dof) if dof else 1.0 for d in (slack, -slack))
+        assert low * (1 - P_RTOL) <= result.p_value[row].item() <= high * (1 + P_RTOL)
+
+
+@st.composite
+def count_tables(draw, max_rows=6, max_bins=12):
+    """Two same-shaped tables: small, table-path and log-path magnitudes, many empty bins."""
+    rows = draw(st.integers(1, max_rows))
+    bins = draw(st.integers(1, max_bins))
+    top = draw(st.sampled_from([2, 1_000, 10**5]))
+    values = st.one_of(st.just(0), st.integers(0, top))
+    table = arrays(np.int64, (rows, bins), elements=values)
+    return draw(table), draw(table)
+
+
+# --------------------------------------------------------------------------
+# The G-test
+# --------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(tables=count_tables(), as_float=st.booleans(), dtype=st.sampled_from(["float64", "float32"]))
+def test_g_test_matches_scipy(tables, as_float, dtype):
+    # Integer counts take the c ln c table, float counts the log path; G is float64 either way.
+    reference, current = (t.astype(np.float64) if as_float else t for t in tables)
+    assert_matches_scipy(divergences(reference, current, device="cpu", dtype=dtype), reference, current)
+
+
+@PROPERTY
+@given(tables=count_tables(), extra=st.integers(1, 5), junk=st.sampled_from([0, 9, math.nan]))
+def test_padding_drops_out_of_the_test(tables, extra, junk):
+    reference, current = (t.astype(type(junk)) for t in tables)
+    width = reference.shape[1] + extra
+    pad = np.full((reference.shape[0], extra), junk)
+    mask = np.arange(width) < reference.shape[1]
+    mask = np.broadcast_to(mask, (reference.shape[0], width))
+    padded = divergences(np.hstack([reference, pad]), np.hstack([current, pad]), mask, device="cpu")
+    assert_matches_scipy(padded, reference, current)
+
+
+def test_huge_counts_and_tiny_p_values():
+    reference = np.array([[10**12, 2 * 10**12, 3 * 10**12], [500, 0, 0], [520, 480, 0], [10**12, 0, 5]])
+    current = np.array([[2 * 10**12, 10**12, 5], [0, 500, 0], [0, 1000, 0], [0, 10**12, 5]])
+    for kind in (np.int64, np.float64):
+        result = divergences(reference.astype(kind), current.astype(kind), device="cpu")
+        assert_matches_scipy(result, reference, current)
+        assert not result.p_value.isnan().any() and (result.p_value >= 0).all()
+        assert result.p_value[0].item() == 0.0  # G ~ 1e12: far below the smallest float64
+        assert 0 < result.p_value[1].item() < 1e-300  # G = 2000 ln 2, p ~ 1e-302: still exact
+        assert 0 < result.p_value[2].item() < 1e-150
+
+
+def test_p_value_is_one_without_a_test():
+    reference = np.array([[5, 0, 0], [0, 0, 0], [3, 0, 4], [0, 0, 0]])
+    current = np.array([[9, 0, 0], [1, 2, 3], [0, 0, 0], [0, 0, 0]])
+    result = divergences(reference, current, device="cpu")
+    assert result.p_value.tolist() == [1.0] * 4  # one non-empty bin; empty windows
+    assert result.dof.tolist() == [0.0] * 4 and result.g_statistic.tolist() == [0.0] * 4
+
+
+def test_identical_windows_are_not_significant():
+    counts = np.array([[0, 3, 9, 1], [7, 7, 0, 2]])
+    result = divergences(counts, counts * 10, device="cpu")
+    assert result.g_statistic.abs().max().item() < 1e-9
+    assert (result.p_value > 1 - 1e-9).all()
+
+
+def test_fractional_counts_are_used_as_they_are():
+    reference, current = np.array([[0.5, 2.25, 0.0, 4.0]]), np.array([[1.5, 0.25, 0.0, 3.0]])
+    assert_matches_scipy(divergences(reference, current, device="cpu"), reference, current)
+
+
+def test_significance_can_be_switched_off():
+    result = divergences(np.ones((2, 3)), np.ones((2, 3)), device="cpu", significance=False)
+    assert result.g_statistic is None and result.dof is None and result.p_value is None
+
+
+def test_g_test_alone_matches_the_engine():
+    rng = np.random.default_rng(4)
+    reference, current = (torch.as_tensor(t) for t in rng.integers(0, 40, (2, 30, 9)))
+    alone = g_test(reference, current)
+    engine = divergences(reference, current, device="cpu")
+    torch.testing.assert_close(alone.p_value, engine.p_value, rtol=1e-12, atol=0)
+
+
+def test_chi2_survival_against_scipy_where_torch_is_exact():
+    # torch's gammaincc is exact to ~1e-13 for dof <= 40; above, in its asymptotic-series
+    # region (G within 30 % of dof), it is off by up to 2e-9 (module docstring).
+    dof = np.repeat(np.arange(0, 120), 40).astype(np.float64)
+    statistic = dof * np.tile(np.linspace(0.05, 4.0, 40), 120) + 0.1
+    p = chi2_survival(torch.from_numpy(statistic), torch.from_numpy(dof)).numpy()
+    expected = np.where(dof > 0, chi2.sf(statistic, np.maximum(dof, 1)), 1.0)
+    expected[expected < TINY] = 0.0
+    exact = dof <= 40
+    np.testing.assert_allclose(p[exact], expected[exact], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(p[~exact], expected[~exact], rtol=3e-9, atol=0)
+
+
+# --------------------------------------------------------------------------
+# Benjamini-Hochberg
+# --------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(
+    p=arrays(np.float64, st.integers(1, 60), elements=st.one_of(st.floats(0, 1), st.sampled_from([0.0, 1.0, 0.01]))),
+    data=st.data(),
+)
+def test_benjamini_hochberg_matches_scipy(p, data):
+    valid = data.draw(arrays(np.bool_, p.shape))
+    q = benjamini_hochberg(p, valid).numpy()
+    assert np.isnan(q[~valid]).all()
+    if valid.any():
+        np.testing.assert_allclose(q[valid], false_discovery_control(p[valid], method="bh"), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(benjamini_hochberg(p).numpy(), false_discovery_control(p), rtol=1e-15, atol=0)
+
+
+def test_benjamini_hochberg_rejects_bad_p_values():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        benjamini_hochberg(np.array([0.5, math.nan]))
+    with pytest.raises(ValueError, match="boolean mask"):
+        benjamini_hochberg(np.array([0.5, 0.1]), np.array([1, 0]))
+    assert benjamini_hochberg(np.array([0.5, math.nan]), np.array([True, False]))[0].item() == 0.5
+
+
+# --------------------------------------------------------------------------
+# False alarms under no drift
+# --------------------------------------------------------------------------
+
+COLUMNS = 2_000
+REFERENCE_ROWS = 50_000
+
+
+def flagged_share(shares, current_rows, drifted=None, seed=0):
+    rng = np.random.default_rng(seed)
+    reference = rng.multinomial(REFERENCE_ROWS, shares, size=COLUMNS)
+    current = rng.multinomial(current_rows, shares if drifted is None else drifted, size=COLUMNS)
+    result = divergences(reference, current, device="cpu")
+    return (benjamini_hochberg(result.p_value) <= 0.01).double().mean().item()
+
+
+@pytest.mark.parametrize("current_rows", [100, 10_000])
+def test_no_drift_flags_at_most_the_fdr_level(current_rows):
+    uniform = np.full(10, 0.1)
+    # Under no drift at all every flag is false; BH then bounds P(any flag) by 0.01.
+    bound = 0.01 + 3 * math.sqrt(0.01 * 0.99 / COLUMNS)
+    assert flagged_share(uniform, current_rows) <= bound
+
+
+def test_real_drift_is_flagged():
+    uniform = np.full(10, 0.1)
+    drifted = uniform * (1 + 0.2 * np.sin(np.arange(10)))
+    assert flagged_share(uniform, 10_000, drifted / drifted.sum()) == 1.0
