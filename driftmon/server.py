@@ -1,4 +1,4 @@
-"""The HTTP endpoints: /metrics, /healthz and /readyz, on threads of their own.
+"""The HTTP endpoints: /metrics, /healthz, /readyz and the /report pages, on threads of their own.
 
 A few handler threads each block in ``accept()`` on the one listening socket
 and answer the request they accepted themselves. The usual thread per request
@@ -6,6 +6,10 @@ and answer the request they accepted themselves. The usual thread per request
 one, and while runs hold the GIL each handoff waits for it: bench_daemon.py saw
 /metrics take twice as long that way. Several threads rather than one, so
 that a slow or stalled client cannot hold up a health check.
+
+/report and /report/<monitor> are the drift reports (``driftmon.report.ReportPages``):
+a monitor's name is looked up among the configured ones and nothing else, so a
+path that names no configured monitor (``../``, quotes, a 10 kB name) is a 404.
 """
 
 from __future__ import annotations
@@ -13,16 +17,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from sqlalchemy.exc import SQLAlchemyError
+
+from driftmon.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 # Each check returns None when fine, else the reason it is not.
 Check = Callable[[], str | None]
+NOT_FOUND = b"not found: try /metrics, /healthz, /readyz or /report\n"
+_HTML = "text/html; charset=utf-8"
+
+
+class Reports(Protocol):
+    """What serves /report (``driftmon.report.ReportPages``)."""
+
+    def index(self, link_prefix: str) -> str: ...
+
+    def page(self, name: str) -> str | None:
+        """The monitor's page, or None when no configured monitor has that name."""
 
 HANDLER_THREADS = 4
 # How often a handler thread blocked in accept() looks at the stop flag.
@@ -48,8 +68,36 @@ class _Handler(BaseHTTPRequestHandler):
             check = self.server.health if path == "/healthz" else self.server.ready
             problem = check()
             self._reply(503 if problem else 200, f"{problem or 'ok'}\n".encode(), "text/plain")
+        elif path == "/report" or path.startswith("/report/"):
+            self._report(path)
         else:
-            self._reply(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
+            self._reply(404, NOT_FOUND, "text/plain")
+
+    def _report(self, path: str) -> None:
+        reports = self.server.reports
+        if reports is None:
+            self._reply(404, NOT_FOUND, "text/plain")
+            return
+        try:
+            if path in ("/report", "/report/"):
+                page = reports.index("report/" if path == "/report" else "")
+            else:
+                page = reports.page(urllib.parse.unquote(path.removeprefix("/report/"), errors="strict"))
+        except UnicodeDecodeError:
+            page = None
+        except Exception as exc:  # the results database is down, or a bug: say so, keep serving
+            self._report_failed(path, exc)
+            return
+        if page is None:
+            self._reply(404, b"not found: no configured monitor has that name\n", "text/plain")
+        else:
+            self._reply(200, page.encode(), _HTML)
+
+    def _report_failed(self, path: str, exc: Exception) -> None:
+        unavailable = isinstance(exc, SQLAlchemyError | StoreError)
+        log.error("report page failed", exc_info=exc, extra={"event": "http.report_failed", "path": path[:200]})
+        status, text = (503, "results database does not answer") if unavailable else (500, "report failed")
+        self._reply(status, f"{text}\n".encode(), "text/plain")
 
     def _reply(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -64,9 +112,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 class MetricsServer(HTTPServer):
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Check, ready: Check,
-                 exposition: Callable[[str | None], tuple[bytes, str]] | None = None):
+                 exposition: Callable[[str | None], tuple[bytes, str]] | None = None,
+                 reports: Reports | None = None):
         # exposition(accept) -> (body, content type): a faster /metrics than encoding the registry.
         self.registry, self.health, self.ready, self.exposition = registry, health, ready, exposition
+        self.reports = reports  # None: /report is a 404
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         super().__init__((host, port), _Handler)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import threading
 import time
@@ -37,7 +38,7 @@ def test_endpoints_answer(server):
     server.problems["ready"] = None
     assert http_get(url(server, "/readyz")) == (200, "ok\n")
     status, body = http_get(url(server, "/nowhere?x=1"))
-    assert status == 404 and "/metrics" in body
+    assert status == 404 and "/metrics" in body and "/report" in body
 
 
 def test_stalled_clients_do_not_block_health_checks(server):
@@ -78,3 +79,82 @@ def test_stop_is_prompt_and_frees_the_port():
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1)
     assert not any(t.is_alive() for t in threading.enumerate() if t.name.startswith("driftmon-http"))
+
+
+# --- /report ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def report_server(engine):
+    from driftmon.report import ReportPages
+    from tests.test_explain import AMOUNT, WINDOW_END, settings, store, stored_rows
+
+    store(engine, stored_rows(settings(), WINDOW_END, {"amount": AMOUNT}))
+    server = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: None, lambda: None,
+                           reports=ReportPages([settings()], engine))
+    server.start()
+    yield server
+    server.stop()
+
+
+def raw_get(server: MetricsServer, path: str) -> tuple[int, str]:
+    """GET the path exactly as written: no client-side normalising of ``..`` or quoting."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    try:
+        connection.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        connection.putheader("Host", "127.0.0.1")
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_report_pages_answer(report_server):
+    status, body = raw_get(report_server, "/report")
+    assert status == 200 and "<a href='report/shop'>shop</a>" in body and ">critical<" in body
+    status, body = raw_get(report_server, "/report/")
+    assert status == 200 and "<a href='shop'>shop</a>" in body
+    status, body = raw_get(report_server, "/report/shop?ignored=1")
+    assert status == 200 and body.startswith("<!DOCTYPE html>")
+    assert "<figure class='chart' data-column='amount'" in body
+    assert raw_get(report_server, "/report/shop")[1] == body  # rendered once per stored window
+
+
+HOSTILE_PATHS = [
+    "/report/..", "/report/../metrics", "/report/../../etc/passwd", "/report/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "/report/shop/", "/report/shop/../shop", "/report/./shop", "/report//shop", "/report/SHOP",
+    "/report/shop'", "/report/shop%27%20OR%20%271%27=%271", "/report/%22%3E%3Cscript%3E", '/report/"',
+    "/report/shop%00", "/report/%ff%fe", "/report/%", "/report/" + "a" * 10_000, "/report/" + "%41" * 3_000,
+    "/reports", "/report.html",
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS, ids=lambda p: p[:40])
+def test_hostile_report_paths_are_404(report_server, path, caplog):
+    status, body = raw_get(report_server, path)
+    assert status == 404, body
+    assert "report page failed" not in caplog.text
+
+
+def test_report_is_404_when_the_server_has_no_reports(server):
+    assert http_get(url(server, "/report"))[0] == 404
+    assert http_get(url(server, "/report/shop"))[0] == 404
+
+
+def test_report_says_503_when_the_results_database_is_down(tmp_path):
+    from driftmon.report import ReportPages
+    from driftmon.store.database import create_db_engine
+    from tests.test_explain import settings
+
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
+    server = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: None, lambda: None,
+                           reports=ReportPages([settings()], engine))
+    server.start()
+    try:
+        assert raw_get(server, "/report/shop") == (503, "results database does not answer\n")
+        assert raw_get(server, "/report") == (503, "results database does not answer\n")
+        assert raw_get(server, "/report/other")[0] == 404  # names are checked before the database
+    finally:
+        server.stop()
+        engine.dispose()

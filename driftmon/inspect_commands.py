@@ -1,0 +1,136 @@
+"""`driftmon explain` and `driftmon report`: look at stored windows, never at the source.
+
+Both read the results database only; they neither migrate it nor write to it.
+Their heavy imports (torch, matplotlib) happen inside the commands, so that
+`driftmon --help` stays fast. ``driftmon.cli`` registers them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from driftmon.cli import Timestamp, config_option, handle_errors
+from driftmon.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from driftmon.config import Config, MonitorSettings
+
+monitor_argument = click.option("--monitor", "monitor_name", required=True, metavar="NAME",
+                                help="The monitor to look at.")
+
+
+@click.command("explain")
+@config_option
+@monitor_argument
+@click.option("--column", "columns", multiple=True, metavar="NAME",
+              help="Only this column (repeatable); default: every column of the window.")
+@click.option("--at", "at", type=Timestamp(), default=None,
+              help="Explain the window ending at or before this time (ISO 8601, UTC if naive) "
+                   "[default: the newest stored].")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Bins shown per column, largest contribution first.")
+@click.option("--statistic", type=click.Choice(["kl", "psi", "js"]), default=None,
+              help="Rank the bins by this statistic's terms [default: the one each column's "
+                   "status is judged on].")
+@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@handle_errors
+def explain(config_path: str | None, monitor_name: str, columns: tuple[str, ...], at: datetime | None,
+            top: int, statistic: str | None, output: str) -> None:
+    """Which bins drove a stored window's statistics, read from the results database.
+
+    For each column: its status, statistic, p- and q-value, then its top bins by
+    their term of the statistic (the terms sum to it): label, reference and
+    current count and smoothed share, the term, and the share of the statistic
+    it explains.
+    """
+    from driftmon import explain as explaining
+    from driftmon.config import load_config
+
+    config = load_config(config_path)
+    monitor = _monitor(config, monitor_name)
+    with _results(config) as connection:
+        explanation = explaining.require_explanation(connection, monitor, at, statistic,
+                                                     dtype=config.compute.dtype)
+    explanation = explaining.only_columns(explanation, columns)
+    render = explaining.as_json if output == "json" else explaining.as_table
+    click.echo(render(explanation, top))
+
+
+@click.command("report")
+@config_option
+@monitor_argument
+@click.option("--start", type=Timestamp(), default=None,
+              help="History from this time (ISO 8601) [default: 7 days before the chosen window].")
+@click.option("--end", type=Timestamp(), default=None,
+              help="Show the window ending at or before this time [default: the newest stored].")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="The HTML file to write (self-contained: opens offline in any browser).")
+@handle_errors
+def report(config_path: str | None, monitor_name: str, start: datetime | None, end: datetime | None,
+           out: str) -> None:
+    """Write a self-contained HTML drift report of one monitor.
+
+    A summary of the chosen window's columns, then per column the reference and
+    current shares of its bins (the top contributors marked) and the statistic
+    over time with its thresholds and each window's status.
+    """
+    from driftmon.config import load_config
+    from driftmon.report import build_report
+    from driftmon.windows import TimeRange
+
+    if start is not None and end is not None:
+        try:
+            TimeRange(start, end)
+        except ValueError:
+            raise ConfigError("--start must be before --end") from None
+    config = load_config(config_path)
+    monitor = _monitor(config, monitor_name)
+    began = time.perf_counter()
+    with _results(config) as connection:
+        page = build_report(connection, monitor, start, end, dtype=config.compute.dtype)
+    Path(out).write_text(page, encoding="utf-8")
+    size = Path(out).stat().st_size
+    click.echo(f"wrote {out} ({size / 1024:.0f} KiB) in {time.perf_counter() - began:.1f} s")
+
+
+def _monitor(config: Config, name: str) -> MonitorSettings:
+    for monitor in config.resolved_monitors():
+        if monitor.name == name:
+            return monitor
+    known = ", ".join(m.name for m in config.monitors) or "none"
+    raise ConfigError(f"--monitor: no monitor named {name} (configured: {known})")
+
+
+@contextmanager
+def _results(config: Config) -> Iterator[Connection]:
+    """A read-only look at the results database: it must exist and be migrated already."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from driftmon.store import migrate
+    from driftmon.store.database import create_db_engine, parse_url, safe_url
+
+    url = parse_url(config.database.url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).exists():
+        raise StoreError(f"no results database at {url.database}: nothing has been stored yet")
+    engine = create_db_engine(url)
+    try:
+        if not migrate.is_at_head(engine):
+            raise StoreError(f"results database {safe_url(url)} is not at the latest schema: "
+                             "run `driftmon db upgrade` (or any monitor run) first")
+        with engine.connect() as connection:
+            yield connection
+    except SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+        raise StoreError(f"reading the results database {safe_url(url)} failed: {cause[0]}") from exc
+    finally:
+        engine.dispose()

@@ -1,0 +1,404 @@
+"""The drift report: one self-contained HTML page per monitor (`driftmon report`, GET /report).
+
+Read from the results database only. The page has a summary table of the chosen
+window's columns, then per column the reference and current shares of each bin
+as bars (the top contributors marked) and the statistic over the range with its
+warning and critical lines above a strip coloured by each window's status.
+
+Charts are matplotlib figures written as inline SVG (text kept as text, unused
+ids dropped), the styles are inline and a Content-Security-Policy forbids every
+fetch: the file opens offline, in any browser, and can be mailed.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+import threading
+import urllib.parse
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import matplotlib
+import numpy as np
+from matplotlib import dates
+from matplotlib.backends.backend_svg import FigureCanvasSVG
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from sqlalchemy import Connection, Engine
+
+from driftmon.config import MonitorSettings
+from driftmon.errors import ConfigError
+from driftmon.explain import ColumnExplanation, WindowExplanation, load_explanation
+from driftmon.store.repository import Repository
+from driftmon.windows import TimeRange
+
+DEFAULT_SPAN = timedelta(days=7)
+TOP_MARKED = 3
+STATUS_COLOURS = {"ok": "#2e7d32", "warning": "#ef8f00", "critical": "#c62828", "insufficient_data": "#9e9e9e"}
+_SEVERITY = ("insufficient_data", "ok", "warning", "critical")
+_REFERENCE_COLOUR, _CURRENT_COLOUR, _LINE_COLOUR = "#90a4ae", "#1565c0", "#263238"
+_STRIP_PIXELS = 1500  # the status strip's resolution; windows sharing a pixel show the worst
+# matplotlib's global settings are not thread-safe: the daemon's handler threads take turns.
+_RENDER_LOCK = threading.Lock()
+_SVG_SETTINGS = {"svg.fonttype": "none", "svg.hashsalt": "driftmon", "font.size": 8,
+                 "axes.spines.top": False, "axes.spines.right": False}
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+def build_report(connection: Connection, monitor: MonitorSettings, start: datetime | None = None,
+                 end: datetime | None = None, repository: Repository | None = None,
+                 back_link: str | None = None, dtype: str = "float64") -> str:
+    """The report of the newest window ending at or before ``end`` (default: the newest stored),
+    with the statistics of the windows ending in (start, end] (default: the 7 days before end)."""
+    repository = repository or Repository()
+    explanation = load_explanation(connection, monitor, end, repository=repository, dtype=dtype)
+    span_end = end or (explanation.window.end if explanation else datetime.now(UTC))
+    span_start = start if start is not None else span_end - DEFAULT_SPAN
+    if span_start >= span_end:
+        raise ConfigError(f"--start ({span_start.isoformat()}) is not before the newest stored window's "
+                          f"end ({span_end.isoformat()})")
+    span = TimeRange(span_start, span_end)
+    history = repository.result_history(connection, monitor.name, span)
+    return render_report(monitor, explanation, history, span, back_link=back_link)
+
+
+# --- the page ---------------------------------------------------------------------------
+
+
+def render_report(monitor: MonitorSettings, explanation: WindowExplanation | None, history: list[dict],
+                  span: TimeRange, *, top: int = TOP_MARKED, back_link: str | None = None,
+                  generated_at: datetime | None = None) -> str:
+    """The whole HTML page as text."""
+    generated_at = generated_at or datetime.now(UTC)
+    title = f"driftmon report: {monitor.name}"
+    body = [f"<h1>{_e(title)}</h1>", _header(monitor, explanation, span, generated_at, back_link)]
+    if explanation is None:
+        body.append("<p class='note'>No stored results for this monitor in this range yet.</p>")
+    else:
+        by_column = _history_by_column(history)
+        body.append(_summary_table(explanation, by_column))
+        shown = _shown_range(history, span)
+        with _RENDER_LOCK, matplotlib.rc_context(_SVG_SETTINGS):
+            body += [_column_section(i, c, by_column.get(c.column, []), shown, top)
+                     for i, c in enumerate(explanation.columns)]
+    return _page(title, "\n".join(body))
+
+
+def _shown_range(history: list[dict], span: TimeRange) -> TimeRange:
+    """The time axis: the range asked for, less its leading part without any stored window."""
+    if not history:
+        return span
+    earliest = min(row["window_start"] for row in history)
+    return TimeRange(earliest, span.end) if span.start < earliest < span.end else span
+
+
+def _page(title: str, body: str) -> str:
+    # No fetch of any kind: styles are inline, images are data: URIs inside the SVGs.
+    policy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    return (
+        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+        f"<meta http-equiv='Content-Security-Policy' content=\"{policy}\">\n"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
+        "<link rel='icon' href='data:,'>\n"
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:1.5rem auto;
+max-width:1200px;padding:0 1rem;color:#212121}
+h1{font-size:1.4rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin:1.6rem 0 .3rem}
+.meta{color:#555;margin:.2rem 0 1rem}.meta a{color:#1565c0}
+table{border-collapse:collapse;font-size:.85rem}th,td{padding:.25rem .6rem;border-bottom:1px solid #e0e0e0;
+text-align:right;white-space:nowrap}th{background:#f5f5f5}td:first-child,th:first-child,td.text{text-align:left}
+.status{display:inline-block;padding:0 .45rem;border-radius:.6rem;color:#fff;font-size:.8rem}
+.note{color:#6d4c41;font-size:.85rem}
+figure{margin:.3rem 0}figure svg{width:100%;height:auto}
+.legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .2rem 0 .8rem;vertical-align:middle}
+"""
+
+
+def _header(monitor: MonitorSettings, explanation: WindowExplanation | None, span: TimeRange,
+            generated_at: datetime, back_link: str | None) -> str:
+    parts = []
+    if explanation is not None:
+        parts.append(f"window {_e(_when(explanation.window.start))} – {_e(_when(explanation.window.end))}, "
+                     f"reference {_e(_when(explanation.reference.start))} – "
+                     f"{_e(_when(explanation.reference.end))}")
+    smoothing = monitor.smoothing
+    setting = f"alpha {smoothing.alpha:g}" if smoothing.method == "pseudocount" else f"epsilon {smoothing.epsilon:g}"
+    parts += [f"history {_e(_when(span.start))} – {_e(_when(span.end))}",
+              f"smoothing {_e(smoothing.method)} ({setting}), KL direction {_e(monitor.kl_direction)}",
+              f"generated {_e(_when(generated_at))}"]
+    if back_link:
+        parts.append(f"<a href='{_e(back_link)}'>all monitors</a>")
+    legend = "".join(f"<span style='background:{colour}'></span>{_e(status)}"
+                     for status, colour in STATUS_COLOURS.items())
+    return f"<p class='meta'>{' · '.join(parts)}</p>\n<p class='meta legend'>status:{legend}</p>"
+
+
+def _summary_table(explanation: WindowExplanation, history: dict[str, list[dict]]) -> str:
+    header = ("column", "role", "status", "statistic", "value", "warning", "critical", "p-value", "q-value",
+              "samples (ref / cur)", "top bin", "alarms in range")
+    rows = ["<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"]
+    for i, column in enumerate(explanation.columns):
+        top = column.ranked[0] if column.bins and column.ranked[0].contribution is not None else None
+        alarms = sum(r["status"] in ("warning", "critical") for r in history.get(column.column, []))
+        cells = [
+            f"<a href='#column-{i}'>{_e(column.column)}</a>", _e(column.role), _badge(column.status),
+            _e(column.statistic), _number(column.value), f"{column.threshold_warning:g}",
+            f"{column.threshold_critical:g}", _probability(column.p_value), _probability(column.q_value),
+            f"{_count(column.samples_reference)} / {_count(column.samples_current)}",
+            _e(_short_label(top.label)) + _term_text(top) if top else "–",
+            f"{alarms} of {len(history.get(column.column, []))}",
+        ]
+        rows.append("<tr>" + "".join(f"<td class='text'>{c}</td>" if k in (1, 10) else f"<td>{c}</td>"
+                                     for k, c in enumerate(cells)) + "</tr>")
+    return "<h2>Summary</h2>\n<table class='summary'>\n" + "\n".join(rows) + "\n</table>"
+
+
+def _column_section(index: int, column: ColumnExplanation, history: list[dict], span: TimeRange,
+                    top: int) -> str:
+    heading = (f"<h2 id='column-{index}'>{_e(column.column)} <small>({_e(column.role)})</small> "
+               f"{_badge(column.status)}</h2>")
+    note = f"<p class='note'>{_e(column.note)}</p>" if column.note else ""
+    svg = _figure_svg(column, history, span, top, prefix=f"c{index}-")
+    label = f"{column.column}: reference vs current shares, and {column.statistic} over time"
+    figure = (f"<figure class='chart' data-column='{_e(column.column)}' role='img' aria-label='{_e(label)}'>"
+              f"{svg}</figure>")
+    return "\n".join(part for part in (heading, note, figure) if part)
+
+
+# --- charts -----------------------------------------------------------------------------
+
+
+def _figure_svg(column: ColumnExplanation, history: list[dict], span: TimeRange, top: int,
+                prefix: str) -> str:
+    # Fixed margins: constrained layout took half of the rendering time.
+    figure = Figure(figsize=(11.5, 2.9))
+    grid = figure.add_gridspec(2, 2, width_ratios=(1, 1.25), height_ratios=(12, 1), left=0.05, right=0.99,
+                               bottom=0.27, top=0.92, wspace=0.1, hspace=0.12)
+    _bars(figure.add_subplot(grid[:, 0]), column, top)
+    line = figure.add_subplot(grid[0, 1])
+    strip = figure.add_subplot(grid[1, 1], sharex=line)
+    _timeline(line, strip, column, history, span)
+    return _inline_svg(figure, prefix)
+
+
+def _bars(axes, column: ColumnExplanation, top: int) -> None:
+    _caption(axes, "reference vs current (smoothed shares)")
+    bins = [b for b in column.bins if b.reference_share is not None]
+    if not bins:
+        axes.text(0.5, 0.5, "no bins stored for this window", ha="center", va="center",
+                  transform=axes.transAxes, color="#6d4c41")
+        axes.set_axis_off()
+        return
+    marked = {b.label: rank for rank, b in enumerate(column.top(top), start=1) if b.contribution is not None}
+    x = np.arange(len(bins))
+    reference = [b.reference_share for b in bins]
+    current = [b.current_share for b in bins]
+    axes.bar(x - 0.2, reference, 0.4, color=_REFERENCE_COLOUR, label="reference")
+    axes.bar(x + 0.2, current, 0.4, color=_CURRENT_COLOUR, label="current")
+    for position, item in zip(x, bins, strict=True):
+        if item.label in marked:
+            height = max(item.reference_share, item.current_share)
+            axes.annotate(f"#{marked[item.label]}", (position, height), xytext=(0, 2), textcoords="offset points",
+                          ha="center", va="bottom", fontsize=7, fontweight="bold", color="#c62828")
+    axes.set_xticks(x, [_short_label(b.label) for b in bins], rotation=40, ha="right", fontsize=6.5)
+    for tick, item in zip(axes.get_xticklabels(), bins, strict=True):
+        if item.label in marked:
+            tick.set_fontweight("bold")
+    axes.margins(y=0.15)
+    axes.legend(fontsize=7, frameon=False, title=f"#n: top {column.contributions_of} terms", title_fontsize=6.5)
+
+
+def _timeline(line, strip, column: ColumnExplanation, history: list[dict], span: TimeRange) -> None:
+    _caption(line, f"{column.statistic} per window")
+    ends = [r["window_end"] for r in history]
+    values = [np.nan if r[column.statistic] is None else r[column.statistic] for r in history]
+    line.plot(ends, values, color=_LINE_COLOUR, linewidth=0.9)
+    line.axhline(column.threshold_warning, color=STATUS_COLOURS["warning"], linestyle="--", linewidth=0.9,
+                 label=f"warning {column.threshold_warning:g}")
+    line.axhline(column.threshold_critical, color=STATUS_COLOURS["critical"], linestyle="--", linewidth=0.9,
+                 label=f"critical {column.threshold_critical:g}")
+    line.set_ylim(bottom=0)
+    line.legend(fontsize=7, frameon=False, loc="upper left")
+    line.tick_params(labelbottom=False)
+    strip.imshow(_status_pixels(history, span), aspect="auto", interpolation="nearest",
+                 extent=(dates.date2num(span.start), dates.date2num(span.end), 0, 1))
+    strip.set_yticks([])
+    strip.set_xlim(span.start, span.end)
+    strip.xaxis.set_major_formatter(dates.ConciseDateFormatter(strip.xaxis.get_major_locator()))
+    strip.tick_params(axis="x", labelsize=6.5)
+
+
+def _caption(axes, text: str) -> None:
+    # Not set_title: placing a title measures the whole axes, a fifth of the rendering time.
+    axes.text(0, 1.03, text, transform=axes.transAxes, fontsize=8, ha="left", va="bottom")
+
+
+def _status_pixels(history: list[dict], span: TimeRange) -> np.ndarray:
+    """A 1 x P RGBA strip: each window's status painted from the previous window's end to its own
+    (where windows overlap, a pixel shows the worst status); gaps in the history stay clear."""
+    severity = np.full(_STRIP_PIXELS, -1)
+    worst: dict[datetime, int] = {}
+    for row in history:
+        worst[row["window_end"]] = max(worst.get(row["window_end"], -1), _SEVERITY.index(row["status"]))
+    ends = sorted(worst)
+    steps = np.diff([end.timestamp() for end in ends])
+    usual = timedelta(seconds=float(np.median(steps))) if len(steps) else timedelta(0)
+    for previous, end in zip([None, *ends], ends, strict=False):
+        start = end - usual if previous is None or end - previous > 3 * usual else previous
+        low, high = _pixel(start, span), _pixel(end, span)
+        severity[low:high + 1] = np.maximum(severity[low:high + 1], worst[end])
+    palette = np.array([to_rgba(STATUS_COLOURS[s]) for s in _SEVERITY] + [(0, 0, 0, 0)])
+    return palette[severity][np.newaxis, :, :]
+
+
+def _pixel(moment: datetime, span: TimeRange) -> int:
+    share = (moment - span.start) / (span.end - span.start)
+    return int(np.clip(share * _STRIP_PIXELS, 0, _STRIP_PIXELS - 1))
+
+
+def _inline_svg(figure: Figure, prefix: str) -> str:
+    """The figure as an <svg> element fit for inlining: no prolog or metadata, unused ids
+    dropped and the others made unique, path coordinates to a tenth of a point."""
+    buffer = io.StringIO()
+    FigureCanvasSVG(figure).print_svg(buffer, metadata={"Date": None, "Creator": None, "Format": None,
+                                                         "Type": None})
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
+    referenced = set(re.findall(r"(?:url\(#|href=\"#)([^)\"]+)", svg))
+    svg = re.sub(r' id="([^"]+)"', lambda m: f' id="{prefix}{m[1]}"' if m[1] in referenced else "", svg)
+    svg = re.sub(r'(url\(#|href="#)', rf"\g<1>{prefix}", svg)
+    svg = re.sub(r' d="([^"]*)"', lambda m: f' d="{_short_path(m[1])}"', svg)
+    return re.sub(r"\n\s*", "\n", svg).strip()
+
+
+def _short_path(data: str) -> str:
+    # A tenth of a point is below a screen pixel; a lineto right after a moveto or a lineto
+    # needs no letter (SVG repeats the previous command, a moveto's as lineto).
+    tokens, previous = [], None
+    for token in data.split():
+        if token.isalpha():
+            if not (token == "L" and previous in ("M", "L")):
+                tokens.append(token)
+            previous = token
+        else:
+            tokens.append(f"{float(token):.1f}".removesuffix(".0"))
+    return " ".join(tokens)
+
+
+# --- formatting ------------------------------------------------------------------------
+
+_NUMERIC_LABEL = re.compile(r"^([\[(])([^,]+), ([^)]+)\)$")
+
+
+def _short_label(label: str) -> str:
+    """Bin labels fit for an axis: edges to 4 significant digits, long categories cut."""
+    match = _NUMERIC_LABEL.match(label)
+    if match:
+        opening, low, high = match.groups()
+        return f"{opening}{_edge(low)}, {_edge(high)})"
+    return label if len(label) <= 18 else label[:17] + "…"
+
+
+def _edge(text: str) -> str:
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return f"{value:.4g}" if math.isfinite(value) else text
+
+
+def _history_by_column(history: Sequence[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in history:
+        grouped.setdefault(row["column"], []).append(row)
+    return grouped
+
+
+def _badge(status: str) -> str:
+    colour = STATUS_COLOURS.get(status, "#616161")
+    return f"<span class='status' style='background:{colour}'>{_e(status)}</span>"
+
+
+def _term_text(item) -> str:
+    return f" ({item.contribution:+.4f})"
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _probability(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+def _count(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.1f}"
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+# --- the daemon's pages ------------------------------------------------------------------
+
+
+class ReportPages:
+    """GET /report and /report/<monitor>: read-only, from the results database.
+
+    Only configured monitor names are pages (anything else is None, a 404); a
+    page is rendered again only once a newer window is stored.
+    """
+
+    def __init__(self, monitors: Sequence[MonitorSettings], results: Engine,
+                 repository: Repository | None = None, dtype: str = "float64"):
+        self.monitors = {m.name: m for m in monitors}
+        self.dtype = dtype
+        self.results = results
+        self.repository = repository or Repository()
+        self._cache: dict[str, tuple[datetime | None, str]] = {}
+        self._lock = threading.Lock()
+
+    def page(self, name: str) -> str | None:
+        monitor = self.monitors.get(name)
+        if monitor is None:
+            return None
+        with self.results.connect() as connection:
+            newest = self.repository.latest_window_end(connection, name)
+            cached = self._cache.get(name)
+            if cached is not None and cached[0] == newest:
+                return cached[1]
+            page = build_report(connection, monitor, repository=self.repository, back_link="../report",
+                                dtype=self.dtype)
+        with self._lock:
+            self._cache[name] = (newest, page)
+        return page
+
+    def index(self, link_prefix: str = "report/") -> str:
+        """Every configured monitor with its current status (the worst of its latest columns)."""
+        with self.results.connect() as connection:
+            latest = self.repository.latest_results(connection)
+        rows = ["<tr><th>monitor</th><th>status</th><th>latest window end</th><th>columns</th></tr>"]
+        for name in self.monitors:
+            mine = [r for r in latest if r["monitor"] == name]
+            status = max((r["status"] for r in mine), key=_SEVERITY.index, default=None)
+            newest = max((r["window_end"] for r in mine), default=None)
+            link = f"{link_prefix}{urllib.parse.quote(name, safe='')}"
+            rows.append(f"<tr><td><a href='{_e(link)}'>{_e(name)}</a></td>"
+                        f"<td>{_badge(status) if status else 'no results yet'}</td>"
+                        f"<td>{_e(_when(newest)) if newest else '–'}</td><td>{len(mine)}</td></tr>")
+        table = "<table>\n" + "\n".join(rows) + "\n</table>"
+        return _page("driftmon reports", f"<h1>driftmon reports</h1>\n{table}")

@@ -1,0 +1,321 @@
+"""The HTML drift report: self-contained, escaped, and loaded for real in headless Chromium.
+
+The browser is Debian's ``chromium``, driven over the DevTools protocol on a pipe
+(``--remote-debugging-pipe``: NUL-separated JSON on file descriptors 3 and 4), so
+no websocket client or driver is needed. It records every console message,
+uncaught exception, log entry (Content-Security-Policy violations among them)
+and network request while a page loads.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from prometheus_client import CollectorRegistry
+
+from driftmon.cli import main
+from driftmon.report import ReportPages, build_report
+from driftmon.server import MetricsServer
+from driftmon.store.database import create_db_engine
+from tests.test_explain import AGE, AMOUNT, COUNTRY, NO_BINS, WINDOW_END, monitor_config, settings, store, stored_rows
+
+COLUMNS = {"amount": AMOUNT, "country": COUNTRY, "age": AGE}
+
+
+def store_history(engine, hours: int = 24, columns: dict | None = None) -> None:
+    """``hours`` hourly windows ending at WINDOW_END; the last six drift (their counts are the drifted ones)."""
+    columns = columns or COLUMNS
+    calm = {name: (labels, ref, ref) for name, (labels, ref, _) in columns.items()}
+    rows = []
+    for hour in range(hours):
+        end = WINDOW_END - timedelta(hours=hours - 1 - hour)
+        rows += stored_rows(settings(), end, columns if hour >= hours - 6 else calm)
+    store(engine, rows)
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_template, tmp_path):
+    """For tests whose subject is the page, not the database: SQLite only."""
+    path = tmp_path / "results.db"
+    shutil.copy(sqlite_template, path)
+    engine = create_db_engine(f"sqlite:///{path}")
+    yield engine
+    engine.dispose()
+
+
+def report_of(engine, **options) -> str:
+    with engine.connect() as connection:
+        return build_report(connection, settings(), **options)
+
+
+# --- the page ------------------------------------------------------------------------------
+
+
+def test_the_page_is_self_contained(engine):
+    store_history(engine)
+    page = report_of(engine)
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert not re.search(r"<script|<iframe|<object|<embed|@import|\bsrc=", page, re.I)
+    for target in re.findall(r"""(?:href|xlink:href)=["']([^"']*)""", page):
+        assert target.startswith(("#", "data:")), target
+    assert not re.search(r"url\((?!#)", page)  # only references inside the page
+    charts = re.findall(r"<figure class='chart' data-column='([^']+)'[^>]*><svg", page)
+    assert charts == list(COLUMNS)
+    # Ids of the inline SVGs stay unique across charts.
+    ids = re.findall(r' id="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+
+
+def test_summary_shows_each_column_with_status_statistic_and_p_value(engine):
+    store_history(engine)
+    page = report_of(engine)
+    summary = page[page.index("<table class='summary'>"):page.index("</table>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", summary)[1:]
+    assert [re.search(r">([^<]+)</a>", r)[1] for r in rows] == list(COLUMNS)
+    country = re.findall(r"<td[^>]*>(.*?)</td>", rows[1])
+    assert ">critical<" in country[2] and country[3] == "kl"
+    assert country[7] == "2e-06" and country[8] == "4e-06"  # p- and q-value
+    assert country[-1] == "6 of 24"  # windows in warning or critical over the range
+
+
+def test_names_and_labels_are_escaped(engine):
+    hostile = {"<img src=x onerror=alert(1)>": (["<b>", "'&\""], [10, 20], [20, 10])}
+    store(engine, stored_rows(settings(), WINDOW_END, hostile))
+    page = report_of(engine)
+    assert "<img src=x" not in page and "<b>" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page and "&lt;b&gt;" in page
+
+
+def test_results_stored_without_bins_still_report(engine):
+    rows = stored_rows(settings(), WINDOW_END, COLUMNS)
+    rows[0].update(labels=None, reference_counts=None, current_counts=None)
+    store(engine, rows)
+    page = report_of(engine)
+    assert html.escape(NO_BINS) in page and "no bins stored for this window" in page
+    assert len(re.findall(r"<figure class='chart'", page)) == 3
+
+
+def test_a_monitor_without_results_gets_a_page_saying_so(engine):
+    assert "No stored results for this monitor" in report_of(engine)
+
+
+def test_the_range_chooses_window_and_history(engine):
+    store_history(engine)
+    page = report_of(engine, start=WINDOW_END - timedelta(hours=10), end=WINDOW_END - timedelta(hours=3))
+    assert "window 2024-03-08 08:00 UTC – 2024-03-08 09:00 UTC" in page
+    assert "history 2024-03-08 02:00 UTC – 2024-03-08 09:00 UTC" in page
+    assert re.findall(r"<td>(\d+ of \d+)</td>", page) == ["3 of 7", "3 of 7", "0 of 7"]  # age never drifts
+
+
+def test_a_week_of_24_columns_is_small_enough_to_mail(sqlite_engine):
+    engine = sqlite_engine
+    columns = {f"feature_{i:02d}": [AMOUNT, COUNTRY, AGE][i % 3] for i in range(24)}
+    store_history(engine, hours=7 * 24, columns=columns)
+    began = time.perf_counter()
+    page = report_of(engine)
+    size, seconds = len(page.encode()), time.perf_counter() - began
+    print(f"24 columns x 168 hourly windows: {size / 1024:.0f} KiB in {seconds:.1f} s")
+    assert len(re.findall(r"<figure class='chart'", page)) == 24
+    assert size < 1_000_000
+
+
+@pytest.fixture
+def config_file(tmp_path, db_url):
+    raw = monitor_config()
+    raw["database"]["url"] = db_url
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_report_command_writes_the_file(config_file, engine, tmp_path):
+    store_history(engine)
+    out = tmp_path / "shop.html"
+    result = CliRunner().invoke(main, ["report", "--config", str(config_file), "--monitor", "shop",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(rf"wrote {re.escape(str(out))} \(\d+ KiB\) in \d+\.\d s\n", result.output)
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    backwards = CliRunner().invoke(main, ["report", "--config", str(config_file), "--monitor", "shop",
+                                          "--start", "2024-03-08", "--end", "2024-03-01", "--out", str(out)])
+    assert backwards.exit_code == 2 and "--start must be before --end" in backwards.output
+
+
+# --- in a real browser --------------------------------------------------------------------------
+
+
+class Chromium:
+    """Headless Chromium, spoken to over the DevTools protocol on a pair of pipes."""
+
+    def __init__(self, profile: Path):
+        to_browser, self._to_browser = os.pipe()
+        self._from_browser, from_browser = os.pipe()
+
+        def on_descriptors_3_and_4():  # what --remote-debugging-pipe reads and writes
+            reads, writes = os.dup(to_browser), os.dup(from_browser)
+            os.dup2(reads, 3)
+            os.dup2(writes, 4)
+
+        self.process = subprocess.Popen(
+            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-extensions", "--disable-background-networking", "--disable-component-update",
+             "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
+            preexec_fn=on_descriptors_3_and_4, close_fds=False,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        os.close(to_browser)
+        os.close(from_browser)
+        self._buffer, self._next_id, self.events = b"", 0, []
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.call(f"{domain}.enable", session=self.session)
+        self.call("Emulation.setDeviceMetricsOverride",
+                  {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=self.session)
+
+    def call(self, method: str, params: dict | None = None, session: str | None = None,
+             timeout: float = 30.0) -> dict:
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        number = self._next_id
+        reply = self._receive(lambda m: m.get("id") == number, timeout, method)
+        if "error" in reply:
+            raise AssertionError(f"{method}: {reply['error']}")
+        return reply["result"]
+
+    def _receive(self, wanted, timeout: float, what: str) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            while b"\0" in self._buffer:
+                raw, self._buffer = self._buffer.split(b"\0", 1)
+                message = json.loads(raw)
+                if "id" not in message:
+                    self.events.append(message)
+                if wanted(message):
+                    return message
+            ready, _, _ = select.select([self._from_browser], [], [], 0.2)
+            if ready:
+                chunk = os.read(self._from_browser, 1 << 20)
+                if not chunk:
+                    raise AssertionError(f"chromium closed the pipe while waiting for {what}")
+                self._buffer += chunk
+        raise AssertionError(f"chromium: no {what} within {timeout} s")
+
+    def load(self, url: str) -> dict:
+        """Navigate and wait for the load event; what the page logged and fetched meanwhile."""
+        self.events.clear()
+        self.call("Page.navigate", {"url": url}, session=self.session)
+        self._receive(lambda m: m.get("method") == "Page.loadEventFired", 30.0, f"load event of {url}")
+        self.call("Runtime.evaluate", {"expression": "1"}, session=self.session)  # drain what came before
+        return {
+            "errors": [e for e in self.events if _is_error(e)],
+            "requests": [e["params"]["request"]["url"] for e in self.events
+                         if e.get("method") == "Network.requestWillBeSent"
+                         and not e["params"]["request"]["url"].startswith("data:")],
+        }
+
+    def evaluate(self, expression: str):
+        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                           session=self.session)
+        return result["result"].get("value")
+
+    def screenshot(self, path: Path) -> None:
+        shot = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
+                         session=self.session)
+        path.write_bytes(base64.b64decode(shot["data"]))
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=10)
+        except (AssertionError, OSError):
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+
+
+def _is_error(event: dict) -> bool:
+    method, params = event.get("method"), event.get("params", {})
+    if method == "Runtime.consoleAPICalled":
+        return params.get("type") in ("error", "assert")
+    if method == "Log.entryAdded":
+        return params["entry"]["level"] == "error"
+    return method in ("Runtime.exceptionThrown", "Network.loadingFailed")
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    if shutil.which("chromium") is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: .ci/run installs Debian's chromium")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium): the browser tests need it")
+    browser = Chromium(tmp_path_factory.mktemp("chromium-profile"))
+    yield browser
+    browser.close()
+
+
+CHARTS = """Array.from(document.querySelectorAll('figure.chart')).map(f => {
+  const svg = f.querySelector('svg'); const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+  return [f.dataset.column, box.width, box.height, svg ? svg.querySelectorAll('path').length : 0]; })"""
+
+
+def assert_every_chart_drawn(chromium: Chromium, columns) -> None:
+    charts = chromium.evaluate(CHARTS)
+    assert [c[0] for c in charts] == list(columns)
+    for column, width, height, paths in charts:
+        assert width > 600 and height > 100 and paths > 10, (column, width, height, paths)
+
+
+def test_the_report_file_loads_in_chromium(chromium, sqlite_engine, tmp_path):
+    engine = sqlite_engine
+    store_history(engine)
+    page = tmp_path / "report.html"
+    page.write_text(report_of(engine))
+    visit = chromium.load(page.as_uri())
+    assert visit["errors"] == []
+    assert visit["requests"] == [page.as_uri()]  # the file itself, nothing else
+    assert chromium.evaluate("document.title") == "driftmon report: shop"
+    assert_every_chart_drawn(chromium, COLUMNS)
+    chromium.screenshot(tmp_path / "report.png")
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_the_daemon_page_loads_in_chromium(chromium, sqlite_engine, tmp_path):
+    engine = sqlite_engine
+    store_history(engine)
+    server = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: None, lambda: None,
+                           reports=ReportPages([settings()], engine))
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        index = chromium.load(f"{base}/report")
+        assert index["errors"] == [] and index["requests"] == [f"{base}/report"]
+        link = chromium.evaluate("document.querySelector('a').href")
+        assert link == f"{base}/report/shop"
+        visit = chromium.load(link)
+        assert visit["errors"] == [] and visit["requests"] == [link]
+        assert_every_chart_drawn(chromium, COLUMNS)
+        assert chromium.evaluate("document.querySelector('a[href=\"../report\"]').href") == f"{base}/report"
+        chromium.screenshot(tmp_path / "daemon-report.png")
+    finally:
+        server.stop()
