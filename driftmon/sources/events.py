@@ -283,13 +283,32 @@ class EventsSource:
         keys = postgresql.array(
             [code + (i * _KEY_SPAN - MISSING_CODE) for i, code in enumerate(codes)]
         )
+        if sliced is not None:
+            return self._count_unnest_by_slice(keys, sliced)
         unpivot = sa.func.unnest(keys).table_valued("key").render_derived().lateral("u")
-        groups = [unpivot.c.key] if sliced is None else [sliced.label("slice"), unpivot.c.key]
         return (
-            sa.select(*groups, sa.func.count())
+            sa.select(unpivot.c.key, sa.func.count())
             .select_from(self.table.join(unpivot, sa.true()))
             .where(*self._in_window(_ANY_WINDOW))
-            .group_by(*groups)
+            .group_by(unpivot.c.key)
+        )
+
+    def _count_unnest_by_slice(self, keys, sliced):
+        # Grouped by slice at the join's level, the slice expression ran once per
+        # unnested key (24x per row: 46 s instead of 15 s for a 24 h window of the
+        # 10 M-row benchmark). The OFFSET 0 fence keeps the subquery from being
+        # pulled up, so it runs once per source row.
+        coded = (
+            sa.select(sliced.label("slice"), keys.label("keys"))
+            .where(*self._in_window(_ANY_WINDOW))
+            .offset(0)
+            .subquery("coded")
+        )
+        unpivot = sa.func.unnest(coded.c["keys"]).table_valued("key").render_derived().lateral("u")
+        return (
+            sa.select(coded.c.slice, unpivot.c.key, sa.func.count())
+            .select_from(coded.join(unpivot, sa.true()))
+            .group_by(coded.c.slice, unpivot.c.key)
         )
 
     def _count_union(self, codes, sliced=None):
