@@ -308,6 +308,8 @@ class _Source(_Model):
     timestamp_column: Annotated[str, Field(min_length=1)]
     where: dict[str, _Filter] = {}
     timeout: PositiveDuration | None = None
+    # A timestamp column of numbers is time since the epoch in this unit (default s).
+    timestamp_unit: Literal["s", "ms", "us", "ns"] | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -441,3 +441,57 @@ def test_histograms_bad_counts_fail_only_their_column(source_engine):
     assert set(counts.errors) == {"bad"}
     assert "negative, NaN or infinite counts in bin(s) 'a'" in counts.errors["bad"]
     assert row_of(counts, "good")[0] == {"a": 4}
+
+
+# --- numeric timestamps and declared types (issue 15, items 3 and 4) ----------------
+
+
+@pytest.mark.parametrize("unit, scale, column_type", [
+    (None, 1, sa.BigInteger), ("ms", 1_000, sa.BigInteger), ("us", 1_000_000, sa.BigInteger),
+    ("ns", 1_000_000_000, sa.BigInteger), (None, 1, sa.Double)])
+def test_numeric_timestamps_are_time_since_the_epoch(source_engine, unit, scale, column_type):
+    from driftmon.incremental import SliceCounter
+
+    table = sa.Table("epoch_log", sa.MetaData(), sa.Column("ts", column_type), sa.Column("x", sa.Double))
+    origin = int((CURRENT.start - START).total_seconds()) + int(START.timestamp())
+    seconds = [origin - 1, origin, origin + 1799, origin + 3599, origin + 3600]  # the last one is outside
+    values = [s * scale for s in seconds]
+    if column_type is sa.Double:
+        values[-2] = origin + 3599.999  # a fraction still inside
+    create_and_fill(source_engine, table, [{"ts": v, "x": float(i)} for i, v in enumerate(values)])
+    source = {"kind": "events", "table": "epoch_log", "timestamp_column": "ts", **({"timestamp_unit": unit} if unit else {})}
+    settings = monitor([{"column": "x", "binning": "explicit", "edges": [2.5]}], source=source,
+                       schedule={"every": "10m"})
+    src = open_source(settings, source_engine)
+    profile = src.profile(CURRENT)
+    assert profile.columns[0].counts == (2.0, 1.0)  # rows 1, 2 | 3
+    sliced = SliceCounter(Repository(), source_engine, lambda: CURRENT.end + DAY).window(settings, src, profile, CURRENT)
+    assert np.array_equal(sliced.counts.current, src.counts(profile, CURRENT).current)
+    assert [sliced.fresh[start].rows for start in sorted(sliced.fresh)] == [1, 0, 1, 0, 0, 1]
+
+
+def test_timestamp_unit_on_a_datetime_column_is_an_error(source_engine, log):
+    source = {"kind": "events", "table": "inference_log", "timestamp_column": "ts", "timestamp_unit": "ms"}
+    src = open_source(monitor([{"column": "amount"}], source=source), source_engine)
+    with pytest.raises(SourceError, match="timestamp_unit applies to numeric timestamp columns; column 'ts' is"):
+        src.profile(REFERENCE)
+
+
+def test_a_text_column_declared_numeric_fails_naming_monitor_table_column_and_type(source_engine, log):
+    src = open_source(monitor([{"column": "country", "binning": "uniform", "bins": 4}]), source_engine)
+    with pytest.raises(SourceError) as info:
+        src.profile(REFERENCE)
+    message = str(info.value)
+    assert "monitor 'm'" in message and "table 'inference_log'" in message
+    assert "column 'country' is declared numeric but its type is VARCHAR" in message
+
+
+def test_a_categorical_column_with_more_values_than_top_k_is_logged_once(source_engine, log, caplog):
+    src = open_source(monitor([{"column": "amount", "type": "categorical", "top_k": 5}]), source_engine)
+    with caplog.at_level("WARNING", logger="driftmon.sources.events"):
+        src.profile(REFERENCE)
+        src.profile(TimeRange(START, START + DAY))
+    warned = [r for r in caplog.records if getattr(r, "event", None) == "source.many_categories"]
+    assert len(warned) == 1
+    assert warned[0].column == "amount" and warned[0].top_k == 5 and warned[0].distinct > 1000
+    assert "is it numeric?" in warned[0].getMessage()

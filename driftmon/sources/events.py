@@ -11,6 +11,7 @@ column over it.
 
 from __future__ import annotations
 
+import logging
 import sys
 from datetime import UTC, datetime, timedelta
 
@@ -30,6 +31,7 @@ from driftmon.sources.sql import (
     WindowStatement,
     equality_filters,
     in_range,
+    is_number,
     slice_bounds,
     slice_index,
     source_table,
@@ -42,6 +44,7 @@ MISSING_CODE = -2
 # 10 001 because bins and top_k are at most 10 000.
 _KEY_SPAN = 1 << 16
 _LARGEST_FLOAT = sys.float_info.max
+log = logging.getLogger(__name__)
 # Compiled count statements bind their window at execution (WindowStatement).
 _ANY_WINDOW = TimeRange(datetime(1970, 1, 1, tzinfo=UTC), datetime(1970, 1, 2, tzinfo=UTC))
 
@@ -57,8 +60,11 @@ class EventsSource:
         names = [self.source.timestamp_column, *self.source.where, *(f.column for f in self.features)]
         self.table = source_table(self.source.table, self.source.schema_, names)
         self.reader = SourceReader(engine, monitor.name, self.source.table, self.source.schema_,
-                                   names, self.source.timeout)
+                                   names, self.source.timeout, timestamp=self.source.timestamp_column,
+                                   timestamp_unit=self.source.timestamp_unit,
+                                   numeric=[f.column for f in self.features if f.type == "numeric"])
         self.statements = 0  # executed so far; tests and logs read it
+        self._warned: set[str] = set()  # columns already reported as having too many categories
         # The count statement of the latest bins (cuts, categories), for the next window.
         self._counting: tuple[tuple, WindowStatement] | None = None
 
@@ -146,7 +152,7 @@ class EventsSource:
 
     def _in_window(self, window: TimeRange) -> list[sa.ColumnElement]:
         timestamp = self._timestamp
-        return [in_range(self.engine.dialect.name, timestamp, window),
+        return [in_range(self.engine.dialect.name, timestamp, window, self.reader.epoch),
                 *equality_filters(self.table, self.source.where)]
 
     # --- numeric cut points -----------------------------------------------
@@ -225,15 +231,28 @@ class EventsSource:
             value = self.table.c[feature.column]
             count = sa.func.count().label("n")
             statement = (
-                sa.select(value, count)
+                # count() OVER () of a grouped query: how many distinct values there are.
+                sa.select(value, count, sa.func.count().over().label("distinct"))
                 .where(*self._in_window(reference), value.is_not(None))
                 .group_by(value)
                 .order_by(count.desc(), self._tie_break(feature))
                 .limit(feature.effective_top_k)
             )
             rows = self._execute(connection, statement)
-            categories[feature.column] = binning.top_categories(rows, feature.effective_top_k)
+            categories[feature.column] = binning.top_categories([r[:2] for r in rows], feature.effective_top_k)
+            self._warn_many_categories(feature, rows[0][2] if rows else 0)
         return categories
+
+    def _warn_many_categories(self, feature: Feature, distinct: int) -> None:
+        """Say once that a column has more values than it can ever watch (all but top_k are "other")."""
+        if distinct <= feature.effective_top_k or feature.column in self._warned:
+            return
+        self._warned.add(feature.column)
+        column_type = (self.reader.column_types or {}).get(feature.column)
+        hint = f"; its type is {column_type}: is it numeric?" if is_number(column_type) else ""
+        log.warning("categorical column has more distinct values than top_k%s", hint, extra={
+            "event": "source.many_categories", "monitor": self.monitor.name, "table": self.source.table,
+            "column": feature.column, "distinct": distinct, "top_k": feature.effective_top_k})
 
     def _tie_break(self, feature: Feature) -> sa.ColumnElement:
         # Ties go by value ascending in code-point order, as Python sorts and
@@ -271,8 +290,9 @@ class EventsSource:
         if self._counting is None or self._counting[0] != bins:
             codes = [self._code(f, cuts, categories) for f in self.features]
             count = self._count_unnest if connection.dialect.name == "postgresql" else self._count_union
-            sliced = slice_index(self.engine.dialect.name, self._timestamp, length) if length else None
-            self._counting = (bins, WindowStatement.compile(count(codes, sliced), connection))
+            epoch = self.reader.epoch
+            sliced = slice_index(self.engine.dialect.name, self._timestamp, length, epoch) if length else None
+            self._counting = (bins, WindowStatement.compile(count(codes, sliced), connection, epoch))
         return self._counting[1]
 
     def _count_unnest(self, codes, sliced=None):

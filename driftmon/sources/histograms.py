@@ -32,7 +32,9 @@ class HistogramsSource:
         self.features = {f.column: f for f in monitor.features}
         self.table = source_table(self.source.table, self.source.schema_, self._column_names())
         self.reader = SourceReader(engine, monitor.name, self.source.table, self.source.schema_,
-                                   self._column_names(), self.source.timeout)
+                                   self._column_names(), self.source.timeout,
+                                   timestamp=self.source.timestamp_column, timestamp_unit=self.source.timestamp_unit,
+                                   numeric=[self.source.count_column])
         self.statements = 0
 
     def _column_names(self) -> list[str]:
@@ -103,27 +105,28 @@ class HistogramsSource:
         return self._collect(self._query(window, what))
 
     def _query(self, window: TimeRange, what: str, length: timedelta | None = None) -> list:
+        with self.reader.reading(what) as connection:  # first: it learns the timestamp's type
+            self.statements += 1
+            parameters = slice_bounds(window) if length is not None else {}
+            return connection.execute(self._statement(window, length), parameters).all()
+
+    def _statement(self, window: TimeRange, length: timedelta | None) -> sa.Select:
         s, t = self.source, self.table
         feature, label, count = t.c[s.feature_column], t.c[s.bin_column], t.c[s.count_column]
         role = sa.func.max(t.c[s.role_column]) if s.role_column else sa.null()
-        conditions = [in_range(self.engine.dialect.name, t.c[s.timestamp_column], window),
-                      *equality_filters(t, s.where)]
+        dialect, epoch = self.engine.dialect.name, self.reader.epoch
+        conditions = [in_range(dialect, t.c[s.timestamp_column], window, epoch), *equality_filters(t, s.where)]
         if self.features:
             conditions.append(feature.in_(list(self.features)))
         groups = [feature, label]
         if length is not None:
-            piece = slice_index(self.engine.dialect.name, t.c[s.timestamp_column], length).label("slice")
-            groups.insert(0, piece)
-        statement = (
+            groups.insert(0, slice_index(dialect, t.c[s.timestamp_column], length, epoch).label("slice"))
+        return (
             sa.select(*groups, sa.func.sum(count), sa.func.min(count), sa.func.count(), role)
             .where(*conditions)
             .group_by(*groups)
             .order_by(*groups)
         )
-        parameters = slice_bounds(window) if length is not None else {}
-        with self.reader.reading(what) as connection:
-            self.statements += 1
-            return connection.execute(statement, parameters).all()
 
     def _collect(self, rows) -> tuple[dict[str, ColumnCounts], dict[str, str], int]:
         bins: dict[str, dict[str, float]] = {}

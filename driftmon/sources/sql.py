@@ -31,11 +31,36 @@ def source_table(table: str, schema: str | None, columns: list[str]) -> sa.Table
     return sa.table(table, *(sa.column(name) for name in dict.fromkeys(columns)), schema=schema)
 
 
-def window_bounds(engine_name: str, window: TimeRange) -> dict[str, Any]:
+EPOCH_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}  # per second
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """A timestamp column of numbers: time since the epoch in 1/``unit`` seconds."""
+
+    unit: int
+    integer: bool  # an integer column: bounds round up, so ts >= ceil(start) is ts >= start
+
+    def value(self, moment: datetime) -> int | float:
+        """``moment`` in this unit, exact: integers for integer columns."""
+        microseconds = (moment - _EPOCH) // timedelta(microseconds=1)
+        whole, remainder = divmod(microseconds * self.unit, 1_000_000)
+        if remainder == 0 or self.integer:
+            return whole + (1 if remainder else 0)
+        return microseconds * self.unit / 1_000_000
+
+    @property
+    def type(self) -> sa.types.TypeEngine:
+        return sa.BigInteger() if self.integer else sa.Double()
+
+
+def window_bounds(engine_name: str, window: TimeRange, epoch: Epoch | None = None) -> dict[str, Any]:
     """The values of ``in_range``'s bound parameters for ``window``.
 
     A statement compiled once can thus be executed for any window.
     """
+    if epoch is not None:
+        return {"window_start": epoch.value(window.start), "window_end": epoch.value(window.end)}
     if engine_name == "sqlite":
         return {
             # The raw text of a row's local time: ' ' sorts before 'T', so the
@@ -49,12 +74,18 @@ def window_bounds(engine_name: str, window: TimeRange) -> dict[str, Any]:
     return {"window_start": window.start, "window_end": window.end}
 
 
-def in_range(engine_name: str, timestamp: sa.ColumnClause, window: TimeRange) -> sa.ColumnElement:
+def in_range(engine_name: str, timestamp: sa.ColumnClause, window: TimeRange,
+             epoch: Epoch | None = None) -> sa.ColumnElement:
     """``start <= ts < end`` with UTC bounds, whatever the engine stores.
 
+    ``epoch``: the column holds numbers, time since the epoch (bound in the
+    column's own type, so an index on it serves the range).
     The bounds are bound parameters named as in ``window_bounds``.
     """
-    bounds = window_bounds(engine_name, window)
+    bounds = window_bounds(engine_name, window, epoch)
+    if epoch is not None:
+        return sa.and_(timestamp >= sa.bindparam("window_start", bounds["window_start"], type_=epoch.type),
+                       timestamp < sa.bindparam("window_end", bounds["window_end"], type_=epoch.type))
     if engine_name == "sqlite":
         def bound(name):
             return sa.bindparam(name, bounds[name], type_=sa.String)
@@ -77,7 +108,8 @@ def in_range(engine_name: str, timestamp: sa.ColumnClause, window: TimeRange) ->
     )
 
 
-def slice_index(engine_name: str, timestamp: sa.ColumnClause, length: timedelta) -> sa.ColumnElement:
+def slice_index(engine_name: str, timestamp: sa.ColumnClause, length: timedelta,
+                epoch: Epoch | None = None) -> sa.ColumnElement:
     """Each row's slice, counted from the bound ``slice_origin`` (epoch seconds of the first one).
 
     Rows are filtered to ``[origin, ...)`` first, so the difference is never
@@ -85,6 +117,9 @@ def slice_index(engine_name: str, timestamp: sa.ColumnClause, length: timedelta)
     """
     seconds = int(length.total_seconds())
     origin = sa.bindparam("slice_origin", 0, type_=sa.BigInteger)
+    if epoch is not None:  # numbers since the epoch: origin and length in the same unit
+        span = sa.literal(seconds * epoch.unit, sa.BigInteger)
+        return sa.cast((timestamp - origin * sa.literal(epoch.unit, sa.BigInteger)) // span, sa.BigInteger)
     if engine_name == "sqlite":
         # strftime('%s') reads every text form that in_range reads, in UTC.
         epoch = sa.cast(sa.func.strftime("%s", timestamp), sa.BigInteger)
@@ -186,7 +221,11 @@ class SourceReader:
     schema: str | None
     columns: list[str]
     timeout: timedelta | None
+    timestamp: str | None = None
+    timestamp_unit: str | None = None  # the config's; numbers default to seconds
+    numeric: list[str] = field(default_factory=list)  # columns that must hold numbers
     column_types: dict | None = field(default=None, init=False)
+    epoch: Epoch | None = field(default=None, init=False)  # set when the timestamps are numbers
 
     @contextmanager
     def reading(self, what: str) -> Iterator[Connection]:
@@ -196,9 +235,36 @@ class SourceReader:
                 if self.column_types is None:
                     types = reflect_columns(connection, self.table, self.schema)
                     require_columns(types, self.columns, self.table, self.schema)
+                    self.epoch = self._epoch(types)
+                    require_numbers(types, self.numeric)
                     self.column_types = types
                 yield connection
             connection.rollback()
+
+
+    def _epoch(self, types: dict) -> Epoch | None:
+        if self.timestamp is None:
+            return None
+        column_type = types[self.timestamp]
+        if is_number(column_type):
+            return Epoch(EPOCH_UNITS[self.timestamp_unit or "s"], isinstance(column_type, sa.Integer))
+        if self.timestamp_unit is not None:
+            raise SourceError(f"source.timestamp_unit applies to numeric timestamp columns; "
+                              f"column {self.timestamp!r} is {column_type}")
+        return None
+
+
+def is_number(column_type: sa.types.TypeEngine) -> bool:
+    return isinstance(column_type, sa.Integer | sa.Numeric | sa.Float)
+
+
+def require_numbers(types: dict, columns: list[str]) -> None:
+    """Numeric features need number columns: text would all land in ``__missing__``, silently."""
+    for name in columns:
+        column_type = types[name]
+        if not is_number(column_type) and not isinstance(column_type, sa.types.NullType):
+            raise SourceError(f"column {name!r} is declared numeric but its type is {column_type}; "
+                              f"declare it `type: categorical` or cast it in a view")
 
 
 @dataclass(frozen=True)
@@ -218,9 +284,10 @@ class WindowStatement:
     parameters: dict[str, Any]  # processed for the driver
     positions: tuple[str, ...] | None  # parameter order, for positional paramstyles
     processors: dict[str, Any]  # the driver conversions of parameters that have one, for window values
+    epoch: Epoch | None = None  # numeric timestamps
 
     @classmethod
-    def compile(cls, statement: sa.Executable, connection: Connection) -> WindowStatement:
+    def compile(cls, statement: sa.Executable, connection: Connection, epoch: Epoch | None = None) -> WindowStatement:
         dialect = connection.dialect
         compiled = statement.compile(dialect=dialect)
         if compiled.literal_execute_params or compiled.post_compile_params or compiled.escaped_bind_names:
@@ -242,11 +309,12 @@ class WindowStatement:
             parameters=parameters,
             positions=tuple(compiled.positiontup) if dialect.positional else None,
             processors=processors,
+            epoch=epoch,
         )
 
     def execute(self, connection: Connection, window: TimeRange, extra: dict[str, Any] | None = None) -> list:
         parameters = dict(self.parameters)
-        for name, value in {**window_bounds(self.dialect, window), **(extra or {})}.items():
+        for name, value in {**window_bounds(self.dialect, window, self.epoch), **(extra or {})}.items():
             processor = self.processors.get(name)
             parameters[name] = processor(value) if processor else value
         if self.positions is not None:
