@@ -24,11 +24,21 @@ def offline_checks(config: Config) -> CheckReport:
     from driftmon.divergence import DeviceUnavailableError, resolve_device
     from driftmon.slices import grid_problem, lateness, slice_length
 
+    from driftmon.errors import ConfigError
+    from driftmon.store.database import check_url
+
     report = CheckReport()
     try:
         resolve_device(config.compute.device)
     except DeviceUnavailableError as exc:
         report.problems.append(f"compute.device: {exc}")
+    urls = [("database.url", config.database.url)] + [
+        (f"monitors[{i}].source.url", m.source.url) for i, m in enumerate(config.monitors) if m.source.url]
+    for key, url in urls:
+        try:
+            check_url(url, key)
+        except ConfigError as exc:
+            report.problems.extend(exc.problems)
     for index, monitor in enumerate(config.resolved_monitors()):
         problem = grid_problem(monitor)
         if problem and monitor.slice not in ("auto", "off"):
@@ -45,7 +55,7 @@ def connect_checks(config: Config) -> list[str]:
     """Open every source and check its table, columns and their types; one line per problem."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from driftmon.errors import SourceError
+    from driftmon.errors import ConfigError, SourceError
     from driftmon.sources import open_source
     from driftmon.store.database import EngineRegistry
 
@@ -54,7 +64,7 @@ def connect_checks(config: Config) -> list[str]:
         for index, monitor in enumerate(config.resolved_monitors()):
             try:
                 engine = engines.get(config.source_url(monitor.source))
-            except (SQLAlchemyError, ValueError, ImportError) as exc:
+            except (ConfigError, SQLAlchemyError, ValueError, ImportError) as exc:
                 problems.append(f"monitors[{index}].source.url: cannot open it: {exc}")
                 continue
             try:

@@ -547,14 +547,58 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     environ = dict(os.environ) if environ is None else environ
     path = Path(path or environ.get(CONFIG_PATH_ENV) or DEFAULT_CONFIG_PATH)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset "
+                          f"{exc.start}") from None
+    return parse_config(read_yaml(text, str(path)), environ)
+
+
+# A config of 100 monitors with 50 columns each is about 20 000 values: far below this.
+MAX_CONFIG_VALUES = 200_000
+
+
+def read_yaml(text: str, name: str = "the configuration") -> Any:
+    """Parse YAML, refusing duplicate keys and documents that aliases blow up.
+
+    YAML aliases share nodes, so a few hundred bytes can stand for billions of
+    values once expanded (and ``${ENV}`` interpolation expands them). The node
+    graph is walked first, counting values as if expanded, with a bound.
+    """
     try:
-        raw = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    return parse_config(raw, environ)
+        raise ConfigError(f"{name} is not valid YAML: {exc}") from exc
+    if root is not None:
+        _check_nodes(root, name)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{name} is not valid YAML: {exc}") from exc
+
+
+def _check_nodes(root: yaml.Node, name: str) -> None:
+    seen = 0
+    stack: list[tuple[yaml.Node, tuple]] = [(root, ())]
+    while stack:
+        node, location = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            raise ConfigError(f"{name}: more than {MAX_CONFIG_VALUES} values once its aliases are "
+                              f"expanded (a YAML alias bomb?)")
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key, value in node.value:
+                label = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark.line + 1)
+                if label in first:
+                    raise ConfigError(f"{format_key_path((*location, label))}: duplicate key (lines "
+                                      f"{first[label] + 1} and {key.start_mark.line + 1})")
+                first[label] = key.start_mark.line
+                stack.append((value, (*location, label)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*location, i)) for i, item in enumerate(node.value))
 
 
 def _describe_errors(exc: ValidationError) -> list[str]:

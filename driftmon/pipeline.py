@@ -242,10 +242,13 @@ class Pipeline:
             if self.abandon.is_set():
                 return self._abandoned(outcome)
             self._store(outcome, started, scheduled_at, work)
-        except (DriftmonError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001  every failure becomes a failed run row, counted and logged
             outcome = RunOutcome(monitor.name, window, "failed", [], reference,
                                  error=_describe(monitor, exc), reason=_reason(exc),
                                  duration_seconds=time.perf_counter() - clock, trigger=trigger)
+            if not isinstance(exc, DriftmonError | RuntimeError | ValueError):
+                log.error("unexpected error in a run", exc_info=exc, extra={
+                    "event": "run.unexpected_error", "monitor": monitor.name})
             self._store_failure(outcome, started, scheduled_at)
         for late in outcome.recomputed:
             _log_outcome(late)
@@ -350,13 +353,16 @@ def _reason(exc: BaseException) -> str:
         return "source"
     if isinstance(exc, StoreError):
         return "store"
-    return "other" if isinstance(exc, DriftmonError) else "compute"
+    return "compute" if isinstance(exc, RuntimeError | ValueError) and not isinstance(exc, DriftmonError) \
+        else "other"
 
 
 def _describe(monitor: MonitorSettings, exc: BaseException) -> str:
     message = str(exc)
     if isinstance(exc, RuntimeError):  # torch's errors, CUDA's out-of-memory included
         message = f"compute failed: {message.splitlines()[0] if message else type(exc).__name__}"
+    elif not isinstance(exc, DriftmonError | ValueError):  # a defect: say what kind
+        message = f"unexpected {type(exc).__name__}: {message.splitlines()[0] if message else ''}".rstrip(": ")
     return message if f"monitor {monitor.name!r}" in message else f"monitor {monitor.name!r}: {message}"
 
 

@@ -315,3 +315,40 @@ def test_feature_effective_binning():
     assert (a.effective_binning, a.effective_bins) == ("quantile", 10)
     assert (b.effective_binning, b.effective_bins) == ("explicit", 4)
     assert c.effective_top_k == 20
+
+
+def test_config_file_that_is_not_utf8_names_the_file_and_byte(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"database:\n  url: 'caf\xe9'\n")
+    with pytest.raises(ConfigError, match=r"config.yaml is not UTF-8 text: byte 0xe9 at offset 21"):
+        load_config(path, {})
+
+
+def test_duplicate_keys_are_rejected_with_their_key_path(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("monitors:\n  - name: m\n    source: {kind: events, table: t, timestamp_column: ts}\n"
+                    "    features: [{column: x, bins: 3, bins: 4}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    assert info.value.problems == ["monitors[0].features[0].bins: duplicate key (lines 4 and 4)"]
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    import time
+
+    lines = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+    path = tmp_path / "config.yaml"
+    path.write_text("\n".join(lines) + "\n")  # 9**9 = 387 M values once expanded
+    began = time.perf_counter()
+    with pytest.raises(ConfigError, match="alias bomb"):
+        load_config(path, {})
+    assert time.perf_counter() - began < 5
+
+
+def test_yaml_anchors_within_bounds_still_work(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("monitors:\n  - name: a\n    source: &src {kind: events, table: t, timestamp_column: ts}\n"
+                    "    features: [{column: x}]\n  - name: b\n    source: *src\n    features: [{column: y}]\n")
+    assert [m.source.table for m in load_config(path, {}).monitors] == ["t", "t"]

@@ -221,6 +221,26 @@ def test_failure_before_commit_writes_nothing(engine, db_url, drift_log, app_for
     assert run.status == "failed" and "monitor 'fraud'" in run.error
 
 
+def test_an_unexpected_exception_is_a_failed_run_counted_as_other(engine, db_url, drift_log, app_for,
+                                                                   monkeypatch, caplog):
+    config = make_config(db_url)
+    app = app_for(config)
+
+    def defect(*args, **kwargs):
+        raise TypeError("'<' not supported between instances of 'str' and 'float'")
+
+    monkeypatch.setattr("driftmon.pipeline.compute_statistics", defect)
+    with caplog.at_level("ERROR", logger="driftmon.pipeline"):
+        (outcome,) = application.run_latest(app, config.resolved_monitors(), AT)
+    assert (outcome.status, outcome.reason) == ("failed", "other")
+    assert outcome.error.startswith("monitor 'fraud': unexpected TypeError: '<' not supported")
+    (run,) = runs_table(engine).itertuples()
+    assert run.status == "failed" and "unexpected TypeError" in run.error
+    logged = [r for r in caplog.records if getattr(r, "event", None) == "run.unexpected_error"]
+    assert len(logged) == 1 and logged[0].monitor == "fraud" and logged[0].exc_info
+    assert results_table(engine).empty
+
+
 def test_source_error_fails_only_that_monitor(engine, db_url, drift_log, app_for):
     broken = {"name": "broken", "features": [{"column": "amount"}],
               "source": {"kind": "events", "table": "dropped_table", "timestamp_column": "ts"}}

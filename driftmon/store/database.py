@@ -3,36 +3,69 @@
 from __future__ import annotations
 
 import fcntl
+import re
+from urllib.parse import quote
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from driftmon.errors import ConfigError, StoreError
 
 
-def parse_url(url: str | URL) -> URL:
+# Query parameters that carry secrets (psycopg takes ?password=, libpq ?sslpassword=, and
+# warehouse drivers tokens and keys): hidden wherever a URL is shown.
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|key|credential|auth", re.IGNORECASE)
+_HIDDEN = "***"
+
+
+def parse_url(url: str | URL, key: str = "database URL") -> URL:
+    """A parsed URL, or a ConfigError naming ``key`` (never echoing a password)."""
     try:
-        return make_url(url)
-    except ArgumentError:
-        # The message of ArgumentError echoes the URL, password included.
-        raise ConfigError(f"database URL is not valid: {safe_url(url)}") from None
+        parsed = make_url(url)
+        parsed.port  # noqa: B018  make_url parses the port lazily on some versions
+    except (ArgumentError, ValueError) as exc:
+        # Their messages echo the URL or its parts, password included.
+        reason = "bad port" if isinstance(exc, ValueError) else "not a URL"
+        raise ConfigError(f"{key}: not a valid database URL ({reason}): {safe_url(url)}") from None
+    return parsed
+
+
+def check_url(url: str | URL, key: str) -> None:
+    """That the URL parses and names a dialect and driver that are installed (no connection)."""
+    parsed = parse_url(url, key)
+    try:
+        parsed.get_dialect()
+    except (NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(f"{key}: no SQLAlchemy dialect or driver {parsed.drivername!r} is installed "
+                          f"({type(exc).__name__})") from None
 
 
 def safe_url(url: str | URL) -> str:
-    """The URL as text with its password hidden, fit for logs and error messages."""
+    """The URL as text with its password and secret query parameters hidden."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable URL>"
+        parsed = make_url(url)
+        secrets = {name: _HIDDEN for name in parsed.query if _SECRET_PARAMETER.search(name)}
+        text = parsed.update_query_dict(secrets).render_as_string(hide_password=True)
+        return text.replace(quote(_HIDDEN, safe=""), _HIDDEN)
+    except (ArgumentError, ValueError):
+        return _masked_text(str(url))
+
+
+def _masked_text(url: str) -> str:
+    """An unparseable URL with what looks like a password or a secret parameter masked."""
+    url = re.sub(r"(://[^/@?#]*?:)[^/@?#]*@", rf"\1{_HIDDEN}@", url)
+    return re.sub(r"([?&][^=&#]*(?:pass|pwd|secret|token|key|credential|auth)[^=&#]*=)[^&#]*",
+                  rf"\1{_HIDDEN}", url, flags=re.IGNORECASE)
 
 
 def create_db_engine(url: str | URL) -> Engine:
     """A pooled engine; SQLite gets foreign keys and a busy timeout."""
     parsed = parse_url(url)
+    check_url(parsed, "database URL")
     kwargs: dict = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
@@ -93,7 +126,12 @@ def sqlite_daemon_lock(url: str) -> Iterator[None]:
         yield
         return
     path = Path(parsed.database).resolve()
-    with open(f"{path}.lock", "a+") as handle:
+    try:
+        handle = open(f"{path}.lock", "a+")  # noqa: SIM115  closed by the with below
+    except OSError as exc:
+        raise ConfigError(f"database.url: cannot create {path}.lock: {exc.strerror} "
+                          f"(the SQLite file's folder must be writable)") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

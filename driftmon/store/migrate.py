@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
@@ -12,7 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from driftmon.errors import StoreError
+from driftmon.errors import ConfigError, StoreError
 from driftmon.store.database import safe_url
 
 _MIGRATION_LOCK_KEY = 0x647269667401  # "drift" + 1: any constant unique to driftmon
@@ -28,6 +30,7 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the results database to ``revision``; a no-op when already there."""
+    require_sqlite_folder(engine)
     config = alembic_config(engine)
     try:
         with engine.begin() as connection:
@@ -39,6 +42,19 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             command.upgrade(config, revision)
     except SQLAlchemyError as exc:
         raise StoreError(f"migrating {safe_url(engine.url)} failed: {exc.orig or exc}") from exc
+
+
+def require_sqlite_folder(engine: Engine) -> None:
+    """A SQLite results file needs a folder that exists and takes new files (WAL, its lock)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:") or database.startswith("file:"):
+        return
+    folder = Path(database).resolve().parent
+    if not folder.is_dir():
+        raise ConfigError(f"database.url: folder {folder} does not exist (for {database})")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"database.url: folder {folder} is not writable (SQLite writes {database}, "
+                          f"its -wal and -shm files there)")
 
 
 def downgrade(engine: Engine, revision: str) -> None:
