@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -14,7 +14,9 @@ from tqdm import tqdm
 from driftmon.config import Config, MonitorSettings
 from driftmon.divergence import DeviceUnavailableError, resolve_device, set_threads
 from driftmon.errors import ConfigError
+from driftmon.logs import above_progress_bar
 from driftmon.pipeline import Pipeline, RunOutcome
+from driftmon.signals import stop_on_signals
 from driftmon.store import migrate
 from driftmon.store.database import EngineRegistry
 from driftmon.windows import TimeRange, backfill_windows, current_window
@@ -61,7 +63,8 @@ def select_monitors(config: Config, names: Iterable[str] = ()) -> list[MonitorSe
 
 def run_latest(app: App, monitors: list[MonitorSettings], now: datetime) -> list[RunOutcome]:
     """Every monitor once, for its latest complete window at ``now``."""
-    return [run_window(app, m, current_window(m.schedule, m.window.size, now)) for m in monitors]
+    return [run_window(app, m, current_window(m.schedule, m.window.size, now), trigger="run_once")
+            for m in monitors]
 
 
 def pending_windows(app: App, monitor: MonitorSettings, start: datetime, end: datetime) -> list[TimeRange]:
@@ -75,27 +78,57 @@ def pending_windows(app: App, monitor: MonitorSettings, start: datetime, end: da
     return [w for w in windows if w.end not in stored]
 
 
-def plan_backfill(app: App, monitors: list[MonitorSettings], start: datetime,
-                  end: datetime) -> list[tuple[MonitorSettings, TimeRange]]:
-    """Every pending historical window of the monitors, oldest first."""
-    work = [(m, w) for m in monitors for w in pending_windows(app, m, start, end)]
+def plan_backfill(app: App, monitors: list[MonitorSettings], start: datetime, end: datetime, *,
+                  recount: bool = False) -> list[tuple[MonitorSettings, TimeRange]]:
+    """Every pending historical window of the monitors, oldest first (``recount``: every
+    window in the range, stored or not)."""
+    def windows(monitor: MonitorSettings) -> list[TimeRange]:
+        if recount:
+            return backfill_windows(monitor.schedule, monitor.window.size, start, end)
+        return pending_windows(app, monitor, start, end)
+
+    work = [(m, w) for m in monitors for w in windows(m)]
     return sorted(work, key=lambda pair: (pair[1].end, pair[0].name))
 
 
-def run_window(app: App, monitor: MonitorSettings, window: TimeRange) -> RunOutcome:
-    return app.pipeline.run(monitor, app.config.source_url(monitor.source), window)
+def run_window(app: App, monitor: MonitorSettings, window: TimeRange, *, trigger: str,
+               recount: bool = False) -> RunOutcome:
+    return app.pipeline.run(monitor, app.config.source_url(monitor.source), window,
+                            trigger=trigger, recount=recount)
+
+
+@dataclass
+class Backfill:
+    """What a backfill did: its runs, and the windows it left undone if a signal stopped it."""
+
+    outcomes: list[RunOutcome] = field(default_factory=list)
+    left: list[tuple[MonitorSettings, TimeRange]] = field(default_factory=list)
+    signal_exit_code: int | None = None  # 128 + the signal's number when one stopped it
+
+    @property
+    def interrupted(self) -> bool:
+        return self.signal_exit_code is not None
 
 
 def backfill_with_progress(app: App, monitors: list[MonitorSettings], start: datetime,
-                           end: datetime) -> list[RunOutcome]:
-    """plan_backfill + run_window, with a progress bar on a terminal."""
-    work = plan_backfill(app, monitors, start, end)
+                           end: datetime, *, recount: bool = False) -> Backfill:
+    """plan_backfill + run_window, with a progress bar on a terminal.
+
+    SIGINT (Ctrl-C) or SIGTERM stops it after the window in flight, which is
+    finished and stored; a second one abandons that window (its transaction is
+    rolled back) with a KeyboardInterrupt.
+    """
+    work = plan_backfill(app, monitors, start, end, recount=recount)
+    trigger = "recount" if recount else "backfill"
     # A bar on a terminal; elsewhere each run's own log line is the progress.
     bar = tqdm(total=len(work), unit="window", disable=not sys.stderr.isatty(), file=sys.stderr)
-    outcomes = []
-    with bar:
-        for monitor, window in work:
+    done = Backfill()
+    with bar, above_progress_bar(bar), stop_on_signals(event="backfill.stop_requested") as stop:
+        for position, (monitor, window) in enumerate(work):
+            if stop.requested:
+                done.left, done.signal_exit_code = work[position:], stop.exit_code
+                break
             bar.set_postfix_str(f"{monitor.name} {window.end:%Y-%m-%d %H:%M}", refresh=False)
-            outcomes.append(run_window(app, monitor, window))
+            done.outcomes.append(run_window(app, monitor, window, trigger=trigger, recount=recount))
             bar.update()
-    return outcomes
+    return done

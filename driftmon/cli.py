@@ -10,17 +10,27 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
+from typing import TYPE_CHECKING
 
 import click
 
 import driftmon
-from driftmon.config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, Config, load_config
 from driftmon.errors import ConfigError, DriftmonError
 from driftmon.logs import configure_logging
-from driftmon.store import migrate
-from driftmon.store.database import create_db_engine, safe_url
+
+if TYPE_CHECKING:
+    from driftmon.config import Config
+
+# Imports stay inside the commands that need them: the config models (pydantic)
+# cost 0.16 s, SQLAlchemy and Alembic 0.3 s and torch 2 s, and `driftmon --help`
+# or `--version` need none of them. For the same reason these two are spelled
+# here rather than imported from driftmon.config (tests/test_cli.py checks that
+# they agree).
+CONFIG_PATH_ENV = "DRIFTMON_CONFIG"
+DEFAULT_CONFIG_PATH = "config.yaml"
 
 EXIT_OK, EXIT_CRITICAL, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's code for Ctrl-C
 EXIT_CODES_HELP = (
     "Exit codes: 0 nothing critical, 1 at least one column critical, "
     "2 bad configuration or usage, 3 a monitor run failed."
@@ -89,10 +99,21 @@ def _cause_chain(exc: BaseException) -> str:
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    import torch  # only here: importing torch costs a second on every other command
+    from importlib.metadata import PackageNotFoundError, version
 
-    click.echo(f"driftmon {driftmon.__version__} (torch {torch.__version__})")
+    try:  # the installed distribution's version: the same string as torch.__version__, without
+        torch_version = version("torch")  # the 2 s that importing torch takes
+    except PackageNotFoundError:
+        torch_version = "not installed"
+    click.echo(f"driftmon {driftmon.__version__} (torch {torch_version})")
     ctx.exit()
+
+
+def load_config(path: str | None) -> Config:
+    """driftmon.config.load_config, imported when a command first needs the config."""
+    from driftmon.config import load_config as load
+
+    return load(path)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,6 +140,8 @@ def check_config(config_path: str | None) -> None:
 
 
 def _describe_config(config: Config) -> str:
+    from driftmon.store.database import safe_url
+
     lines = [
         "configuration is valid",
         f"  results database: {safe_url(config.database.url)}",
@@ -146,6 +169,9 @@ def db() -> None:
 @handle_errors
 def db_upgrade(config_path: str | None) -> None:
     """Create or migrate the results database schema to the latest revision."""
+    from driftmon.store import migrate
+    from driftmon.store.database import create_db_engine, safe_url
+
     config = load_config(config_path)
     engine = create_db_engine(config.database.url)
     try:
@@ -188,18 +214,22 @@ def _exit_code(outcomes) -> int:
     return EXIT_CRITICAL if any(o.critical for o in outcomes) else EXIT_OK
 
 
-@main.command("backfill", epilog=EXIT_CODES_HELP)
+@main.command("backfill", epilog=EXIT_CODES_HELP + " 130: interrupted (Ctrl-C).")
 @config_option
 @monitor_option
 @click.option("--start", type=Timestamp(), required=True, help="Earliest window start (ISO 8601).")
 @click.option("--end", type=Timestamp(), required=True, help="Latest window end (ISO 8601).")
+@click.option("--recount", is_flag=True,
+              help="Recount the windows' source rows, sealed slices included, and recompute windows "
+                   "already stored: for rows that arrived later than `lateness`.")
 @handle_errors
 def backfill(config_path: str | None, monitor_names: tuple[str, ...], start: datetime,
-             end: datetime) -> None:
+             end: datetime, recount: bool) -> None:
     """Compute every historical window in [START, END] that has no results yet.
 
     Windows already stored are skipped, so an interrupted backfill resumes
-    where it stopped and a repeated one adds nothing.
+    where it stopped and a repeated one adds nothing. Ctrl-C stops it after
+    the window in flight (a second Ctrl-C abandons that window) and exits 130.
     """
     from driftmon import app as application
 
@@ -209,13 +239,30 @@ def backfill(config_path: str | None, monitor_names: tuple[str, ...], start: dat
     monitors = application.select_monitors(config, monitor_names)
     app = application.open_app(config)
     try:
-        outcomes = application.backfill_with_progress(app, monitors, start, end)
+        done = application.backfill_with_progress(app, monitors, start, end, recount=recount)
+    except KeyboardInterrupt:  # the second Ctrl-C: the run in flight rolled its transaction back
+        click.echo("\nbackfill interrupted: the window in flight was abandoned, nothing of it stored",
+                   err=True)
+        click.echo(_resume_hint(recount, None), err=True)
+        sys.exit(EXIT_INTERRUPTED)
     finally:
         app.close()
-    failed = sum(o.status != "ok" for o in outcomes)
-    critical = sum(o.critical for o in outcomes)
-    click.echo(f"backfilled {len(outcomes)} window(s): {failed} failed, {critical} with critical drift")
+    failed = sum(o.status != "ok" for o in done.outcomes)
+    critical = sum(o.critical for o in done.outcomes)
+    click.echo(f"backfilled {len(done.outcomes)} window(s): {failed} failed, {critical} with critical drift")
+    if done.interrupted:
+        click.echo(f"backfill interrupted: {len(done.left)} window(s) not computed", err=True)
+        click.echo(_resume_hint(recount, min(window.start for _, window in done.left)), err=True)
+        sys.exit(done.signal_exit_code)
     sys.exit(EXIT_FAILED if failed else (EXIT_CRITICAL if critical else EXIT_OK))
+
+
+def _resume_hint(recount: bool, next_start: datetime | None) -> str:
+    if not recount:
+        return "to resume, run the same command again: windows already stored are skipped"
+    if next_start is None:
+        return "to resume, run the same command again (with --start at the window where it stopped)"
+    return f"to resume, run the same command again with --start {next_start.isoformat()}"
 
 
 @main.command("serve")
@@ -247,7 +294,8 @@ def serve(config_path: str | None) -> None:
 
 @main.command("demo")
 @click.option("--dir", "directory", default="demo", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for the demo's databases and config file (replaced on each run).")
+              help="Folder for the demo's databases and config file: a new or empty one, or one "
+                   "an earlier demo made (its files are replaced).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve metrics on.")
 @click.option("--port", default=9847, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--no-serve", is_flag=True, help="Exit after the summary instead of serving.")
@@ -275,11 +323,16 @@ def demo(directory: str, host: str, port: int, no_serve: bool, seed: int) -> Non
     config = load_config(config_path)
     app = application.open_app(config)
     try:
-        outcomes = application.backfill_with_progress(
+        done = application.backfill_with_progress(
             app, config.resolved_monitors(), timeline.now - demo_data.BACKFILL, timeline.now)
+    except KeyboardInterrupt:  # a second Ctrl-C
+        done = application.Backfill(signal_exit_code=EXIT_INTERRUPTED)
     finally:
         app.close()
-    click.echo(demo_data.summary(outcomes, timeline.drift_at))
+    if done.interrupted:
+        click.echo(f"demo interrupted; `driftmon demo --dir {directory}` starts it afresh", err=True)
+        sys.exit(done.signal_exit_code)
+    click.echo(demo_data.summary(done.outcomes, timeline.drift_at))
     if no_serve:
         return
     click.echo(f"\nServing http://{host}:{port}/metrics (config: {config_path}); Ctrl-C stops.")
@@ -315,3 +368,9 @@ def healthcheck(url: str | None, config_path: str | None, timeout: float) -> Non
     except (urllib.error.URLError, OSError) as exc:
         click.echo(f"{url}: {getattr(exc, 'reason', exc)}", err=True)
     sys.exit(1)
+
+
+from driftmon.inspect_commands import explain, report  # noqa: E402 (they use the helpers above)
+
+main.add_command(explain)
+main.add_command(report)

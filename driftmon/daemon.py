@@ -6,8 +6,14 @@ schedule's interval, so a busy pool delays a run instead of dropping it. Each
 run computes the monitor's due windows: the latest ``catch_up`` windows that
 have no results yet, so a stalled daemon catches up once instead of in a burst.
 
+``every:`` schedules fire on the epoch-aligned ticks (multiples of the interval
+since 1970-01-01 UTC), also after the catch-up run at start-up, which is off the
+grid; cron schedules fire on their lines.
+
 Several replicas may share one PostgreSQL results database: a lease row per
-(monitor, window), claimed atomically, decides which one computes a window.
+(monitor, window), claimed atomically, decides which one computes a window, and
+every replica refreshes its gauges from the results database once per cycle, so
+all of them export the same latest state, whichever computed it.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from driftmon.config import Config, MonitorSettings, Schedule
 from driftmon.divergence import resolve_device
 from driftmon.errors import ConfigError
 from driftmon.metrics import DriftCollector, DriftState, RunMetrics
+from driftmon.pipeline import RunOutcome
 from driftmon.server import MetricsServer
 from driftmon.signals import stop_on_signals
 from driftmon.store.database import sqlite_daemon_lock
@@ -53,6 +60,9 @@ HEARTBEAT_SECONDS = 2.0
 GIL_SWITCH_SECONDS = 0.001
 WEDGED_AFTER_SECONDS = 30.0
 ABANDON_WAIT_SECONDS = 5.0
+# The gauges are refreshed from the results database once per shortest schedule
+# interval, but at least this often (one query each time, never one per scrape).
+REFRESH_AT_LEAST_EVERY = timedelta(minutes=1)
 
 
 def schedule_interval(schedule: Schedule) -> timedelta:
@@ -64,6 +74,31 @@ def schedule_interval(schedule: Schedule) -> timedelta:
     first = trigger.get_next_fire_time(None, now)
     second = trigger.get_next_fire_time(first, first + timedelta(microseconds=1))
     return (second - first) if first and second else timedelta(days=1)
+
+
+def refresh_interval(monitors: list[MonitorSettings]) -> timedelta:
+    """How often the gauges are refreshed from the results database: once per cycle of
+    the most frequent monitor, at most ``REFRESH_AT_LEAST_EVERY`` apart, at least 1 s."""
+    shortest = min((schedule_interval(m.schedule) for m in monitors), default=REFRESH_AT_LEAST_EVERY)
+    return max(timedelta(seconds=1), min(shortest, REFRESH_AT_LEAST_EVERY))
+
+
+class EpochIntervalTrigger(IntervalTrigger):
+    """Fires at ``anchor + k × interval`` (anchor: the epoch plus ``offset``) after any
+    previous run, on the grid or not.
+
+    APScheduler's IntervalTrigger counts the next run from the previous one, so after
+    the start-up catch-up run (at 08:12:49 for ``every: 1m``) every later run came at
+    :49, up to a whole interval after its window's end.
+    """
+
+    def __init__(self, interval: timedelta, offset: timedelta = timedelta(0)):
+        self.anchor = EPOCH + offset
+        super().__init__(seconds=interval.total_seconds(), start_date=self.anchor, timezone=UTC)
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
+        after = previous_fire_time + timedelta(microseconds=1) if previous_fire_time else now
+        return self.anchor + -((self.anchor - after) // self.interval) * self.interval  # first tick ≥ after
 
 
 class Daemon:
@@ -146,18 +181,35 @@ class Daemon:
 
     def _restore(self) -> None:
         """Gauges come back from the latest stored results before /readyz turns ready."""
-        with self.app.results.connect() as connection:
-            rows = self.app.pipeline.repository.latest_results(connection)
-            successes = self.app.pipeline.repository.last_successes(connection)
+        rows, successes = self._read_latest()
         self.state.restore(rows, successes)
         self._ready_problem = None
         log.info("restored", extra={"event": "daemon.restored", "results": len(rows)})
+
+    def _read_latest(self) -> tuple[list[dict], dict[str, datetime]]:
+        with self.app.results.connect() as connection:
+            rows = self.app.pipeline.repository.latest_results(connection)
+            successes = self.app.pipeline.repository.last_successes(connection)
+        return rows, successes
+
+    def refresh(self) -> None:
+        """Take in the newest stored results, whoever stored them: the windows other
+        replicas computed, a backfill's, recomputed ones. One query per cycle; a
+        scrape still reads memory only."""
+        try:
+            rows, successes = self._read_latest()
+        except SQLAlchemyError as exc:
+            self.state.store_up = False
+            log.warning("could not refresh the gauges from the results database", exc_info=exc,
+                        extra={"event": "daemon.refresh_failed"})
+            return
+        self.state.restore(rows, successes)
 
     def _start_scheduler(self) -> BackgroundScheduler:
         scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(self.config.compute.workers),
-                       "heartbeat": ThreadPoolExecutor(1)},
+                       "heartbeat": ThreadPoolExecutor(1), "refresh": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1},
         )
         now = datetime.now(UTC)
@@ -169,6 +221,10 @@ class Daemon:
             )
         scheduler.add_job(self.heartbeat, IntervalTrigger(seconds=HEARTBEAT_SECONDS), id="heartbeat",
                           executor="heartbeat", next_run_time=now, misfire_grace_time=None)
+        # Half a cycle after the ticks: by then the replica that claimed a window has stored it.
+        every = refresh_interval(self.monitors)
+        scheduler.add_job(self.refresh, EpochIntervalTrigger(every, offset=every / 2), id="refresh",
+                          executor="refresh", misfire_grace_time=None)
         scheduler.add_listener(self._missed, EVENT_JOB_MISSED)
         scheduler.start()
         return scheduler
@@ -204,13 +260,21 @@ class Daemon:
                     outcome = self.app.pipeline.run(monitor, self.config.source_url(monitor.source),
                                                     window, scheduled_at=window.end)
                 if outcome.status != "abandoned":
-                    self.state.record(outcome, datetime.now(UTC))
-                    self.run_metrics.record(outcome)
+                    self._record(outcome)
         except SQLAlchemyError as exc:
             self.state.store_up = False
             self.run_metrics.record_failure(monitor.name, "store")
             log.error("results database unavailable", exc_info=exc,
                       extra={"event": "run.store_unavailable", "monitor": monitor.name})
+
+    def _record(self, outcome: RunOutcome) -> None:
+        # Windows recomputed for late rows are older than the run's own: recorded first.
+        finished = datetime.now(UTC)
+        for recomputed in outcome.recomputed:
+            self.state.record(recomputed, finished)
+            self.run_metrics.record(recomputed)
+        self.state.record(outcome, finished)
+        self.run_metrics.record(outcome)
 
     def due_windows(self, monitor: MonitorSettings, now: datetime) -> list[TimeRange]:
         """The latest ``catch_up`` complete windows without results, oldest first."""
@@ -283,5 +347,5 @@ class Daemon:
 def _trigger(schedule: Schedule):
     if schedule.every is not None:
         # Anchored at the epoch: ticks fall where windows.latest_tick puts them.
-        return IntervalTrigger(seconds=schedule.every.total_seconds(), start_date=EPOCH, timezone=UTC)
+        return EpochIntervalTrigger(schedule.every)
     return CronTrigger.from_crontab(schedule.cron, timezone=UTC)

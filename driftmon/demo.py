@@ -11,7 +11,6 @@ since when, then serves metrics and keeps the traffic flowing.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ import numpy as np
 import sqlalchemy as sa
 import yaml
 
+from driftmon.errors import ConfigError
 from driftmon.pipeline import CRITICAL, WARNING, RunOutcome
 from driftmon.store.database import create_db_engine
 from driftmon.windows import align_down
@@ -34,6 +34,12 @@ BACKFILL = timedelta(days=2)
 DRIFT_BEFORE_NOW = timedelta(hours=24)
 TRAFFIC_EVERY_SECONDS = 10.0
 COUNTRIES = ["DE", "FR", "US", "GB", "NL"]
+# Written first into every demo folder: a folder with it is one the demo made, whose
+# files it may replace; any other non-empty folder is the user's, and left alone.
+MARKER = ".driftmon-demo"
+DATABASES = ("inference_log.db", "driftmon.db")
+# SQLite's side files, and serve's one-daemon-per-file lock.
+DATABASE_SIDE_FILES = ("-journal", "-wal", "-shm", ".lock")
 
 INFERENCE_LOG = sa.Table(
     "inference_log", sa.MetaData(),
@@ -118,11 +124,30 @@ def demo_config(directory: Path, timeline: Timeline, host: str, port: int) -> di
     }
 
 
+def demo_files(directory: Path) -> list[Path]:
+    """Every file a demo writes into ``directory`` (its marker included)."""
+    databases = [directory / f"{name}{side}" for name in DATABASES for side in ("", *DATABASE_SIDE_FILES)]
+    return [directory / MARKER, directory / "config.yaml", *databases]
+
+
+def prepare_directory(directory: Path) -> None:
+    """A new or empty folder, or one an earlier demo made, emptied of that demo's files
+    only; any other non-empty folder is refused (a usage error: exit 2)."""
+    if directory.exists() and any(directory.iterdir()):
+        if not (directory / MARKER).is_file():
+            raise ConfigError(
+                f"--dir: {directory} is not empty and was not made by `driftmon demo`; the demo "
+                "writes only into a new or empty folder (or one it made before), so choose another")
+        for path in demo_files(directory):
+            path.unlink(missing_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MARKER).write_text(
+        "This folder was made by `driftmon demo`, which replaces its own files here on each run.\n")
+
+
 def seed(directory: Path, timeline: Timeline, host: str, port: int, rng: np.random.Generator) -> Path:
     """A fresh demo folder: the source database and the config file; returns its path."""
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    prepare_directory(directory)
     engine = create_db_engine(f"sqlite:///{directory / 'inference_log.db'}")
     try:
         INFERENCE_LOG.create(engine)

@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 LOG_FORMAT_ENV = "DRIFTMON_LOG_FORMAT"
@@ -62,3 +64,38 @@ def configure_logging(stream=None) -> None:
     # driftmon logs each outcome itself. Their warnings and errors still show.
     for chatty in ("alembic", "apscheduler.executors", "apscheduler.scheduler"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+class _AboveBar:
+    """A stream that writes each log line above the progress bars (tqdm.write), which
+    clears the bar, writes the line and draws the bar again below it."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=self.stream, end="")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextmanager
+def above_progress_bar(bar) -> Iterator[None]:
+    """While ``bar`` (a tqdm bar) shows, log lines go above it instead of through it.
+
+    The lines themselves are unchanged (JSON stays JSON); only the terminal's bar is
+    cleared before and redrawn after each one. A disabled bar changes nothing.
+    """
+    if getattr(bar, "disable", True):
+        yield
+        return
+    handlers = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
+    previous = [h.setStream(_AboveBar(h.stream)) for h in handlers]
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, previous, strict=True):
+            handler.setStream(stream)

@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC.md section 5).
+"""Prometheus metrics (the README's "Metrics" section lists every family).
 
 Drift values are mirrored state: ``DriftState`` holds the latest result of each
 column, fed by finished runs and restored from the database at start-up, and
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -28,6 +28,10 @@ STATUSES = ("ok", "warning", "critical", INSUFFICIENT)
 STATISTICS = (("kl", "driftmon_kl_divergence", "KL divergence of the latest window, in nats"),
               ("psi", "driftmon_psi", "Population stability index of the latest window"),
               ("js", "driftmon_js_divergence", "Jensen-Shannon divergence of the latest window, in nats"))
+SIGNIFICANCE = (("p_value", "driftmon_drift_p_value",
+                 "p-value of the G-test of homogeneity of the latest window against the reference"),
+                ("q_value", "driftmon_drift_q_value",
+                 "Benjamini-Hochberg q-value of the latest window, across the columns of its monitor"))
 FAILURE_REASONS = ("source", "store", "compute", "other")
 RUN_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -47,15 +51,19 @@ class LatestResult:
     samples_reference: float
     missing_ratio: float | None
     window_end: datetime
+    p_value: float | None = None
+    q_value: float | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> LatestResult:
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+        # Rows stored before significance existed (and test rows) may lack p/q-values.
+        return cls(**{f.name: row[f.name] if f.default is MISSING else row.get(f.name, f.default)
+                      for f in fields(cls)})
 
     @classmethod
     def from_result(cls, result: ColumnResult) -> LatestResult:
-        fields = {name: getattr(result, name, None) for name in cls.__dataclass_fields__}
-        return cls(**{**fields, "window_end": result.window.end})
+        values = {name: getattr(result, name, None) for name in cls.__dataclass_fields__}
+        return cls(**{**values, "window_end": result.window.end})
 
 
 class DriftState:
@@ -70,10 +78,15 @@ class DriftState:
         self.store_up = True
 
     def restore(self, rows: Iterable[dict], last_successes: dict[str, datetime]) -> None:
+        """Take in stored results and successes: at start-up, and at every refresh from the
+        results database (what other replicas, or a backfill, stored)."""
+        results = [LatestResult.from_row(row) for row in rows]
         with self._lock:
-            for row in rows:
-                self._keep(LatestResult.from_row(row))
-            self._last_success.update(last_successes)
+            for result in results:
+                self._keep(result)
+            for monitor, finished in last_successes.items():
+                previous = self._last_success.get(monitor)
+                self._last_success[monitor] = max(finished, previous or finished)
 
     def record(self, outcome: RunOutcome, finished: datetime) -> None:
         if outcome.status != "ok":
@@ -88,6 +101,8 @@ class DriftState:
         # A backfill may finish an older window after a newer one: keep the newest.
         key = (result.monitor, result.column)
         known = self._latest.get(key)
+        if known == result:
+            return  # a refresh that brings nothing new re-renders nothing
         if known is None or result.window_end >= known.window_end:
             self._latest[key] = result
             self._by_monitor.setdefault(result.monitor, {})[result.column] = result
@@ -166,7 +181,7 @@ class DriftCollector(Collector):
     # exposition() writes the same bytes from text kept per monitor: a finished run
     # re-renders its own monitor's columns only, a scrape joins ~700 ready pieces.
 
-    _RESULT_FAMILIES = ("kl", "psi", "js", "status", "samples", "missing")
+    _RESULT_FAMILIES = ("kl", "psi", "js", "p_value", "q_value", "status", "samples", "missing")
 
     def exposition(self, openmetrics: bool = False) -> str:
         """The text of collect()'s families, as generate_latest would write it (no ``# EOF``)."""
@@ -219,18 +234,19 @@ class DriftCollector(Collector):
         text = dict.fromkeys(self._RESULT_FAMILIES, "")
         text["status"] = status
         if r.status != INSUFFICIENT:
-            for name, metric, _ in STATISTICS:
+            for name, metric, _ in (*STATISTICS, *SIGNIFICANCE):
                 value = getattr(r, name)
                 if value is not None and math.isfinite(value):
                     text[name] = _sample(metric, labels, value)
-            text["samples"] = (
-                _sample("driftmon_window_samples", {"monitor": r.monitor, "feature": r.column, "window": "current"},
-                        r.samples_current)
-                + _sample("driftmon_window_samples",
-                          {"monitor": r.monitor, "feature": r.column, "window": "reference"}, r.samples_reference))
-            if r.missing_ratio is not None and math.isfinite(r.missing_ratio):
-                text["missing"] = _sample("driftmon_missing_ratio", {"monitor": r.monitor, "feature": r.column},
-                                          r.missing_ratio)
+        # The evidence stays while a column is insufficient_data: that is when it is read.
+        text["samples"] = (
+            _sample("driftmon_window_samples", {"monitor": r.monitor, "feature": r.column, "window": "current"},
+                    r.samples_current)
+            + _sample("driftmon_window_samples",
+                      {"monitor": r.monitor, "feature": r.column, "window": "reference"}, r.samples_reference))
+        if r.missing_ratio is not None and math.isfinite(r.missing_ratio):
+            text["missing"] = _sample("driftmon_missing_ratio", {"monitor": r.monitor, "feature": r.column},
+                                      r.missing_ratio)
         return tuple(text[name] for name in self._RESULT_FAMILIES)
 
     @staticmethod
@@ -244,12 +260,11 @@ class DriftCollector(Collector):
         labels = [r.monitor, r.column, r.role]
         for status in STATUSES:
             families["status"].add_metric([*labels, status], 1.0 if r.status == status else 0.0)
-        if r.status == INSUFFICIENT:
-            return  # no statistic to show, and never a NaN
-        for name, _, _ in STATISTICS:
-            value = getattr(r, name)
-            if value is not None and math.isfinite(value):
-                families[name].add_metric(labels, value)
+        if r.status != INSUFFICIENT:  # no statistic to show then, and never a NaN
+            for name, _, _ in (*STATISTICS, *SIGNIFICANCE):
+                value = getattr(r, name)
+                if value is not None and math.isfinite(value):
+                    families[name].add_metric(labels, value)
         families["samples"].add_metric([r.monitor, r.column, "current"], r.samples_current)
         families["samples"].add_metric([r.monitor, r.column, "reference"], r.samples_reference)
         if r.missing_ratio is not None and math.isfinite(r.missing_ratio):
@@ -268,7 +283,8 @@ class DriftCollector(Collector):
     @staticmethod
     def _families() -> dict[str, GaugeMetricFamily]:
         column = ["monitor", "feature", "role"]
-        families = {name: GaugeMetricFamily(metric, text, labels=column) for name, metric, text in STATISTICS}
+        families = {name: GaugeMetricFamily(metric, text, labels=column)
+                    for name, metric, text in (*STATISTICS, *SIGNIFICANCE)}
         families.update(
             status=GaugeMetricFamily("driftmon_drift_status",
                                      "1 for the column's current status, 0 for the others",

@@ -1,4 +1,4 @@
-"""What run-once and backfill print: a table for people, JSON for scripts (SPEC.md section 6)."""
+"""What run-once and backfill print: a table for people, JSON for scripts (README, "Commands")."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import json
 
 from driftmon.pipeline import ColumnResult, RunOutcome
 
-_HEADER = ("monitor", "column", "role", "samples", "KL", "PSI", "JS", "status")
+_HEADER = ("monitor", "column", "role", "samples", "KL", "PSI", "JS", "p", "q", "status")
 
 
 def as_json(outcomes: list[RunOutcome]) -> str:
-    """One object per (monitor, column) in the public shape of SPEC.md section 6."""
-    return json.dumps([_json_object(r) for o in outcomes for r in o.results], indent=2)
+    """One object per (monitor, column), then one per failed monitor run: the public
+    contract of ``run-once --output json`` (README, "Commands")."""
+    records = [_json_object(r) for o in outcomes for r in o.results]
+    records += [_failure_object(o) for o in outcomes if o.status != "ok"]
+    return json.dumps(records, indent=2)
 
 
 def _json_object(result: ColumnResult) -> dict:
@@ -29,8 +32,14 @@ def _json_object(result: ColumnResult) -> dict:
         "kl": result.kl,
         "psi": result.psi,
         "js": result.js,
+        "p_value": result.p_value,
+        "q_value": result.q_value,
         "status": result.status,
     }
+
+
+def _failure_object(outcome: RunOutcome) -> dict:
+    return {"monitor": outcome.monitor, "column": None, "status": "failed", "error": outcome.error}
 
 
 def _number(value: float) -> int | float:
@@ -42,7 +51,8 @@ def as_table(outcomes: list[RunOutcome]) -> str:
     for outcome in outcomes:
         for r in outcome.results:
             rows.append((r.monitor, r.column, r.role, str(_number(r.samples_current)),
-                         _stat(r.kl), _stat(r.psi), _stat(r.js), r.status))
+                         _stat(r.kl), _stat(r.psi), _stat(r.js), _probability(r.p_value),
+                         _probability(r.q_value), r.status))
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines += [f"{o.monitor}: FAILED: {o.error}" for o in outcomes if o.status != "ok"]
@@ -52,3 +62,8 @@ def as_table(outcomes: list[RunOutcome]) -> str:
 
 def _stat(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _probability(value: float | None) -> str:
+    """Three significant digits: p-values of strong drift are far below 0.0001."""
+    return "-" if value is None else f"{value:.3g}"

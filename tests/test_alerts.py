@@ -50,8 +50,8 @@ needs_stack = pytest.mark.skipif(
     reason="the end-to-end alert test needs the Debian packages 'prometheus' and "
            "'prometheus-alertmanager' (binaries prometheus and prometheus-alertmanager)")
 
-ALERTS = {"DriftmonDriftCritical", "DriftmonDriftWarning", "DriftmonMonitorStale",
-          "DriftmonMonitorFailing", "DriftmonStoreDown", "DriftmonDown"}
+ALERTS = {"DriftmonDriftCritical", "DriftmonDriftWarning", "DriftmonInsufficientData",
+          "DriftmonMonitorStale", "DriftmonMonitorFailing", "DriftmonStoreDown", "DriftmonDown"}
 
 
 def _tool(*args: str, cwd: Path = ROOT) -> str:
@@ -86,10 +86,17 @@ def test_every_alert_is_defined_labelled_annotated_and_unit_tested():
             "https://github.com/driftmon/driftmon/blob/main/README.md#"), rule["alert"]
         assert "{{ $labels.monitor }}" in annotations["summary"] or rule["alert"] in {
             "DriftmonStoreDown", "DriftmonDown"}, rule["alert"]  # no monitor label there
-    for name in ("DriftmonDriftCritical", "DriftmonDriftWarning"):
+    for name in ("DriftmonDriftCritical", "DriftmonDriftWarning", "DriftmonInsufficientData"):
         (rule,) = [r for r in rules if r["alert"] == name]
         assert "{{ $labels.feature }}" in rule["annotations"]["summary"]
         assert rule.get("for"), f"{name} needs a for: so that one noisy window does not page"
+    quoted = {"DriftmonDriftCritical": ("driftmon_drift_p_value", "driftmon_drift_q_value"),
+              "DriftmonDriftWarning": ("driftmon_drift_p_value", "driftmon_drift_q_value"),
+              "DriftmonInsufficientData": ('window="current"', 'window="reference"')}
+    for name, needles in quoted.items():
+        (rule,) = [r for r in rules if r["alert"] == name]
+        for needle in needles:  # the evidence is in the alert itself (promtool tests the values)
+            assert needle in rule["annotations"]["description"], (name, needle)
     tests = yaml.safe_load(RULES_TESTS.read_text())["tests"]
     checks = [check for test in tests for check in test.get("alert_rule_test", [])]
     for name in ALERTS:

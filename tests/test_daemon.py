@@ -217,6 +217,107 @@ def test_two_replicas_compute_each_window_once(tmp_path, db_url, engine, live_lo
     assert sum(workers) == len(runs)
 
 
+DRIFT_FAMILIES = ("driftmon_kl_divergence", "driftmon_psi", "driftmon_js_divergence", "driftmon_drift_p_value",
+                  "driftmon_drift_q_value", "driftmon_drift_status", "driftmon_window_samples",
+                  "driftmon_missing_ratio", "driftmon_window_end_timestamp_seconds")
+
+
+def latest_state(metrics: dict) -> dict:
+    """What a replica exports of the latest stored windows (its own counters aside)."""
+    return {key: value for key, value in metrics.items() if key[0] in DRIFT_FAMILIES}
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_replicas_export_the_same_latest_state(tmp_path, db_url, engine, live_log):
+    """Each window is computed by one replica, but every replica exports it: they refresh
+    their gauges from the results database once per cycle (`max without (instance)` in
+    the rules then never keeps a stale status alive)."""
+    ports = [free_port(), free_port()]
+    replicas = [start_daemon(write_config(tmp_path, db_url, port, name=f"r{i}.yaml", every="3s"),
+                             tmp_path / f"replica{i}.log") for i, port in enumerate(ports)]
+    agreed: set[float] = set()
+
+    def agree_twice():
+        first, second = (latest_state(scrape(port)) for port in ports)
+        if first and first == second:
+            agreed.update(samples_named(first, "driftmon_window_end_timestamp_seconds").values())
+        return len(agreed) >= 2
+
+    try:
+        for port, replica in zip(ports, replicas, strict=True):
+            wait_ready(port, replica)
+        wait_for(agree_twice, 40, "both replicas to export the same latest window, for two windows")
+    finally:
+        assert [stop(replica) for replica in replicas] == [0, 0]
+    computed = [sum('"run.finished"' in line for line in (tmp_path / f"replica{i}.log").read_text().splitlines())
+                for i in range(2)]
+    _, runs = stored_counts(engine)
+    assert sum(computed) == len(runs)  # still one computation per window
+
+
+def run_delays(engine) -> list[float]:
+    """started_at - scheduled_at of every stored run, in seconds, in the order they started."""
+    from driftmon.store.models import Run
+
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(Run.scheduled_at, Run.started_at).order_by(Run.started_at)).all()
+    return [(started - scheduled).total_seconds() for scheduled, started in rows]
+
+
+def test_every_schedule_runs_on_its_epoch_aligned_ticks(tmp_path, db_url, engine, live_log):
+    """After the catch-up run at start-up (off the grid by design), every run starts at
+    its tick: APScheduler once counted each next run from the catch-up, up to a whole
+    interval late (with `every: 1d`, up to a day)."""
+    every = 5
+    config = write_config(tmp_path, db_url, free_port(), every=f"{every}s")
+    # Start just after a tick: start-up takes seconds, so the catch-up run lands mid-interval.
+    time.sleep(every - time.time() % every + 0.2)
+    daemon = start_daemon(config, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: len(run_delays(engine)) >= 4, 60, "the catch-up run and three scheduled runs")
+    finally:
+        assert stop(daemon) == 0
+    catch_up, *scheduled = run_delays(engine)
+    assert all(0 <= delay < 1.0 for delay in scheduled), (catch_up, scheduled)
+
+
+def test_recomputed_windows_are_recorded_before_the_run_itself(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from driftmon.config import load_config
+    from driftmon.daemon import Daemon
+    from driftmon.pipeline import RunOutcome
+    from tests.test_metrics import REFERENCE, WINDOW, result
+
+    registry = CollectorRegistry()
+    daemon = Daemon(load_config(write_config(tmp_path, "sqlite://", free_port())), registry)
+    older = WINDOW.end - timedelta(hours=2)
+    recomputed = RunOutcome("fraud", WINDOW, "ok", [result("amount", 0.9, "critical", end=older),
+                                                    result("age", 0.5, "critical", end=older)], REFERENCE,
+                            trigger="late_data")
+    outcome = RunOutcome("fraud", WINDOW, "ok", [result("amount", 0.05, "ok")], REFERENCE,
+                         recomputed=[recomputed])
+    daemon._record(outcome)
+    latest = {r.column: r for r in daemon.state.snapshot()[0]}
+    assert (latest["amount"].kl, latest["age"].kl) == (0.05, 0.5)  # the newest window of each column
+    assert registry.get_sample_value("driftmon_runs_total", {"monitor": "fraud"}) == 2
+
+
+def test_epoch_interval_trigger_fires_on_the_grid_after_any_previous_run():
+    from driftmon.daemon import EpochIntervalTrigger
+
+    every_minute = EpochIntervalTrigger(timedelta(minutes=1))
+    catch_up = datetime(2026, 11, 24, 8, 12, 49, 250000, tzinfo=UTC)  # the issue's start-up
+    assert every_minute.get_next_fire_time(catch_up, catch_up) == datetime(2026, 11, 24, 8, 13, tzinfo=UTC)
+    on_tick = datetime(2026, 11, 24, 8, 13, tzinfo=UTC)
+    assert every_minute.get_next_fire_time(on_tick, on_tick) == datetime(2026, 11, 24, 8, 14, tzinfo=UTC)
+    assert every_minute.get_next_fire_time(None, catch_up) == datetime(2026, 11, 24, 8, 13, tzinfo=UTC)
+    daily = EpochIntervalTrigger(timedelta(days=1))
+    assert daily.get_next_fire_time(catch_up, catch_up) == datetime(2026, 11, 25, tzinfo=UTC)
+    offset = EpochIntervalTrigger(timedelta(seconds=4), offset=timedelta(seconds=2))
+    assert offset.get_next_fire_time(on_tick, on_tick) == on_tick + timedelta(seconds=2)
+
+
 def test_source_outage_while_serving(tmp_path, db_url, live_log, engine):
     port = free_port()
     daemon = start_daemon(write_config(tmp_path, db_url, port, every="1s"), tmp_path / "daemon.log")

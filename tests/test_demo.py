@@ -57,3 +57,37 @@ def test_demo_no_serve_exits_after_summary(tmp_path):
     rows = summary_rows(result.stdout)
     assert set(rows) == DRIFTED | {"age"}
     assert "Serving" not in result.stdout
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
+    """`--dir .` in a checkout once deleted the checkout: a folder without the demo's
+    marker is the user's, and the demo writes nothing there."""
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "src").mkdir()
+    result = driftmon("demo", "--dir", str(tmp_path), "--no-serve", "--port", str(free_port()))
+    assert result.returncode == 2, result.stderr
+    assert f"--dir: {tmp_path} is not empty and was not made by `driftmon demo`" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "src"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_demo_replaces_only_the_files_it_made(tmp_path):
+    from driftmon.demo import MARKER, demo_files, prepare_directory
+
+    prepare_directory(tmp_path / "new")  # a new folder: made, and marked
+    assert [p.name for p in (tmp_path / "new").iterdir()] == [MARKER]
+    prepare_directory(tmp_path / "new")  # its own: fine again
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prepare_directory(empty)
+    assert (empty / MARKER).is_file()
+
+    earlier = tmp_path / "earlier"
+    prepare_directory(earlier)
+    for path in demo_files(earlier)[1:]:
+        path.write_text("from the earlier demo")
+    (earlier / "my-notes.md").write_text("mine")  # the user's, added later
+    prepare_directory(earlier)
+    assert sorted(p.name for p in earlier.iterdir()) == sorted([MARKER, "my-notes.md"])
+    assert (earlier / "my-notes.md").read_text() == "mine"

@@ -26,13 +26,13 @@ def settings(features=("amount", "country")):
     return parse_config(raw, {}).resolved_monitors()
 
 
-def result(column, kl, status, end=END, missing=0.05):
+def result(column, kl, status, end=END, missing=0.05, samples=400.0, p_value=None, q_value=None):
     window = TimeRange(end - timedelta(hours=1), end)
     return ColumnResult(monitor="fraud", column=column, role="feature", window=window, reference=REFERENCE,
-                        samples_current=400.0, samples_reference=2000.0, missing_current=20.0,
+                        samples_current=samples, samples_reference=2000.0, missing_current=20.0,
                         missing_ratio=missing, kl=kl, psi=None if kl is None else 2 * kl,
                         js=None if kl is None else kl / 4, statistic="kl", threshold_warning=0.1,
-                        threshold_critical=0.25, status=status)
+                        threshold_critical=0.25, status=status, p_value=p_value, q_value=q_value)
 
 
 def outcome(*results, status="ok", monitor="fraud"):
@@ -70,15 +70,39 @@ def test_exact_values(registry):
     assert registry.get_sample_value("driftmon_build_info", BUILD) == 1
 
 
-def test_insufficient_data_exposes_status_only(registry):
+def test_insufficient_data_keeps_the_evidence(registry):
+    """Only the statistics are absent: the sample counts and missing ratio say why."""
     state = DriftState()
-    state.record(outcome(result("amount", None, "insufficient_data", missing=None)), END)
+    state.record(outcome(result("amount", None, "insufficient_data", samples=12.0, missing=0.25),
+                         result("country", None, "insufficient_data", samples=0.0, missing=None)), END)
     registry.register(DriftCollector(state, settings(), BUILD))
     text = generate_latest(registry).decode()
     assert "NaN" not in text and "Inf" not in text.replace("+Inf", "")
     labels = {"monitor": "fraud", "feature": "amount", "role": "feature"}
-    assert registry.get_sample_value("driftmon_kl_divergence", labels) is None
+    for metric in ("driftmon_kl_divergence", "driftmon_psi", "driftmon_js_divergence",
+                   "driftmon_drift_p_value", "driftmon_drift_q_value"):
+        assert registry.get_sample_value(metric, labels) is None, metric
     assert registry.get_sample_value("driftmon_drift_status", {**labels, "status": "insufficient_data"}) == 1
+    samples = {"monitor": "fraud", "feature": "amount"}
+    assert registry.get_sample_value("driftmon_window_samples", {**samples, "window": "current"}) == 12
+    assert registry.get_sample_value("driftmon_window_samples", {**samples, "window": "reference"}) == 2000
+    assert registry.get_sample_value("driftmon_missing_ratio", samples) == 0.25
+    empty = {"monitor": "fraud", "feature": "country"}  # an empty window: a count of 0, no ratio of 0/0
+    assert registry.get_sample_value("driftmon_window_samples", {**empty, "window": "current"}) == 0
+    assert registry.get_sample_value("driftmon_missing_ratio", empty) is None
+
+
+def test_significance_gauges(registry):
+    state = DriftState()
+    state.record(outcome(result("amount", 0.3, "critical", p_value=1.5e-12, q_value=3e-12),
+                         result("country", 0.01, "ok")), END)  # no p/q-values computed: absent
+    registry.register(DriftCollector(state, settings(), BUILD))
+    amount = {"monitor": "fraud", "feature": "amount", "role": "feature"}
+    assert registry.get_sample_value("driftmon_drift_p_value", amount) == 1.5e-12
+    assert registry.get_sample_value("driftmon_drift_q_value", amount) == 3e-12
+    country = {**amount, "feature": "country"}
+    assert registry.get_sample_value("driftmon_drift_p_value", country) is None
+    assert registry.get_sample_value("driftmon_drift_q_value", country) is None
 
 
 def test_columns_that_leave_the_config_disappear(registry):
@@ -116,11 +140,37 @@ def test_restore_from_stored_rows(registry):
     state = DriftState()
     row = {"monitor": "fraud", "column": "amount", "role": "feature", "kl": 0.2, "psi": 0.4, "js": 0.05,
            "status": "warning", "samples_current": 10.0, "samples_reference": 20.0, "missing_ratio": 0.0,
-           "window_end": END, "id": 1, "statistic": "kl"}
-    state.restore([row], {"fraud": END})
+           "window_end": END, "id": 1, "statistic": "kl", "p_value": 0.004, "q_value": 0.008}
+    old_row = {**row, "column": "country"}
+    del old_row["p_value"], old_row["q_value"]  # stored before significance existed
+    state.restore([row, old_row], {"fraud": END})
     registry.register(DriftCollector(state, settings(), BUILD))
-    assert registry.get_sample_value("driftmon_kl_divergence",
-                                     {"monitor": "fraud", "feature": "amount", "role": "feature"}) == 0.2
+    labels = {"monitor": "fraud", "feature": "amount", "role": "feature"}
+    assert registry.get_sample_value("driftmon_kl_divergence", labels) == 0.2
+    assert registry.get_sample_value("driftmon_drift_p_value", labels) == 0.004
+    assert registry.get_sample_value("driftmon_drift_q_value", labels) == 0.008
+    assert registry.get_sample_value("driftmon_drift_p_value", {**labels, "feature": "country"}) is None
+
+
+def test_refresh_takes_in_newer_rows_and_changes_nothing_else(registry):
+    """The daemon refreshes from the results database every cycle: a row another replica
+    stored wins when newer; an unchanged one re-renders nothing; successes only advance."""
+    state = DriftState()
+    state.record(outcome(result("amount", 0.3, "warning")), END + timedelta(minutes=1))
+    row = {"monitor": "fraud", "column": "amount", "role": "feature", "kl": 0.3, "psi": 0.6, "js": 0.075,
+           "status": "warning", "samples_current": 400.0, "samples_reference": 2000.0, "missing_ratio": 0.05,
+           "window_end": END}
+    version, _ = state.results_of("fraud")
+    state.restore([row], {"fraud": END})  # what this replica stored itself, read back
+    assert state.results_of("fraud")[0] == version
+    assert state.snapshot()[1]["fraud"] == END + timedelta(minutes=1)  # not set back
+    newer = {**row, "kl": 0.9, "status": "critical", "window_end": END + timedelta(hours=1)}
+    state.restore([newer], {"fraud": END + timedelta(hours=1)})  # another replica's window
+    registry.register(DriftCollector(state, settings(), BUILD))
+    labels = {"monitor": "fraud", "feature": "amount", "role": "feature"}
+    assert registry.get_sample_value("driftmon_kl_divergence", labels) == 0.9
+    assert registry.get_sample_value("driftmon_last_success_timestamp_seconds", {"monitor": "fraud"}) \
+        == (END + timedelta(hours=1)).timestamp()
 
 
 def test_run_counters(registry):
@@ -181,8 +231,8 @@ def test_fast_exposition_equals_prometheus_client_rendering():
         assert collector.exposition(openmetrics=True) == openmetrics.removesuffix("# EOF\n")
 
     check()  # nothing stored yet
-    state.record(outcome(result("amount", 0.3, "warning"), result('we"ird\\col', None, "insufficient_data",
-                                                                   missing=None)), END)
+    state.record(outcome(result("amount", 0.3, "warning", p_value=2.5e-7, q_value=5e-7),
+                         result('we"ird\\col', None, "insufficient_data", missing=None)), END)
     state.restore([{"monitor": "hist", "column": "age", "role": "prediction", "kl": 1e-300, "psi": 2.0,
                     "js": 0.5, "status": "critical", "samples_current": 1.5, "samples_reference": 3.0,
                     "missing_ratio": 0.25, "window_end": END},

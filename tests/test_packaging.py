@@ -95,6 +95,67 @@ def test_compose_file_mounts_files_that_exist():
     assert "DRIFTMON_DATABASE_URL" in compose["services"]["driftmon"]["environment"]
 
 
+COMPOSE_REFERENCE = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+CONFIG_REFERENCE = re.compile(r"\$\{(\w+)(?::-[^}]*)?\}")
+
+
+def compose_interpolate(value: str, shell: dict[str, str]) -> str:
+    """docker compose's ${VAR}, ${VAR:-default} and ${VAR:?error}, as `docker compose config` does."""
+    def substitute(match: re.Match) -> str:
+        name, kind, rest = match.groups()
+        if shell.get(name):
+            return shell[name]
+        assert kind != "?", f"compose refuses to start without {name}: {rest}"
+        return rest if kind == "-" else ""
+
+    return COMPOSE_REFERENCE.sub(substitute, value)
+
+
+def test_compose_stack_and_shipped_config_agree():
+    """The compose file once set SOURCE_DATABASE_URL, which the mounted config never read:
+    the monitor read the empty results database and failed every run."""
+    from driftmon.config import load_config
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    service = compose["services"]["driftmon"]
+    shell = {"POSTGRES_PASSWORD": "s3cret", "SOURCE_DATABASE_URL": "postgresql://reader:pw@warehouse:5432/logs"}
+    environment = {name: compose_interpolate(str(value), shell) for name, value in service["environment"].items()}
+    (mounted,) = [v.split(":")[0] for v in service["volumes"] if v.split(":")[1] == "/etc/driftmon/config.yaml"]
+    read = set(CONFIG_REFERENCE.findall(json.dumps(yaml.safe_load((ROOT / mounted).read_text()))))
+    given = {name for name in environment if not name.startswith("DRIFTMON_")}
+    assert read <= set(environment), f"the config reads {sorted(read - set(environment))}, which compose never sets"
+    assert given <= read, f"compose sets {sorted(given - read)}, which the config never reads"
+
+    config = load_config(ROOT / mounted, environ=environment)
+    postgres = compose["services"]["postgres"]["environment"]
+    results = f"postgresql://{postgres['POSTGRES_USER']}:s3cret@postgres:5432/{postgres['POSTGRES_DB']}"
+    assert config.database.url == results
+    for monitor in config.resolved_monitors():  # every monitor reads the source the stack was given
+        assert config.source_url(monitor.source) == shell["SOURCE_DATABASE_URL"], monitor.name
+    assert config.server.host == "0.0.0.0"
+    assert f"{config.server.port}:{config.server.port}" in service["ports"]
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert prometheus["scrape_configs"][0]["static_configs"][0]["targets"] == [f"driftmon:{config.server.port}"]
+
+
+def test_shipped_config_without_a_source_url_reads_the_results_database():
+    from driftmon.config import load_config
+
+    config = load_config(ROOT / "config.yaml", environ={})
+    (monitor,) = config.resolved_monitors()
+    assert config.source_url(monitor.source) == config.database.url
+
+
+def test_user_facing_files_cite_the_readme_not_the_spec():
+    """SPEC.md is not part of the repository: what users read points at the README."""
+    user_facing = [ROOT / "README.md", ROOT / "config.yaml", ROOT / "docker-compose.yml", ROOT / "Dockerfile",
+                   *(p for p in (ROOT / "deploy").rglob("*") if p.is_file()),
+                   *(ROOT / "driftmon" / name for name in ("cli.py", "metrics.py", "outputs.py", "daemon.py",
+                                                           "demo.py", "app.py", "logs.py", "signals.py"))]
+    citing = [str(p.relative_to(ROOT)) for p in user_facing if "SPEC.md" in p.read_text()]
+    assert citing == []
+
+
 def test_wheel_the_image_installs_carries_its_migrations(tmp_path):
     """The image installs a wheel, not the checkout: migrations must travel inside it."""
     wheels = tmp_path / "wheels"

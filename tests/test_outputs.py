@@ -1,0 +1,51 @@
+"""run-once's printed forms, from results constructed with every field set."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from driftmon.outputs import as_json, as_table
+from driftmon.pipeline import ColumnResult, RunOutcome
+from driftmon.windows import TimeRange
+
+WINDOW = TimeRange(datetime(2024, 3, 8, tzinfo=UTC), datetime(2024, 3, 8, 1, tzinfo=UTC))
+REFERENCE = TimeRange(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 8, tzinfo=UTC))
+
+
+def column(name: str, p_value: float | None, q_value: float | None, status: str = "critical") -> ColumnResult:
+    return ColumnResult(monitor="fraud", column=name, role="feature", window=WINDOW, reference=REFERENCE,
+                        samples_current=400.0, samples_reference=2000.0, missing_current=8.0, missing_ratio=0.02,
+                        kl=0.375, psi=0.75, js=0.0625, statistic="kl", threshold_warning=0.1,
+                        threshold_critical=0.25, status=status, p_value=p_value, q_value=q_value)
+
+
+OUTCOMES = [
+    RunOutcome("fraud", WINDOW, "ok", [column("amount", 1.25e-9, 2.5e-9), column("age", None, None, "ok")],
+               REFERENCE),
+    RunOutcome("gone", WINDOW, "failed", [], REFERENCE, error="monitor 'gone': table 'x' does not exist",
+               reason="source"),
+]
+
+
+def test_json_carries_p_and_q_values_right_after_js():
+    amount, age, _ = json.loads(as_json(OUTCOMES))
+    keys = list(amount)
+    assert keys[keys.index("js") + 1:keys.index("js") + 3] == ["p_value", "q_value"]
+    assert (amount["p_value"], amount["q_value"]) == (1.25e-9, 2.5e-9)
+    assert (age["p_value"], age["q_value"]) == (None, None)
+
+
+def test_json_has_one_object_per_failed_monitor_after_the_results():
+    records = json.loads(as_json(OUTCOMES))
+    assert records[-1] == {"monitor": "gone", "column": None, "status": "failed",
+                           "error": "monitor 'gone': table 'x' does not exist"}
+    assert [r["status"] for r in records] == ["critical", "ok", "failed"]
+
+
+def test_table_shows_p_and_q_values():
+    header, amount, age, *_ = as_table(OUTCOMES).splitlines()
+    assert header.split() == ["monitor", "column", "role", "samples", "KL", "PSI", "JS", "p", "q", "status"]
+    assert amount.split() == ["fraud", "amount", "feature", "400", "0.3750", "0.7500", "0.0625",
+                              "1.25e-09", "2.5e-09", "critical"]
+    assert age.split()[7:9] == ["-", "-"]
