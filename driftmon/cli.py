@@ -132,11 +132,28 @@ def main() -> None:
 
 @main.command("check-config")
 @config_option
+@click.option("--connect", is_flag=True, help="Also open every source and check its table, columns and types.")
 @handle_errors
-def check_config(config_path: str | None) -> None:
-    """Validate the configuration file; exit 0 if valid, 2 naming each problem."""
+def check_config(config_path: str | None, connect: bool) -> None:
+    """Validate the configuration file; exit 0 if valid, 2 naming each problem.
+
+    Runs every check that needs no database (the file, the compute device, URLs,
+    slice grids); --connect also opens each source and checks its table, columns
+    and their types.
+    """
+    from driftmon.checks import connect_checks, offline_checks
+
     config = load_config(config_path)
+    report = offline_checks(config)
+    problems = report.problems + (connect_checks(config) if connect and not report.problems else [])
+    if problems:
+        raise ConfigError(problems)
     click.echo(_describe_config(config))
+    click.echo("  slices:")
+    for note in report.notes:
+        click.echo(f"    {note}")
+    if connect:
+        click.echo(f"  sources: {len(config.monitors)} opened; tables, columns and types as configured")
 
 
 def _describe_config(config: Config) -> str:

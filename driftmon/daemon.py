@@ -142,7 +142,7 @@ class Daemon:
         host, port = self.config.server.host, self.config.server.port
         try:
             server = MetricsServer(host, port, self.registry, self.health_problem, self.ready_problem,
-                                   exposition=self.exposition)
+                                   exposition=self.exposition, reports=self._report_pages())
         except OSError as exc:
             raise ConfigError(f"server.port: cannot listen on {host}:{port}: {exc.strerror}") from exc
         device = str(resolve_device(self.config.compute.device))
@@ -151,6 +151,12 @@ class Daemon:
         self.registry.register(self.collector)
         self.run_metrics.prepare(m.name for m in self.monitors)
         return server
+
+    def _report_pages(self):
+        """/report and /report/<monitor>: the HTML report of each configured monitor, from the store."""
+        from driftmon.report import ReportPages  # matplotlib: imported when serving, not for --help
+
+        return ReportPages(self.monitors, self.app.results, dtype=self.config.compute.dtype)
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """/metrics: the drift families and the daemon's own counters, both from text

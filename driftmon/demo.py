@@ -103,7 +103,11 @@ def demo_config(directory: Path, timeline: Timeline, host: str, port: int) -> di
             "reference": {"kind": "fixed", "start": timeline.start.isoformat(),
                           "end": timeline.reference_end.isoformat()},
             "smoothing": {"method": "pseudocount", "alpha": 0.5},
-            "kl_direction": "reference_current",
+            # KL(current ‖ reference) weighs each bin by its share NOW, so mass that appears
+            # where the reference had little (the new country, tenure's missing values) is
+            # what drives the value and tops `driftmon explain`; KL(reference ‖ current)
+            # would credit the bins that lost share instead.
+            "kl_direction": "current_reference",
             "thresholds": {"statistic": "kl", "warning": 0.1, "critical": 0.25},
             "min_samples": 100,
         },

@@ -152,3 +152,41 @@ def test_database_url_from_environment(tmp_path):
                       env={"DRIFTMON_DATABASE_URL": url})
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "from-env.db").exists()
+
+
+def test_check_config_runs_the_checks_a_run_would_fail(tmp_path):
+    import torch
+
+    config = shipped_config()
+    config["database"]["url"] = f"sqlite:///{tmp_path / 'r.db'}"
+    if not torch.cuda.is_available():
+        config["compute"]["device"] = "cuda"
+        result = driftmon("check-config", "--config", str(write_config(tmp_path, config)))
+        assert result.returncode == 2 and "compute.device: device 'cuda' requested" in result.stderr
+        config["compute"]["device"] = "cpu"
+    config["monitors"][0]["slice"] = "7m"
+    result = driftmon("check-config", "--config", str(write_config(tmp_path, config)))
+    assert result.returncode == 2 and "monitors[0].slice: slice 0:07:00 does not divide" in result.stderr
+
+
+def test_check_config_connect_checks_tables_columns_and_types(tmp_path):
+    import sqlalchemy as sa
+
+    from tests.sourcedata import create_and_fill
+
+    config = shipped_config()
+    config["database"]["url"] = f"sqlite:///{tmp_path / 'r.db'}"
+    config["monitors"][0]["source"]["url"] = f"sqlite:///{tmp_path / 'source.db'}"
+    path = write_config(tmp_path, config)
+    assert driftmon("check-config", "--config", str(path)).returncode == 0  # offline: no database needed
+    missing = driftmon("check-config", "--connect", "--config", str(path))
+    assert missing.returncode == 2 and "monitors[0].source:" in missing.stderr
+    assert "table 'inference_log' does not exist" in missing.stderr
+    engine = sa.create_engine(config["monitors"][0]["source"]["url"])
+    create_and_fill(engine, sa.Table(  # amount as text: declared numeric in the config
+        "inference_log", sa.MetaData(), sa.Column("ts", sa.DateTime), sa.Column("model_version", sa.String(10)),
+        sa.Column("amount", sa.String(20)), sa.Column("country", sa.String(20)), sa.Column("score", sa.Double)), [])
+    engine.dispose()
+    typed = driftmon("check-config", "--connect", "--config", str(path))
+    assert typed.returncode == 2
+    assert "column 'amount' is declared numeric but its type is VARCHAR(20)" in typed.stderr

@@ -112,6 +112,9 @@ def test_serve_scrape_and_sigterm(tmp_path, db_url, engine, live_log):
             assert check.returncode == 0, check.stdout + check.stderr
         openmetrics = urllib_get_openmetrics(port)
         assert openmetrics.rstrip().endswith("# EOF")
+        status_code, page = http_get(f"http://127.0.0.1:{port}/report/fraud", timeout=60)
+        assert status_code == 200 and "<svg" in page and all(f["column"] in page for f in FEATURES)
+        assert http_get(f"http://127.0.0.1:{port}/report/nope")[0] == 404
     finally:
         started = time.monotonic()
         code = stop(daemon)
