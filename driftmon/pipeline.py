@@ -27,7 +27,7 @@ from driftmon.errors import DriftmonError, SourceError, StoreError
 from driftmon.incremental import SliceCounter, SlicedWindow
 from driftmon.profiles import reference_profile
 from driftmon.sources import Source, open_source
-from driftmon.sources.profile import WindowCounts
+from driftmon.sources.profile import ReferenceProfile, WindowCounts
 from driftmon.store.database import EngineRegistry
 from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange, reference_range
@@ -213,6 +213,7 @@ class Pipeline:
         # The clock that decides whether a slice is sealed; tests move it.
         self.slices = SliceCounter(self.repository, results, clock or (lambda: datetime.now(UTC)))
         self._sources: dict[str, tuple[MonitorSettings, Source]] = {}
+        self._profiles: dict[str, ReferenceProfile] = {}
         self.engine_calls = 0  # one per successful monitor run; tests read it
         # Set at shutdown once the grace period is over: runs still computing
         # then end without writing anything.
@@ -263,12 +264,21 @@ class Pipeline:
 
     def _compute(self, monitor, source_url, window, reference, recount=False) -> _Work:
         source = self.source_for(monitor, source_url)
-        profile = reference_profile(self.repository, self.results, source, monitor.name, reference)
+        profile = self._profile(monitor, source, reference)
         sliced = self.slices.window(monitor, source, profile, window, recount=recount)
         counts = sliced.counts if sliced else source.counts(profile, window)
         results = self._statistics(monitor, counts, reference)
         recomputed = self._recompute_changed(monitor, source, profile, reference, window, sliced)
         return _Work(counts, results, sliced, recomputed)
+
+    def _profile(self, monitor: MonitorSettings, source: Source, reference: TimeRange) -> ReferenceProfile:
+        """The reference profile, read back from the store once per range: stored profiles never change."""
+        cached = self._profiles.get(monitor.name)
+        if cached is not None and cached.range == reference and source.fits(cached):
+            return cached
+        profile = reference_profile(self.repository, self.results, source, monitor.name, reference)
+        self._profiles[monitor.name] = profile
+        return profile
 
     def _statistics(self, monitor, counts: WindowCounts, reference: TimeRange) -> list[ColumnResult]:
         check_column_errors(monitor, counts)

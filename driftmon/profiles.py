@@ -20,15 +20,21 @@ def reference_profile(
     repository: Repository, results: Engine, source: Source, monitor: str, reference: TimeRange
 ) -> ReferenceProfile:
     """The stored profile for this range and config, computed and stored if absent."""
-    with results.connect() as connection:
-        stored = repository.load_profile(connection, monitor, reference)
-    current = replace(
-        stored,
-        columns=tuple(c for c in stored.columns if c.config_hash == source.expected_hash(c.column)),
-    )
+    current = _stored(repository, results, source, monitor, reference)
     if source.fits(current):
         return current
     profile = source.profile(reference)
     with results.begin() as connection:
         repository.save_profile(connection, monitor, profile)
-    return profile
+    # Another replica may have stored its own first: every process uses the stored one.
+    stored = _stored(repository, results, source, monitor, reference)
+    return stored if source.fits(stored) else profile
+
+
+def _stored(repository: Repository, results: Engine, source: Source, monitor: str,
+            reference: TimeRange) -> ReferenceProfile:
+    """The stored profile's columns that the current config would cut the same way."""
+    with results.connect() as connection:
+        stored = repository.load_profile(connection, monitor, reference)
+    return replace(stored, columns=tuple(
+        c for c in stored.columns if c.config_hash == source.expected_hash(c.column)))
