@@ -1,4 +1,4 @@
-"""The configuration file: pydantic models of SPEC.md section 7, and their loading.
+"""The configuration file: pydantic models of the README's "Configuration", and their loading.
 
 Loading has no side effects: it reads YAML, interpolates ``${ENV_VAR}``, applies
 the ``DRIFTMON_DATABASE_URL`` override, validates, and fills every monitor's

@@ -1,4 +1,4 @@
-"""The slice grid (SPEC.md section 2, "Slices"): pure functions, no I/O.
+"""The slice grid (README, "How a cycle reads only what is new"): pure functions, no I/O.
 
 A monitor's counts are kept per time slice, a half-open interval on a grid
 anchored at the Unix epoch, so that a window's counts are the sum of its

@@ -1,4 +1,4 @@
-"""Time windows (SPEC.md section 2): pure functions, no I/O, UTC throughout.
+"""Time windows (README, "What driftmon measures"): pure functions, no I/O, UTC throughout.
 
 Every window is half-open, [start, end). The current window ends at the most
 recent schedule tick, so it is the latest COMPLETE interval; backfill walks the

@@ -1,4 +1,4 @@
-"""Configuration: every rule of SPEC.md section 7, and errors that name the key path."""
+"""Configuration: every rule of the README's "Configuration", and errors that name the key path."""
 
 from __future__ import annotations
 

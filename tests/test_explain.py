@@ -80,7 +80,7 @@ def store(engine: sa.Engine, rows: list[dict]) -> None:
 
 
 def independent_terms(ref, cur, alpha: float = 0.5) -> dict[str, np.ndarray]:
-    """Pseudo-count shares and each statistic's terms, written out from SPEC.md section 3."""
+    """Pseudo-count shares and each statistic's terms, written out from the README's "What driftmon measures"."""
     ref, cur = np.asarray(ref, float), np.asarray(cur, float)
     p = (ref + alpha) / (ref.sum() + alpha * len(ref))
     q = (cur + alpha) / (cur.sum() + alpha * len(cur))

@@ -106,7 +106,7 @@ def smoothed(counts, alpha=0.5):
 
 
 def expected_bins(frame: pd.DataFrame, feature: dict) -> tuple[list[float], list[float]]:
-    """Independent: numpy/pandas bins of one column per SPEC.md sections 1 and 3."""
+    """Independent: numpy/pandas bins of one column per the README's "What driftmon measures"."""
     ts = pd.to_datetime(frame["ts"], utc=True)
     ref = frame[(ts >= REFERENCE.start) & (ts < REFERENCE.end)][feature["column"]]
     cur = frame[(ts >= WINDOW.start) & (ts < WINDOW.end)][feature["column"]]

@@ -1,4 +1,4 @@
-"""Tables of the results database (SPEC.md section 4).
+"""Tables of the results database (README, "Running with PostgreSQL, and replicas").
 
 Alembic's autogenerate reads ``metadata``; the migrations in ``migrations/`` must
 equal these models (a test runs ``alembic check`` on SQLite and PostgreSQL).
