@@ -2,6 +2,7 @@
 
     python bench/bench_divergence.py [--threads N] [--device cpu|cuda]
                                      [--sizes F ...] [--bins B ...] [--quick]
+                                     [--rounds N] [--g-only [--baseline DIR]]
 
 For every F (rows = columns of a monitor) and B (bins) it prints the median
 time of one call computing KL, PSI and JS for all rows with pseudo-count
@@ -9,7 +10,8 @@ smoothing (alpha 0.5):
 
 * the engine, float64 and float32, on the chosen device (inputs already there),
   with the G-test (the default), and float64 without it (``significance=False``):
-  "G cost" is what the test adds;
+  "G cost" is what the test adds on the drifted counts, "G null" on counts
+  with no drift (G ~ dof, where the survival function is dearest);
 * a per-column loop of scipy's G-test (``chi2_contingency``, log-likelihood),
   skipped above 10 000 rows;
 * a per-column loop of scipy (``entropy`` both ways, ``jensenshannon ** 2``),
@@ -23,11 +25,22 @@ with the speed-ups over float64 (and float32) side by side and the effective
 bandwidth: bytes of input read (two int64 count tables) over time. Then the
 fixed overhead of one call with F = 1. Torch runs on 1 thread unless told.
 Not a test: numbers depend on the machine and what else runs on it.
+
+``--g-only`` times just the G-test's cost: the float64 engine with and
+without it, on null and on drifted counts, the four interleaved round after
+round (``--rounds``, default 21), as wall-clock and as this thread's CPU time
+(on a shared machine the CPU time is the steadier of the two). ``--baseline DIR``
+adds another checkout's engine (DIR holds its ``driftmon`` package, e.g. a
+``git worktree``) to the same rounds, with and without its test: before and
+after, side by side. For example
+
+    python bench/bench_divergence.py --g-only --sizes 10000 --bins 64 --rounds 31 --baseline ../before
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import platform
 import statistics
 import sys
@@ -133,17 +146,44 @@ def timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def make_counts(rows: int, bins: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Poisson counts (~50 per bin); the current window drifts bin by bin."""
+def make_counts(rows: int, bins: int, seed: int = 0, drifted: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson counts (~50 per bin); the current window drifts bin by bin, or not at all."""
     rng = np.random.default_rng(seed)
-    drift = 50 * (1 + 0.3 * np.sin(np.arange(bins)))
+    drift = 50 * (1 + 0.3 * np.sin(np.arange(bins))) if drifted else 50
     return rng.poisson(50, (rows, bins)), rng.poisson(drift, (rows, bins))
 
 
-def engine_runner(reference, current, device: torch.device, dtype: torch.dtype, significance: bool = True):
+def engine_runner(reference, current, device: torch.device, dtype: torch.dtype, significance: bool = True, fn=None):
     ref = torch.as_tensor(reference, device=device)
     cur = torch.as_tensor(current, device=device)
-    return lambda: divergences(ref, cur, device=device, dtype=dtype, significance=significance)
+    fn = fn or divergences
+    return lambda: fn(ref, cur, device=device, dtype=dtype, significance=significance)
+
+
+def baseline_divergences(checkout: str) -> Callable:
+    """``divergences`` of another checkout of driftmon (the directory that holds its ``driftmon`` package).
+
+    Its modules are imported afresh from ``checkout`` and then set aside, so
+    that both versions run in one process and can be timed round by round.
+    """
+
+    def loaded() -> dict:
+        return {name: module for name, module in sys.modules.items() if name.split(".")[0] == "driftmon"}
+
+    ours = loaded()
+    for name in ours:
+        del sys.modules[name]
+    sys.path.insert(0, str(Path(checkout).resolve()))
+    try:
+        module = importlib.import_module("driftmon.divergence")
+    finally:
+        del sys.path[0]
+        for name in loaded():
+            del sys.modules[name]
+        sys.modules.update(ours)
+    if Path(module.__file__).resolve().parents[1] != Path(checkout).resolve():
+        raise SystemExit(f"--baseline {checkout}: no driftmon package there")
+    return module.divergences
 
 
 def engine_values(result) -> np.ndarray:
@@ -157,10 +197,13 @@ def measure_size(rows, bins, device, repeats, sync) -> dict[str, float | None]:
     on a shared machine falls on all of them alike.
     """
     reference, current = make_counts(rows, bins)
+    null_reference, null_current = make_counts(rows, bins, drifted=False)
     contenders = {
         "f64": engine_runner(reference, current, device, torch.float64),
         "f32": engine_runner(reference, current, device, torch.float32),
         "f64_nog": engine_runner(reference, current, device, torch.float64, significance=False),
+        "f64_null": engine_runner(null_reference, null_current, device, torch.float64),
+        "f64_nog_null": engine_runner(null_reference, null_current, device, torch.float64, significance=False),
     }
     if rows <= NUMPY_MAX_ROWS:
         reused = numpy_reused(reference.shape)
@@ -180,7 +223,8 @@ def measure_size(rows, bins, device, repeats, sync) -> dict[str, float | None]:
         if "scipy" in times and round_ in scipy_rounds:
             times["scipy"].append(timed(lambda: scipy_loop(reference, current), _no_sync))
             times["scipy_g"].append(timed(lambda: scipy_g_loop(reference, current), _no_sync))
-    row = dict.fromkeys(("f64", "f32", "f64_nog", "scipy", "scipy_g", "numpy", "numpy_reused", "diff"))
+    names = ("f64", "f32", "f64_nog", "f64_null", "f64_nog_null", "scipy", "scipy_g", "numpy", "numpy_reused", "diff")
+    row = dict.fromkeys(names)
     row.update({name: statistics.median(values) for name, values in times.items()})
     if rows <= NUMPY_MAX_ROWS:
         engine = engine_values(contenders["f64"]())
@@ -190,6 +234,50 @@ def measure_size(rows, bins, device, repeats, sync) -> dict[str, float | None]:
 
 def _no_sync() -> None:
     pass
+
+
+def measure_g_cost(rows, bins, device, rounds, sync, baseline=None) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) median seconds of the float64 engine with and without the G-test, null and drifted.
+
+    With a ``baseline`` (another checkout's ``divergences``), its runs with
+    and without the test take their turns in the same rounds.
+    """
+    contenders = {}
+    for data, drifted in (("null", False), ("drift", True)):
+        reference, current = make_counts(rows, bins, drifted=drifted)
+        for name, significance in (("with", True), ("without", False)):
+            contenders[data, name] = engine_runner(reference, current, device, torch.float64, significance)
+            if baseline is not None:
+                contenders[data, f"baseline {name}"] = engine_runner(
+                    reference, current, device, torch.float64, significance, baseline
+                )
+    for fn in contenders.values():
+        fn()
+    wall = {key: [] for key in contenders}
+    cpu = {key: [] for key in contenders}
+    for round_ in range(rounds):
+        # Alternate the order so that neither variant always follows the other.
+        for key, fn in contenders.items() if round_ % 2 == 0 else reversed(contenders.items()):
+            sync()
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            fn()
+            sync()
+            cpu[key].append(time.thread_time() - start_cpu)
+            wall[key].append(time.perf_counter() - start)
+    return {key: (statistics.median(wall[key]), statistics.median(cpu[key])) for key in contenders}
+
+
+def print_g_cost(rows, bins, times: dict[str, tuple[float, float]]) -> None:
+    versions = ("", "baseline ") if ("null", "baseline with") in times else ("",)
+    for data in ("null", "drift"):
+        for version in versions:
+            (with_wall, with_cpu), (without_wall, without_cpu) = (times[data, version + w] for w in ("with", "without"))
+            print(
+                f"F={rows:,} B={bins} {data:5s} {version.strip() or 'this':8s}: with G {_ms(with_wall)} ms, without "
+                f"{_ms(without_wall)} ms, ratio {with_wall / without_wall:.3f} (CPU time: {_ms(with_cpu)} / "
+                f"{_ms(without_cpu)} ms, ratio {with_cpu / without_cpu:.3f})",
+                flush=True,
+            )
 
 
 # --------------------------------------------------------------------------
@@ -202,6 +290,7 @@ COLUMNS = [
     ("engine f64", 11),
     ("f64 no G", 9),
     ("G cost", 7),
+    ("G null", 7),
     ("scipy G", 9),
     ("scipyG/f64", 11),
     ("engine f32", 11),
@@ -226,6 +315,7 @@ def format_row(rows: int, bins: int, t: dict[str, float | None]) -> str:
         _ms(t["f64"]),
         _ms(t["f64_nog"]),
         f"{(t['f64'] / t['f64_nog'] - 1) * 100:+.0f}%",
+        f"{(t['f64_null'] / t['f64_nog_null'] - 1) * 100:+.0f}%",
         _ms(t["scipy_g"], f"skip>{SCIPY_MAX_ROWS // 1000}k"),
         _ratio(t["scipy_g"], t["f64"]),
         _ms(t["f32"]),
@@ -292,8 +382,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=int, nargs="+", help="row counts F to run")
     parser.add_argument("--bins", type=int, nargs="+", default=[10, 64], help="bin counts B")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds of the engine (21; 5 with --quick)")
+    parser.add_argument("--g-only", action="store_true", help="only the G-test's cost, null and drifted")
+    parser.add_argument("--baseline", metavar="DIR", help="with --g-only: also time the checkout in DIR, interleaved")
     args = parser.parse_args(argv)
     args.repeats = {"engine": 5, "numpy": 3, "scipy": 1} if args.quick else {"engine": 21, "numpy": 11, "scipy": 3}
+    if args.rounds is not None:
+        args.repeats["engine"] = max(args.rounds, args.repeats["scipy"])
     return args
 
 
@@ -308,6 +403,16 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     # Device work is asynchronous: wait for it before reading the clock.
     sync = torch.cuda.synchronize if device.type == "cuda" else _no_sync
+    if args.g_only:
+        baseline = baseline_divergences(args.baseline) if args.baseline else None
+        print(
+            f"G-test cost, float64, torch threads {torch.get_num_threads()}, device {device}, "
+            f"medians of {args.repeats['engine']} interleaved rounds"
+        )
+        for rows in args.sizes or default_sizes(args, device):
+            for bins in args.bins:
+                print_g_cost(rows, bins, measure_g_cost(rows, bins, device, args.repeats["engine"], sync, baseline))
+        return
     print_header(args, device)
     for rows in args.sizes or default_sizes(args, device):
         for bins in args.bins:

@@ -24,12 +24,15 @@ one thread, F = 10 000, B = 64):
   page faults ran at about 1 ns per byte, so a version that allocated its
   intermediates was 2.3x slower than one that reuses them. Intermediates live
   in a per-thread workspace that keeps the largest size seen (4 x F x B
-  elements, plus F x B int64 for the G-test's column totals, and 4 x F x B
-  float64 more in a float32 call); ``release_workspace()`` hands it back.
+  elements, plus F x B int64 for the G-test's pair index or column totals,
+  and 4 x F x B float64 more in a float32 call); ``release_workspace()``
+  hands it back.
 * The G-test (``driftmon.significance``) runs after the engine in the same
-  call, on the same device, and reuses its buffers; integer counts take a
-  table of c ln c, so it adds gathers, not logs. ``significance=False``
-  skips it.
+  call, on the same device, and reuses its buffers. For small integer counts
+  both windows' counts become one index per bin (``significance.pair_index``)
+  before the engine runs: the test gathers its whole per-bin term with it,
+  and the engine its log ratio, one gather where it takes two without the
+  test (same values, bit for bit). ``significance=False`` skips it all.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from driftmon.significance import GTest, g_test
+from driftmon.significance import GTest, PairIndex, g_test, pair_index
 
 __all__ = [
     "Contributions",
@@ -269,9 +272,11 @@ def divergences(
     # The results are therefore inference tensors: read them, copy to modify.
     with torch.inference_mode():
         counts = _prepare_inputs(reference_counts, current_counts, mask, options)
-        terms = _row_terms(counts, options)
+        # Both windows' counts as one index per bin, for the G-test's table and the engine's.
+        pairs = _pair_index(counts) if significance else None
+        terms = _row_terms(counts, options, pairs)
         # After the engine: its table lookup has rejected negative counts by now.
-        test = _significance(counts, options) if significance else None
+        test = _significance(counts, options, pairs) if significance else None
         return _assemble(terms, counts, test)
 
 
@@ -471,12 +476,12 @@ def _every_bin(rows: int, bins: int, device: torch.device) -> Tensor:
 # --------------------------------------------------------------------------
 
 
-def _row_terms(counts: _Counts, options: _Options) -> _RowTerms:
+def _row_terms(counts: _Counts, options: _Options, pairs: PairIndex | None = None) -> _RowTerms:
     """Smooth both windows and reduce them to the shared per-row sums."""
     shape = counts.windows[0].shape
     probs = _workspace("probs", (2, *shape), options.dtype, options.device)
     scratch = _workspace("scratch", (2, *shape), options.dtype, options.device)
-    shift = _SMOOTHERS[options.smoothing](counts, probs, scratch, options)
+    shift = _SMOOTHERS[options.smoothing](counts, probs, scratch, options, pairs)
     log_ratio, other = scratch.unbind()
     _zero_padding((probs, log_ratio), counts.mask)
     dot_ref, dot_cur = _row_dots(probs, log_ratio).unbind()
@@ -485,21 +490,27 @@ def _row_terms(counts: _Counts, options: _Options) -> _RowTerms:
     return _RowTerms(kl_ref_cur, kl_cur_ref, kl_ref_cur + kl_cur_ref, mix, options.kl_direction)
 
 
-def _pseudocount(counts: _Counts, probs: Tensor, scratch: Tensor, options: _Options):
+def _pseudocount(counts: _Counts, probs: Tensor, scratch: Tensor, options: _Options, pairs=None):
     """p_i = (c_i + alpha) / Z, Z = N + alpha * B, into ``probs``.
 
     Writes log p - log q + shift into ``scratch[0]`` and returns the per-row
     shift. For integer counts log p_i = log(c_i + alpha) - log Z: the first
     term comes from a table, the second is one log per row, and their
     difference between the windows is the shift. Other counts take log(p / q).
+    With the G-test's ``pairs`` (``significance.PairIndex``), the difference
+    log(a + alpha) - log(b + alpha) is one gather from a table of those
+    differences, computed from the same log table in the same dtype: the
+    same values, bit for bit, for one gather and no subtraction instead of two.
     """
     norm = torch.add(counts.totals, counts.n_bins, alpha=options.alpha)
     indices = _table_indices(counts)
     if indices is not None:
-        table = _log_table(options.alpha, _table_size(counts.largest), options.dtype, options.device)
+        size = _table_size(counts.largest)
         # The same memory as ``scratch``, flat, as index_select writes it.
         flat = _workspace("scratch", (2, counts.windows[0].numel()), options.dtype, options.device)
-        _gathered_log_ratio(indices, table, *flat.unbind())
+        if pairs is None or not _paired_log_ratio(counts, pairs, size, options, flat[0]):
+            table = _log_table(options.alpha, size, options.dtype, options.device)
+            _gathered_log_ratio(indices, table, *flat.unbind())
     _pseudocount_shares(counts, probs, options, norm)
     if indices is None:
         _log_ratio(probs, scratch[0])
@@ -508,7 +519,7 @@ def _pseudocount(counts: _Counts, probs: Tensor, scratch: Tensor, options: _Opti
     return log_norm_ref - log_norm_cur
 
 
-def _epsilon(counts: _Counts, probs: Tensor, scratch: Tensor, options: _Options):
+def _epsilon(counts: _Counts, probs: Tensor, scratch: Tensor, options: _Options, pairs=None):
     """p = c / N, zero shares replaced by epsilon, renormalised; log(p / q) into ``scratch[0]``."""
     _epsilon_shares(counts, probs, options)
     _log_ratio(probs, scratch[0])
@@ -564,6 +575,35 @@ def _gathered_log_ratio(indices, table: Tensor, out: Tensor, scratch: Tensor) ->
             _checked_max(window, counts)
         raise
     out.sub_(scratch)
+
+
+def _paired_log_ratio(counts: _Counts, pairs: PairIndex, size: int, options: _Options, out: Tensor) -> bool:
+    """log(a + alpha) - log(b + alpha) into the flat ``out`` by the pair index; False if it does not fit.
+
+    A reference count past the table's rows misses it (then the caller takes
+    the two-gather path, and the G-test its own), and so does a negative one
+    (``pair_index`` turns away negative current counts): that raises here,
+    naming the rows, as ``_gathered_log_ratio`` would.
+    """
+    table = _log_ratio_table(options.alpha, size, pairs.width, pairs.rows, options.dtype, options.device)
+    try:
+        torch.index_select(table, 0, pairs.index.view(-1), out=out)
+    except IndexError:
+        for window, counts_ in zip(_WINDOWS, counts.windows, strict=True):
+            _checked_max(window, counts_)
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=8)
+def _log_ratio_table(alpha: float, size: int, width: int, rows: int, dtype: torch.dtype, device) -> Tensor:
+    """log(a + alpha) - log(b + alpha) at a * width + b, a < min(rows, size), b < width; read only.
+
+    From the cached log table and subtracted in ``dtype``, exactly as
+    ``_gathered_log_ratio`` does per bin: the same values, bit for bit.
+    """
+    logs = _log_table(alpha, size, dtype, device)
+    return (logs[: min(rows, size), None] - logs[None, :width]).flatten()
 
 
 def _table_indices(counts: _Counts) -> tuple[Tensor, Tensor] | None:
@@ -641,11 +681,16 @@ def _mixture_term(probs: Tensor, total: Tensor, ratio: Tensor, mask: Tensor | No
 _G_SLOTS = {"terms": "probs", "column_terms": "scratch", "columns": "g_columns"}
 
 
-def _significance(counts: _Counts, options: _Options) -> GTest:
-    def workspace(slot: str, shape, dtype: torch.dtype, device: torch.device) -> Tensor:
-        return _workspace(_G_SLOTS[slot], shape, dtype, device)
+def _g_workspace(slot: str, shape, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return _workspace(_G_SLOTS[slot], shape, dtype, device)
 
-    return g_test(*counts.windows, counts.totals, workspace=workspace)
+
+def _pair_index(counts: _Counts) -> PairIndex | None:
+    return pair_index(*counts.windows, counts.totals, _g_workspace)
+
+
+def _significance(counts: _Counts, options: _Options, pairs: PairIndex | None = None) -> GTest:
+    return g_test(*counts.windows, counts.totals, workspace=_g_workspace, pairs=pairs)
 
 
 def _assemble(terms: _RowTerms, counts: _Counts, test: GTest | None) -> Divergences:

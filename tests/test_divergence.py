@@ -275,6 +275,26 @@ def test_contributions_reject_bad_counts():
 
 
 @PROPERTY
+@given(
+    tables=count_tables(),
+    options=smoothing_options,
+    dtype=st.sampled_from(["float64", "float32"]),
+    extra=st.integers(0, 3),
+    shift=st.sampled_from([0, 600, 20_000]),
+)
+def test_significance_leaves_the_divergences_bit_identical(tables, options, dtype, extra, shift):
+    # With the G-test the engine gathers log(a + alpha) - log(b + alpha) by the test's pair index,
+    # from one table instead of two; shifted reference counts overflow that table's rows.
+    reference, current = tables[0] + shift, tables[1]
+    padded_ref, padded_cur, mask = padded(reference, current, reference.shape[1] + extra, 0)
+    mask = mask if extra else None
+    with_test = divergences(padded_ref, padded_cur, mask, device="cpu", dtype=dtype, **options)
+    alone = divergences(padded_ref, padded_cur, mask, device="cpu", dtype=dtype, significance=False, **options)
+    for name in ("kl", "psi", "js", "valid"):
+        torch.testing.assert_close(getattr(with_test, name), getattr(alone, name), rtol=0, atol=0, equal_nan=True)
+
+
+@PROPERTY
 @given(tables=count_tables(), options=smoothing_options)
 # Found by hypothesis: JS as KL(Q||P)/2 - sum m log(m/p) differed by 1.05e-15 on swapping.
 @example(tables=(np.array([[1] * 7]), np.array([[71] + [69] * 6])), options={"smoothing": "pseudocount", "alpha": 0.5})
@@ -383,12 +403,22 @@ def test_bad_counts_raise_naming_rows(bad):
 
 @pytest.mark.parametrize("smoothing", ["pseudocount", "epsilon"])
 @pytest.mark.parametrize("scale", [1, 10**6], ids=["table", "log"])
-@pytest.mark.parametrize("negative", [-5, -(10**7)])
+@pytest.mark.parametrize("negative", [-5, -(10**7), -(2**40), -(2**60)])
 def test_negative_integer_counts_raise_naming_rows(smoothing, scale, negative):
     reference = np.ones((4, 3), dtype=np.int64) * scale
     reference[2, 1] = negative
     with pytest.raises(ValueError, match=r"reference_counts .* rows \[2\]"):
         divergences(reference, np.ones((4, 3), dtype=np.int64), smoothing=smoothing, device="cpu")
+
+
+@pytest.mark.parametrize("significance", [True, False])
+@pytest.mark.parametrize("negative", [-1, -(2**40), -(2**60)])
+def test_negative_current_counts_raise_naming_rows(significance, negative):
+    # With the G-test both windows share one index per bin; a negative current count must not slip in.
+    current = np.ones((4, 3), dtype=np.int64)
+    current[1, 2] = negative
+    with pytest.raises(ValueError, match=r"current_counts .* rows \[1\]"):
+        divergences(np.ones((4, 3), dtype=np.int64), current, device="cpu", significance=significance)
 
 
 @pytest.mark.parametrize(

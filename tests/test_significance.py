@@ -19,10 +19,15 @@ from hypothesis.extra.numpy import arrays
 from scipy.stats import chi2, chi2_contingency, false_discovery_control
 
 from driftmon.divergence import divergences
-from driftmon.significance import benjamini_hochberg, chi2_survival, g_test
+from driftmon.significance import PAIR_MAX, SERIES_DOF, benjamini_hochberg, chi2_survival, g_test, pair_index
 
 PROPERTY = settings(deadline=None, max_examples=100)
-P_RTOL = 1e-9
+# The closed-form survival function is within 2.3e-13 of scipy's (dof 0 .. SERIES_DOF, p down to 1e-308).
+SURVIVAL_RTOL = 1e-12
+P_RTOL = 1e-11
+# Above SERIES_DOF, torch's gammaincc: off by up to 2e-9 where the statistic lies within 30 % of dof.
+GAMMAINCC_RTOL = 3e-9
+G_RTOL = 1e-12
 TINY = np.finfo(np.float64).tiny
 
 
@@ -42,8 +47,8 @@ def g_rounding(reference: np.ndarray, current: np.ndarray) -> float:
     return 64 * np.finfo(np.float64).eps * n * math.log(n + 2)
 
 
-def assert_matches_scipy(result, reference, current) -> None:
-    """G and dof as scipy's; p to 1e-9 relative, widened only by what G's own rounding moves it.
+def assert_matches_scipy(result, reference, current, p_rtol=P_RTOL) -> None:
+    """G and dof as scipy's; p to 1e-11 relative, widened only by what G's own rounding moves it.
 
     Near G = 0 with dof 1, p = 1 - sqrt(2G / pi): a rounding-level G of 1e-15
     moves p by 3e-8, in scipy's formula as in ours, so p is held to the
@@ -53,12 +58,12 @@ def assert_matches_scipy(result, reference, current) -> None:
         g, dof, p = scipy_g_test(ref, cur)
         slack = g_rounding(ref, cur)
         assert result.dof[row].item() == dof
-        assert result.g_statistic[row].item() == pytest.approx(g, rel=1e-9, abs=slack)
+        assert result.g_statistic[row].item() == pytest.approx(g, rel=G_RTOL, abs=slack)
         if p < TINY:  # subnormal: documented as exactly 0.0
             assert result.p_value[row].item() == 0.0
             continue
         low, high = (chi2.sf(max(g + d, 0.0), dof) if dof else 1.0 for d in (slack, -slack))
-        assert low * (1 - P_RTOL) <= result.p_value[row].item() <= high * (1 + P_RTOL)
+        assert low * (1 - p_rtol) <= result.p_value[row].item() <= high * (1 + p_rtol)
 
 
 @st.composite
@@ -142,17 +147,86 @@ def test_g_test_alone_matches_the_engine():
     torch.testing.assert_close(alone.p_value, engine.p_value, rtol=1e-12, atol=0)
 
 
-def test_chi2_survival_against_scipy_where_torch_is_exact():
-    # torch's gammaincc is exact to ~1e-13 for dof <= 40; above, in its asymptotic-series
-    # region (G within 30 % of dof), it is off by up to 2e-9 (module docstring).
-    dof = np.repeat(np.arange(0, 120), 40).astype(np.float64)
-    statistic = dof * np.tile(np.linspace(0.05, 4.0, 40), 120) + 0.1
-    p = chi2_survival(torch.from_numpy(statistic), torch.from_numpy(dof)).numpy()
+def scipy_survival(statistic: np.ndarray, dof: np.ndarray) -> np.ndarray:
     expected = np.where(dof > 0, chi2.sf(statistic, np.maximum(dof, 1)), 1.0)
     expected[expected < TINY] = 0.0
-    exact = dof <= 40
-    np.testing.assert_allclose(p[exact], expected[exact], rtol=1e-12, atol=0)
-    np.testing.assert_allclose(p[~exact], expected[~exact], rtol=3e-9, atol=0)
+    return expected
+
+
+# Multiples of dof from the far left tail to p ~ 1e-300, and fixed statistics from 0 to inf.
+SCALES = np.concatenate([np.geomspace(1e-6, 1, 12), np.linspace(1, 4, 31), np.geomspace(4, 60, 12)])
+FIXED = np.array([0.0, 1e-300, 1e-30, 1e-12, 1e-6, 0.5, 1e3, 1.5e3, 1e4, 1e12, math.inf])
+
+
+def survival_grid(dofs) -> tuple[np.ndarray, np.ndarray]:
+    dof = np.repeat(np.asarray(dofs, dtype=np.float64), len(SCALES) + len(FIXED))
+    statistic = np.concatenate([np.concatenate([d * SCALES, FIXED]) for d in dofs])
+    return statistic, dof
+
+
+def test_chi2_survival_against_scipy():
+    # Every whole dof the closed form takes, in one call (the [F, dof / 2] block of ratios).
+    statistic, dof = survival_grid(range(SERIES_DOF + 1))
+    p = chi2_survival(torch.from_numpy(statistic), torch.from_numpy(dof)).numpy()
+    expected = scipy_survival(statistic, dof)
+    np.testing.assert_allclose(p, expected, rtol=SURVIVAL_RTOL, atol=0)
+    assert ((p == 0) == (expected == 0)).all() and (expected[(statistic > 1e3) & (dof < 60)] == 0).any()
+    assert ((expected > 0) & (expected < 1e-290)).any()  # the grid reaches the bottom of float64
+
+
+@pytest.mark.parametrize("dof", [0, 1, 2, 3, 4, 9, 10, 40, 41, 63, 64, 99, SERIES_DOF])
+def test_chi2_survival_with_one_dof_against_scipy(dof):
+    # A call whose rows all share one dof takes the nested sum instead of the block.
+    statistic, dofs = survival_grid([dof])
+    p = chi2_survival(torch.from_numpy(statistic), torch.from_numpy(dofs)).numpy()
+    np.testing.assert_allclose(p, scipy_survival(statistic, dofs), rtol=SURVIVAL_RTOL, atol=0)
+
+
+def test_chi2_survival_beyond_the_closed_form():
+    # Larger and fractional dof take torch's gammaincc, mixed in one call with the closed form's.
+    statistic, dof = survival_grid([3, 63, SERIES_DOF + 1, 250, 2.5, 40.5])
+    keep = np.isfinite(statistic) & (statistic < 1e6)
+    statistic, dof = statistic[keep], dof[keep]
+    p = chi2_survival(torch.from_numpy(statistic), torch.from_numpy(dof)).numpy()
+    expected = scipy_survival(statistic, dof)
+    closed = (dof <= SERIES_DOF) & (dof == np.floor(dof))
+    np.testing.assert_allclose(p[closed], expected[closed], rtol=SURVIVAL_RTOL, atol=0)
+    np.testing.assert_allclose(p[~closed], expected[~closed], rtol=GAMMAINCC_RTOL, atol=0)
+
+
+def test_chi2_survival_edge_values():
+    statistic = torch.tensor([5.0, 0.0, -3.0, math.nan, math.inf, 1e-320, 2.0])
+    dof = torch.tensor([0.0, 7.0, 7.0, 7.0, 7.0, 1.0, -1.0])
+    p = chi2_survival(statistic, dof)
+    assert p.dtype == torch.float64
+    assert p[[0, 1, 2, 6]].tolist() == [1.0] * 4  # dof 0 (or below), statistic 0 or below
+    assert p[3].isnan() and p[4].item() == 0.0 and p[5].item() == pytest.approx(1.0, abs=1e-150)
+    grid = chi2_survival(torch.tensor([[1.0], [8.0]]), torch.tensor([2.0, 4.0, 6.0]))  # broadcasts
+    np.testing.assert_allclose(grid.numpy(), chi2.sf([[1.0], [8.0]], [2, 4, 6]), rtol=SURVIVAL_RTOL)
+    assert chi2_survival(torch.zeros(0), torch.zeros(0)).shape == (0,)
+
+
+def test_many_bins_take_gammaincc_beyond_the_closed_form():
+    rng = np.random.default_rng(8)
+    reference, current = rng.poisson(20, (2, 6, SERIES_DOF + 40))
+    current[:3, SERIES_DOF - 10 :] = reference[:3, SERIES_DOF - 10 :] = 0  # dof below SERIES_DOF
+    result = divergences(reference, current, device="cpu")
+    assert (result.dof[:3] < SERIES_DOF).all() and (result.dof[3:] > SERIES_DOF).all()
+    assert_matches_scipy(result, reference, current, p_rtol=GAMMAINCC_RTOL)
+    assert_matches_scipy(divergences(reference[:3], current[:3], device="cpu"), reference[:3], current[:3])
+
+
+def test_every_path_of_the_bin_sums_matches_scipy():
+    # Pair table: current counts below PAIR_MAX and reference counts within its rows; past its
+    # rows (reference 1024 with width 256 has 1024 rows), current counts of PAIR_MAX or more,
+    # and column totals past the c ln c table all take the other paths.
+    reference = np.array([[1024, 3, 0], [5000, 0, 7], [12, 40, 9], [3, 2**18, 1], [0, 0, 0]])
+    current = np.array([[128, 255, 1], [3, 0, 2], [PAIR_MAX, 1, 0], [5, 2**18, 2], [1, 2, 3]])
+    for rows in ([0, 1, 4], [2], [3], [0, 1, 2, 3, 4]):
+        result = divergences(reference[rows], current[rows], device="cpu")
+        assert_matches_scipy(result, reference[rows], current[rows])
+    assert pair_index(*map(torch.from_numpy, (reference[:2], current[:2])), torch.ones(2, 2)).width == 256
+    assert pair_index(*map(torch.from_numpy, (reference[2:3], current[2:3])), torch.ones(2, 1)) is None
 
 
 # --------------------------------------------------------------------------
