@@ -118,6 +118,9 @@ class ServerConfig(_Model):
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=1, le=65535)] = 9847
     shutdown_grace: NonNegativeDuration = timedelta(seconds=30)
+    # How long a replica's claim on a window lasts unless renewed (every third of it)
+    # while its run is alive: a crashed replica's window is taken over after this.
+    lease_ttl: Annotated[Duration, Field(ge=timedelta(seconds=1))] = timedelta(seconds=30)
 
 
 class Schedule(_Model):

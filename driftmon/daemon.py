@@ -5,13 +5,17 @@ with missed runs coalesced into one and a misfire grace as long as the
 schedule's interval, so a busy pool delays a run instead of dropping it. Each
 run computes the monitor's due windows: the latest ``catch_up`` windows that
 have no results yet, so a stalled daemon catches up once instead of in a burst.
+A window that failed is retried with backoff before the next tick, and one held
+by another replica is looked at again when that replica's lease would have run
+out (driftmon/retries.py).
 
 ``every:`` schedules fire on the epoch-aligned ticks (multiples of the interval
 since 1970-01-01 UTC), also after the catch-up run at start-up, which is off the
 grid; cron schedules fire on their lines.
 
 Several replicas may share one PostgreSQL results database: a lease row per
-(monitor, window), claimed atomically, decides which one computes a window, and
+(monitor, window), claimed atomically and renewed while the run is alive
+(driftmon/leases.py), decides which one computes a window, and
 every replica refreshes its gauges from the results database once per cycle, so
 all of them export the same latest state, whichever computed it.
 """
@@ -26,7 +30,7 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 
 import torch
@@ -44,8 +48,10 @@ from driftmon.app import App, open_app
 from driftmon.config import Config, MonitorSettings, Schedule
 from driftmon.divergence import resolve_device
 from driftmon.errors import ConfigError
+from driftmon.leases import Leases
 from driftmon.metrics import DriftCollector, DriftState, RunMetrics
 from driftmon.pipeline import RunOutcome
+from driftmon.retries import Retries
 from driftmon.server import MetricsServer
 from driftmon.signals import stop_on_signals
 from driftmon.store.database import sqlite_daemon_lock
@@ -120,13 +126,16 @@ class Daemon:
         self._ready_problem: str | None = "starting"
         self._inflight = 0
         self._inflight_changed = threading.Condition()
+        self._monitor_locks: dict[str, threading.Lock] = {}
+        self.retries = Retries()
+        self.leases: Leases | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
     def serve(self) -> int:
         """Run until SIGTERM/SIGINT (or ``stop()``); returns the exit code."""
         with sqlite_daemon_lock(self.config.database.url):
-            self.app = open_app(self.config)
+            self.open()
             try:
                 server = self._bind()
                 with stop_on_signals(self.stop):
@@ -134,6 +143,12 @@ class Daemon:
             finally:
                 self.app.close()
         return 0
+
+    def open(self) -> None:
+        """The results database, migrated, and this replica's leases on it."""
+        self.app = open_app(self.config)
+        self.leases = Leases(self.app.results, self.app.pipeline.repository, self.owner,
+                             self.config.server.lease_ttl)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -257,21 +272,55 @@ class Daemon:
     # --- runs ---------------------------------------------------------------------
 
     def run_monitor(self, monitor: MonitorSettings) -> None:
-        """The scheduled job: every due window of one monitor, oldest first."""
+        """The scheduled job (and its retries): every due window of one monitor, oldest first."""
+        lock = self._monitor_locks.setdefault(monitor.name, threading.Lock())
+        if not lock.acquire(blocking=False):
+            return  # a run of this monitor is going on: it covers the due windows
         try:
-            for window in self.due_windows(monitor, datetime.now(UTC)):
-                if self.stop_event.is_set() or not self._claim(monitor, window):
-                    continue
-                with self._in_flight():
-                    outcome = self.app.pipeline.run(monitor, self.config.source_url(monitor.source),
-                                                    window, scheduled_at=window.end)
-                if outcome.status != "abandoned":
-                    self._record(outcome)
+            self._run_due(monitor)
         except SQLAlchemyError as exc:
             self.state.store_up = False
             self.run_metrics.record_failure(monitor.name, "store")
             log.error("results database unavailable", exc_info=exc,
                       extra={"event": "run.store_unavailable", "monitor": monitor.name})
+            self._retry_later(monitor, self.retries.failed(monitor, None))
+        finally:
+            lock.release()
+
+    def _run_due(self, monitor: MonitorSettings) -> None:
+        for window in self.due_windows(monitor, datetime.now(UTC)):
+            if self.stop_event.is_set():
+                return
+            claim = self._claim(monitor, window)
+            if claim == "held":
+                # Another replica holds it: if that one died, its lease runs out within
+                # lease_ttl, and this replica takes the window over then.
+                self._retry_later(monitor, self.retries.claimed_elsewhere(monitor, window, self.leases.ttl))
+            if claim != "claimed":
+                continue
+            with self._in_flight(), self._lease(monitor, window):
+                outcome = self.app.pipeline.run(monitor, self.config.source_url(monitor.source),
+                                                window, scheduled_at=window.end)
+            if outcome.status == "ok":
+                self.retries.done(monitor, window)
+            else:
+                self._retry_later(monitor, self.retries.failed(monitor, window))
+            if outcome.status != "abandoned":
+                self._record(outcome)
+
+    def _lease(self, monitor: MonitorSettings, window: TimeRange):
+        if self.app.results.dialect.name != "postgresql":
+            return nullcontext()
+        return self.leases.held(monitor.name, window.end)
+
+    def _retry_later(self, monitor: MonitorSettings, delay: timedelta | None) -> None:
+        """One retry job per monitor, replaced by a newer one; none when nothing is pending."""
+        if delay is None or self.scheduler is None or self.stop_event.is_set():
+            return
+        self.scheduler.add_job(
+            self.run_monitor, "date", run_date=datetime.now(UTC) + delay, args=[monitor],
+            id=f"{monitor.name}:retry", name=f"retry {monitor.name}", replace_existing=True,
+            misfire_grace_time=None)
 
     def _record(self, outcome: RunOutcome) -> None:
         # Windows recomputed for late rows are older than the run's own: recorded first.
@@ -283,29 +332,42 @@ class Daemon:
         self.run_metrics.record(outcome)
 
     def due_windows(self, monitor: MonitorSettings, now: datetime) -> list[TimeRange]:
-        """The latest ``catch_up`` complete windows without results, oldest first."""
+        """The latest ``catch_up`` complete windows, and windows pending a retry, without results."""
         end = latest_tick(monitor.schedule, now)
         interval = schedule_interval(monitor.schedule)
         recent = list(ticks(monitor.schedule, end - interval * (monitor.catch_up - 1), end))
         windows = [TimeRange(t - monitor.window.size, t) for t in recent[-monitor.catch_up:]]
+        # Pending windows (failed, or held by a replica that may have died) stay due one
+        # tick longer than catch_up: a take-over happens after the next tick has come.
+        windows = sorted(set(windows) | self.retries.pending(monitor, end - interval * monitor.catch_up))
         span = TimeRange(windows[0].end - timedelta(microseconds=1), windows[-1].end)
         with self.app.results.connect() as connection:
             stored = self.app.pipeline.repository.stored_window_ends(connection, monitor.name, span)
+        for window in windows:
+            if window.end in stored:
+                self.retries.done(monitor, window)
         return [w for w in windows if w.end not in stored]
 
-    def _claim(self, monitor: MonitorSettings, window: TimeRange) -> bool:
+    def _claim(self, monitor: MonitorSettings, window: TimeRange) -> str:
+        """``claimed`` (run it), ``held`` by another replica, or already ``stored``."""
         if self.app.results.dialect.name != "postgresql":
-            return True  # SQLite: one daemon per database file, held by a file lock
-        ttl = max(timedelta(seconds=60), 2 * schedule_interval(monitor.schedule),
-                  self.config.server.shutdown_grace)
-        with self.app.results.begin() as connection:
-            claimed = self.app.pipeline.repository.claim_lease(
-                connection, monitor.name, window.end, self.owner, ttl)
-        if not claimed:
+            return "claimed"  # SQLite: one daemon per database file, held by a file lock
+        if not self.leases.claim(monitor.name, window.end):
             log.debug("window claimed by another replica", extra={
                 "event": "run.skipped_claimed", "monitor": monitor.name,
                 "window_end": window.end.isoformat()})
-        return claimed
+            return "held"
+        if self._stored(monitor, window):
+            # Another replica stored it and let go of its lease since we looked: done.
+            self.leases.release(monitor.name, window.end)
+            self.retries.done(monitor, window)
+            return "stored"
+        return "claimed"
+
+    def _stored(self, monitor: MonitorSettings, window: TimeRange) -> bool:
+        span = TimeRange(window.end - timedelta(microseconds=1), window.end)
+        with self.app.results.connect() as connection:
+            return bool(self.app.pipeline.repository.stored_window_ends(connection, monitor.name, span))
 
     @contextmanager
     def _in_flight(self):

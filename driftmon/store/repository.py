@@ -88,6 +88,23 @@ class Repository:
         ).returning(_leases.c.owner)
         return connection.execute(statement).scalar() == owner
 
+    def renew_lease(self, connection: Connection, monitor: str, window_end: datetime, owner: str,
+                    ttl: timedelta) -> bool:
+        """Push our own claim's expiry ``ttl`` past now (the database's clock); False if it is not ours."""
+        if connection.dialect.name == "postgresql":
+            expires = sa.func.now() + sa.literal(ttl, sa.Interval)
+        else:
+            expires = sa.literal(datetime.now(UTC) + ttl, _leases.c.expires_at.type)
+        statement = _leases.update().where(
+            _leases.c.monitor == monitor, _leases.c.window_end == window_end, _leases.c.owner == owner,
+        ).values(expires_at=expires)
+        return connection.execute(statement).rowcount == 1
+
+    def release_lease(self, connection: Connection, monitor: str, window_end: datetime, owner: str) -> None:
+        """Give our claim up, so that a retry (ours or another replica's) may claim the window at once."""
+        connection.execute(_leases.delete().where(
+            _leases.c.monitor == monitor, _leases.c.window_end == window_end, _leases.c.owner == owner))
+
     def latest_results(self, connection: Connection) -> list[dict]:
         """The newest stored result of every (monitor, column)."""
         newest = (
