@@ -126,3 +126,61 @@ def test_a_crashed_replicas_window_is_taken_over(engine, db_url, tmp_path, backe
         assert stored_window_ends(engine) == {window.end}
     finally:
         daemon.app.close()
+
+
+def test_sigkilled_replica_mid_run_is_taken_over_by_another(engine, db_url, tmp_path, backend):
+    """Two replicas, the defaults but a short lease: one is SIGKILLed while it computes a window."""
+    import yaml
+
+    from tests.live import free_port, start_daemon, stop, wait_for, wait_ready
+
+    postgresql_only(backend)
+    now = datetime.now(UTC)
+    reference = TimeRange(now - timedelta(days=8), now - timedelta(days=1))
+    with engine.begin() as connection:  # 4 M reference rows: cutting their quantiles takes seconds
+        connection.exec_driver_sql("CREATE TABLE big_log (ts timestamptz, amount float8, age float8)")
+        connection.execute(sa.text(
+            "INSERT INTO big_log SELECT :start + i * (:span / 4000000.0) * interval '1 second', random(), random() "
+            "FROM generate_series(0, 3999999) AS i"), {"start": reference.start, "span": 7 * 86400})
+        connection.execute(sa.text(
+            "INSERT INTO big_log SELECT :start + i * interval '1 second', random() + 0.5, random() "
+            "FROM generate_series(0, 7199) AS i"), {"start": now - timedelta(hours=2)})
+    config = {"database": {"url": db_url},
+              "defaults": {"schedule": {"every": "1h"}, "window": {"size": "1h"}, "min_samples": 50,
+                           "reference": {"kind": "fixed", "start": reference.start.isoformat(),
+                                         "end": reference.end.isoformat()}},
+              "monitors": [{"name": "big", "features": [{"column": "amount"}, {"column": "age"}],
+                            "source": {"kind": "events", "table": "big_log", "timestamp_column": "ts"}}]}
+    paths = []
+    for name in ("a", "b"):
+        port = free_port()
+        paths.append((tmp_path / f"{name}.yaml", port))
+        paths[-1][0].write_text(yaml.safe_dump({**config, "server": {"host": "127.0.0.1", "port": port,
+                                                                      "lease_ttl": "3s"}}))
+    first = start_daemon(paths[0][0], tmp_path / "a.log")
+    try:
+        def claimed_by_first():
+            with engine.connect() as connection:
+                owners = connection.execute(sa.select(Lease.__table__.c.owner)).scalars().all()
+            return any(f":{first.pid}:" in owner for owner in owners)
+
+        wait_for(claimed_by_first, 60, "the first replica's lease")
+        assert stored_window_ends(engine) == set(), "the run ended before it could be killed"
+        first.kill()  # SIGKILL, mid-run: no release, no renewal
+        first.wait(timeout=10)
+        killed_at = time.monotonic()
+        second = start_daemon(paths[1][0], tmp_path / "b.log")
+        try:
+            wait_ready(paths[1][1], second)
+            wait_for(lambda: stored_window_ends(engine), 90, "the window taken over")
+            taken_over_after = time.monotonic() - killed_at
+        finally:
+            assert stop(second) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    with engine.connect() as connection:
+        runs = connection.execute(sa.text("SELECT status, count(*) FROM runs GROUP BY status")).all()
+    assert dict(runs) == {"ok": 1}  # the killed run wrote nothing; the window was computed once
+    assert taken_over_after < 60
+    print(f"taken over {taken_over_after:.1f} s after the SIGKILL")
