@@ -55,6 +55,7 @@ from driftmon.retries import Retries
 from driftmon.server import MetricsServer
 from driftmon.signals import stop_on_signals
 from driftmon.store.database import sqlite_daemon_lock
+from driftmon.store_health import StoreHealth
 from driftmon.windows import EPOCH, TimeRange, latest_tick, ticks
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class Daemon:
         self._inflight_changed = threading.Condition()
         self._monitor_locks: dict[str, threading.Lock] = {}
         self.retries = Retries()
+        self.store_health = StoreHealth(self._ping)
         self.leases: Leases | None = None
 
     # --- lifecycle -------------------------------------------------------------
@@ -141,6 +143,7 @@ class Daemon:
                 with stop_on_signals(self.stop):
                     self._run(server)
             finally:
+                self.store_health.close()
                 self.app.close()
         return 0
 
@@ -279,6 +282,7 @@ class Daemon:
         try:
             self._run_due(monitor)
         except SQLAlchemyError as exc:
+            self.store_health.write_failed(str(exc).strip().splitlines()[0])
             self.state.store_up = False
             self.run_metrics.record_failure(monitor.name, "store")
             log.error("results database unavailable", exc_info=exc,
@@ -330,6 +334,11 @@ class Daemon:
             self.run_metrics.record(recomputed)
         self.state.record(outcome, finished)
         self.run_metrics.record(outcome)
+        if outcome.status == "ok":
+            self.store_health.write_succeeded()
+        elif outcome.reason == "store":
+            self.store_health.write_failed(outcome.error or "unknown error")
+        self.state.store_up = self.store_health.problem is None
 
     def due_windows(self, monitor: MonitorSettings, now: datetime) -> list[TimeRange]:
         """The latest ``catch_up`` complete windows, and windows pending a retry, without results."""
@@ -389,12 +398,12 @@ class Daemon:
     def heartbeat(self) -> None:
         """Runs on the scheduler's own thread: proves the scheduler ticks, checks the store."""
         self._beat = time.monotonic()
-        try:
-            with self.app.results.connect() as connection:
-                self.app.pipeline.repository.ping(connection)
-            self.state.store_up = True
-        except SQLAlchemyError:
-            self.state.store_up = False
+        self.store_health.check()
+        self.state.store_up = self.store_health.problem is None
+
+    def _ping(self) -> None:
+        with self.app.results.connect() as connection:
+            self.app.pipeline.repository.ping(connection)
 
     def health_problem(self) -> str | None:
         if self.scheduler is not None and not self.scheduler.running and not self.stop_event.is_set():
@@ -409,7 +418,7 @@ class Daemon:
             return self._ready_problem
         if self.stop_event.is_set():
             return "shutting down"
-        return None if self.state.store_up else "results database does not answer"
+        return self.store_health.problem
 
 
 def _trigger(schedule: Schedule):

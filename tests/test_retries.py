@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -184,3 +185,39 @@ def test_sigkilled_replica_mid_run_is_taken_over_by_another(engine, db_url, tmp_
     assert dict(runs) == {"ok": 1}  # the killed run wrote nothing; the window was computed once
     assert taken_over_after < 60
     print(f"taken over {taken_over_after:.1f} s after the SIGKILL")
+
+
+def test_failed_writes_and_a_hung_store_make_readyz_say_so(engine, db_url, tmp_path, monkeypatch):
+    fill_log(engine)
+    daemon = daemon_for(db_url, tmp_path)
+    try:
+        daemon.store_health.timeout = 1.0
+        daemon._restore()  # ready once the gauges are back, as serve does
+        daemon.heartbeat()
+        assert daemon.ready_problem() is None and daemon.state.store_up
+
+        def full_disk(connection, row):
+            raise sa.exc.OperationalError("INSERT INTO runs", {}, Exception("database or disk is full"))
+
+        monkeypatch.setattr(daemon.app.pipeline.repository, "insert_run", full_disk)
+        daemon.run_monitor(daemon.monitors[0])
+        daemon.heartbeat()  # reads still answer: the failed write is what counts
+        assert daemon.ready_problem().startswith("the last write to the results database failed:")
+        assert "database or disk is full" in daemon.ready_problem() and not daemon.state.store_up
+        monkeypatch.undo()
+
+        hung = threading.Event()
+        monkeypatch.setattr(daemon.app.pipeline.repository, "ping", lambda connection: hung.wait(30))
+        began = time.monotonic()
+        daemon.heartbeat()
+        assert time.monotonic() - began < 2.5  # bounded, though the ping never returns
+        assert daemon.ready_problem().startswith("results database has not answered a ping for")
+        daemon.heartbeat()  # no second ping is stacked on the stuck one
+        hung.set()
+        monkeypatch.undo()
+        daemon.run_monitor(daemon.monitors[0])  # a write that works
+        daemon.heartbeat()
+        assert daemon.ready_problem() is None and daemon.state.store_up
+    finally:
+        daemon.store_health.close()
+        daemon.app.close()

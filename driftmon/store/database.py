@@ -75,7 +75,9 @@ def create_db_engine(url: str | URL) -> Engine:
         # psycopg 3 switches to a cached generic plan after 5 executions, which
         # ignores session settings and was measured 3.5x slower for bin queries.
         # Naive source timestamps are UTC: make the session say so too.
-        kwargs["connect_args"] = {"prepare_threshold": None, "options": "-c timezone=UTC"}
+        # connect_timeout: a server that is down or unreachable fails the connect within
+        # 10 s instead of hanging a run or a health check.
+        kwargs["connect_args"] = {"prepare_threshold": None, "options": "-c timezone=UTC", "connect_timeout": 10}
     engine = create_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
