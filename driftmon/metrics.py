@@ -384,7 +384,10 @@ class RunMetrics(Collector):
         metrics.version += 1
 
     def record_failure(self, monitor: str, reason: str) -> None:
+        """A run that failed before it had a window (the store did not answer): a run all the same,
+        so that failures never outnumber runs in a failure ratio."""
         metrics = self._of(monitor)
+        metrics.runs.inc()
         metrics.failures[reason].inc()
         metrics.version += 1
 

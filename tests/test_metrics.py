@@ -206,6 +206,7 @@ def test_run_counters_exposition_equals_prometheus_client_rendering(registry):
     metrics.record(outcome(status="failed", monitor="late"))  # not prepared: series of its own
     check()
     assert registry.get_sample_value("driftmon_run_failures_total", {"monitor": "third", "reason": "store"}) == 1
+    assert registry.get_sample_value("driftmon_runs_total", {"monitor": "third"}) == 1  # counted as a run too
     assert registry.get_sample_value("driftmon_runs_total", {"monitor": "late"}) == 1
 
 
