@@ -22,7 +22,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
@@ -30,7 +29,18 @@ from driftmon.cli import main
 from driftmon.report import ReportPages, build_report
 from driftmon.server import MetricsServer
 from driftmon.store.database import create_db_engine
-from tests.test_explain import AGE, AMOUNT, COUNTRY, NO_BINS, WINDOW_END, monitor_config, settings, store, stored_rows
+from tests.test_explain import (  # noqa: F401  config_file is a fixture
+    AGE,
+    AMOUNT,
+    COUNTRY,
+    NO_BINS,
+    WINDOW_END,
+    config_file,
+    monitor_config,
+    settings,
+    store,
+    stored_rows,
+)
 
 COLUMNS = {"amount": AMOUNT, "country": COUNTRY, "age": AGE}
 
@@ -130,15 +140,6 @@ def test_a_week_of_24_columns_is_small_enough_to_mail(sqlite_engine):
     print(f"24 columns x 168 hourly windows: {size / 1024:.0f} KiB in {seconds:.1f} s")
     assert len(re.findall(r"<figure class='chart'", page)) == 24
     assert size < 1_000_000
-
-
-@pytest.fixture
-def config_file(tmp_path, db_url):
-    raw = monitor_config()
-    raw["database"]["url"] = db_url
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def test_report_command_writes_the_file(config_file, engine, tmp_path):
