@@ -22,9 +22,8 @@ class CheckReport:
 def offline_checks(config: Config) -> CheckReport:
     """Every check that needs no database."""
     from driftmon.divergence import DeviceUnavailableError, resolve_device
-    from driftmon.slices import grid_problem, lateness, slice_length
-
     from driftmon.errors import ConfigError
+    from driftmon.slices import grid_problem, lateness, slice_length
     from driftmon.store.database import check_url
 
     report = CheckReport()

@@ -22,10 +22,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from driftmon.config import ComputeConfig, MonitorSettings
 from driftmon.divergence import Divergences, divergences
-from driftmon.significance import benjamini_hochberg
 from driftmon.errors import DriftmonError, SourceError, StoreError
 from driftmon.incremental import SliceCounter, SlicedWindow
 from driftmon.profiles import reference_profile
+from driftmon.significance import benjamini_hochberg
 from driftmon.sources import Source, open_source
 from driftmon.sources.profile import ReferenceProfile, WindowCounts
 from driftmon.store.database import EngineRegistry

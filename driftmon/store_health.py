@@ -41,7 +41,8 @@ class StoreHealth:
         except FutureTimeout:
             problem = f"results database has not answered a ping for {time.monotonic() - started:.0f} s"
         except Exception as exc:  # noqa: BLE001  any failure of the ping is the answer
-            problem = f"results database does not answer: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            problem = f"results database does not answer: {detail}"
         self._read_problem = problem
 
     def write_failed(self, error: str) -> None:

@@ -66,7 +66,8 @@ def test_sqlite_engine_for_connect_is_disposed(tmp_path):
 def test_bad_urls_are_problems_offline_with_their_key_paths():
     config = parse_config({"database": {"url": "postgresql://u:pw@db:abc/x"}, "monitors": [
         {"name": "m", "features": [{"column": "x"}],
-         "source": {"kind": "events", "table": "t", "timestamp_column": "ts", "url": "postgresql+nodriver://u@h/d"}}]}, {})
+         "source": {"kind": "events", "table": "t", "timestamp_column": "ts",
+                    "url": "postgresql+nodriver://u@h/d"}}]}, {})
     problems = offline_checks(config).problems
     assert problems[0].startswith("database.url: not a valid database URL (bad port)") and "pw" not in problems[0]
     assert problems[1].startswith("monitors[0].source.url: no SQLAlchemy dialect or driver 'postgresql+nodriver'")

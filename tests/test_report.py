@@ -142,7 +142,7 @@ def test_a_week_of_24_columns_is_small_enough_to_mail(sqlite_engine):
     assert size < 1_000_000
 
 
-def test_report_command_writes_the_file(config_file, engine, tmp_path):
+def test_report_command_writes_the_file(config_file, engine, tmp_path):  # noqa: F811  the imported fixture
     store_history(engine)
     out = tmp_path / "shop.html"
     result = CliRunner().invoke(main, ["report", "--config", str(config_file), "--monitor", "shop",

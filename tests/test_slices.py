@@ -269,7 +269,7 @@ def test_late_rows_within_lateness_recompute_the_stored_window(engine, db_url, t
     assert ("late_data", end) in [(t, e) for t, e in triggers]
     # The same run's own window holds the late row too; the too-late one is in neither.
     current = stored_results(engine, end + 5 * MINUTE)
-    in_window = sum(1 for r in traffic if r["model_version"] == "v3" and end - 55 * MINUTE <= r["ts"] < end + 5 * MINUTE)
+    in_window = _rows_in(traffic, end - 55 * MINUTE, end + 5 * MINUTE)
     assert current[("amount", end + 5 * MINUTE)]["samples_current"] == in_window + 1
     # A row later than lateness is not counted by the cycle, but a recount picks it up.
     add_rows(engine, [late_row(end - 2 * MINUTE)])
@@ -386,9 +386,9 @@ def test_a_recount_elsewhere_reaches_a_running_daemons_windows(engine, db_url, t
     run(daemon, monitor, db_url, end)
     add_rows(engine, [late_row(end - 50 * MINUTE)])  # too late for any cycle
     run(daemon, monitor, db_url, end + 5 * MINUTE)
-    assert stored_results(engine, end + 5 * MINUTE)[("amount", end + 5 * MINUTE)]["samples_current"] == \
-        stored_results(engine, end)[("amount", end)]["samples_current"] - _rows_in(traffic, end - HOUR, end - 55 * MINUTE) \
-        + _rows_in(traffic, end, end + 5 * MINUTE)
+    before = stored_results(engine, end)[("amount", end)]["samples_current"]
+    moved = _rows_in(traffic, end, end + 5 * MINUTE) - _rows_in(traffic, end - HOUR, end - 55 * MINUTE)
+    assert stored_results(engine, end + 5 * MINUTE)[("amount", end + 5 * MINUTE)]["samples_current"] == before + moved
     backfill = pipeline_for(engine, Clock(end + DAY + MINUTE))  # another process: backfill --recount
     run(backfill, monitor, db_url, end, trigger="recount", recount=True)
     clock.now = end + DAY + 2 * MINUTE

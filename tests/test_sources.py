@@ -459,13 +459,15 @@ def test_numeric_timestamps_are_time_since_the_epoch(source_engine, unit, scale,
     if column_type is sa.Double:
         values[-2] = origin + 3599.999  # a fraction still inside
     create_and_fill(source_engine, table, [{"ts": v, "x": float(i)} for i, v in enumerate(values)])
-    source = {"kind": "events", "table": "epoch_log", "timestamp_column": "ts", **({"timestamp_unit": unit} if unit else {})}
+    source = {"kind": "events", "table": "epoch_log", "timestamp_column": "ts",
+              **({"timestamp_unit": unit} if unit else {})}
     settings = monitor([{"column": "x", "binning": "explicit", "edges": [2.5]}], source=source,
                        schedule={"every": "10m"})
     src = open_source(settings, source_engine)
     profile = src.profile(CURRENT)
     assert profile.columns[0].counts == (2.0, 1.0)  # rows 1, 2 | 3
-    sliced = SliceCounter(Repository(), source_engine, lambda: CURRENT.end + DAY).window(settings, src, profile, CURRENT)
+    counter = SliceCounter(Repository(), source_engine, lambda: CURRENT.end + DAY)
+    sliced = counter.window(settings, src, profile, CURRENT)
     assert np.array_equal(sliced.counts.current, src.counts(profile, CURRENT).current)
     assert [sliced.fresh[start].rows for start in sorted(sliced.fresh)] == [1, 0, 1, 0, 0, 1]
 

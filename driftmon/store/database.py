@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import fcntl
 import re
-from urllib.parse import quote
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from driftmon.errors import ConfigError, StoreError
-
 
 # Query parameters that carry secrets (psycopg takes ?password=, libpq ?sslpassword=, and
 # warehouse drivers tokens and keys): hidden wherever a URL is shown.
