@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from driftmon.config import MonitorSettings
 from driftmon.slices import is_sealed, lateness, slice_length
 from driftmon.sources import Source
+from driftmon.sources.binning import fingerprint
 from driftmon.sources.profile import ReferenceProfile, WindowCounts
 from driftmon.sources.slicing import SliceCount, slice_starts
 from driftmon.store.repository import Repository
@@ -65,7 +66,9 @@ class SliceCounter:
         length = slice_length(monitor)
         if length is None:
             return None
-        key = source.slice_key(profile)
+        # The slice length is part of the key: after a schedule change, 5-minute slices
+        # must not be read as hours.
+        key = fingerprint({"bins": source.slice_key(profile), "seconds": length.total_seconds()})
         starts = slice_starts(window, length)
         stored = self._stored(monitor.name, key, window, starts)
         needed = [s for s in starts if recount or s not in stored or not stored[s][1]]

@@ -400,3 +400,16 @@ def test_a_recount_elsewhere_reaches_a_running_daemons_windows(engine, db_url, t
 
 def _rows_in(traffic, start, end):
     return sum(1 for r in traffic if r["model_version"] == "v3" and start <= r["ts"] < end)
+
+
+def test_a_schedule_change_never_reads_slices_of_another_length(engine, db_url, traffic):
+    end = LIVE + 3 * HOUR
+    clock = Clock(end + DAY)
+    pipe = pipeline_for(engine, clock)
+    run(pipe, settings(db_url).resolved_monitors()[0], db_url, end)  # 5-minute slices
+    hourly = settings(db_url, schedule={"every": "1h"}).resolved_monitors()[0]
+    outcome = run(pipe, hourly, db_url, end)  # 1-hour slices: counted afresh
+    expected = _rows_in(traffic, end - HOUR, end)
+    assert outcome.rows_scanned == expected
+    assert {r.samples_current for r in outcome.results} == {float(expected)}
+    assert {r["slice_end"] - r["slice_start"] for r in slice_rows(engine)} == {HOUR}  # the old ones dropped
