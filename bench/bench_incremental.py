@@ -97,6 +97,8 @@ def bench_windows(url: str, engine: sa.Engine, args) -> list[dict]:
     end0 = START + 8 * DAY - 2 * HOUR  # two hours of ticks left after the first window
     rows = []
     for name, size in WINDOWS.items():
+        if name not in args.windows:
+            continue
         clock = Clock(end0 + timedelta(seconds=1))
         pipe = Pipeline(engine, ComputeConfig(device="cpu"), EngineRegistry(), clock=clock)
         sliced, whole = settings(url, name), settings(url, name, slice_="off")
@@ -178,7 +180,10 @@ def print_table(title: str, rows: list[dict], backfill: dict) -> None:
         print(f"| {r['window']} | {r['rows']:,} | {r['full'] * 1000:,.0f} ms | {r['cycle'] * 1000:,.1f} ms | "
               f"{r['full'] / r['cycle']:,.0f}x | {r['read']:,.0f} | {r['profile_change'] * 1000:,.0f} ms |")
     by_name = {r["window"]: r for r in rows}
-    print(f"7 d cycle / 1 h cycle: {by_name['7d']['cycle'] / by_name['1h']['cycle']:.2f}")
+    if "7d" in by_name and "1h" in by_name:
+        print(f"7 d cycle / 1 h cycle: {by_name['7d']['cycle'] / by_name['1h']['cycle']:.2f}")
+    if backfill is None:
+        return
     print(f"backfill of {backfill['windows']} hourly 24 h windows: {backfill['rows_read']:,} rows read for "
           f"{backfill['rows_in_span']:,} rows in the span ({backfill['ratio']:.2f}x), "
           f"{backfill['statements']} statements, {backfill['seconds']:.1f} s")
@@ -194,6 +199,8 @@ def main(argv=None) -> None:
     parser.add_argument("--full-repeat", type=int, default=3)
     parser.add_argument("--full-repeat-7d", type=int, default=1)
     parser.add_argument("--reuse", action="store_true", help="keep a table that already has the rows")
+    parser.add_argument("--windows", nargs="+", default=list(WINDOWS), choices=list(WINDOWS))
+    parser.add_argument("--no-backfill", action="store_true")
     args = parser.parse_args(argv)
     if args.pg_rows:
         table_bench.ensure_database(args.pg_url)
@@ -206,7 +213,8 @@ def main(argv=None) -> None:
                                        "leases, alembic_version CASCADE")
         migrate.upgrade(engine)
         rows = bench_windows(args.pg_url, engine, args)
-        print_table(f"PostgreSQL, {args.pg_rows:,} rows", rows, bench_backfill(args.pg_url, engine))
+        backfill = None if args.no_backfill else bench_backfill(args.pg_url, engine)
+        print_table(f"PostgreSQL, {args.pg_rows:,} rows", rows, backfill)
         engine.dispose()
     if args.sqlite_rows:
         path = Path(args.sqlite_path)
@@ -223,7 +231,8 @@ def main(argv=None) -> None:
                 connection.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
         migrate.upgrade(engine)
         rows = bench_windows(url, engine, args)
-        print_table(f"SQLite, {args.sqlite_rows:,} rows", rows, bench_backfill(url, engine))
+        backfill = None if args.no_backfill else bench_backfill(url, engine)
+        print_table(f"SQLite, {args.sqlite_rows:,} rows", rows, backfill)
         engine.dispose()
     print(f"\n(measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
 
