@@ -15,23 +15,21 @@ import logging
 import sys
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
-
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql
 
 from driftmon.config import Feature, MonitorSettings
-from driftmon.sources import binning
+from driftmon.sources import binning, dialects
 from driftmon.sources.alignment import align
 from driftmon.sources.profile import ColumnCounts, ColumnProfile, ReferenceProfile, WindowCounts
+from driftmon.sources.reference_bins import ReferenceBinning
 from driftmon.sources.slicing import EventsLayout, SliceCount
 from driftmon.sources.sql import (
     SourceReader,
     WindowStatement,
     equality_filters,
     in_range,
-    is_number,
     slice_bounds,
     slice_index,
     source_table,
@@ -49,8 +47,8 @@ log = logging.getLogger(__name__)
 _ANY_WINDOW = TimeRange(datetime(1970, 1, 1, tzinfo=UTC), datetime(1970, 1, 2, tzinfo=UTC))
 
 
-class EventsSource:
-    """Bin counts of a monitor's columns from an inference-log table."""
+class EventsSource(ReferenceBinning):
+    """Bin counts of a monitor's columns from an inference-log table (bins cut by ReferenceBinning)."""
 
     def __init__(self, monitor: MonitorSettings, engine: Engine):
         self.monitor = monitor
@@ -153,114 +151,14 @@ class EventsSource:
     def _in_window(self, window: TimeRange) -> list[sa.ColumnElement]:
         timestamp = self._timestamp
         return [in_range(self.engine.dialect.name, timestamp, window, self.reader.epoch),
-                *equality_filters(self.table, self.source.where)]
+                *equality_filters(self.table, self.source.where, self.engine.dialect.name)]
 
-    # --- numeric cut points -----------------------------------------------
-
-    def _cuts(self, connection: Connection, reference: TimeRange) -> dict[str, list[float]]:
-        cuts: dict[str, list[float]] = {}
-        quantile = [f for f in self._numeric() if f.effective_binning == "quantile"]
-        spans = [f for f in self._numeric() if f.effective_binning == "uniform" and f.range is None]
-        for feature in self._numeric():
-            if feature.effective_binning == "explicit":
-                cuts[feature.column] = list(feature.edges or [])
-            elif feature.effective_binning == "uniform" and feature.range is not None:
-                cuts[feature.column] = binning.uniform_cuts(*feature.range, feature.effective_bins)
-        if spans:
-            cuts.update(self._uniform_from_span(connection, reference, spans))
-        if quantile and connection.dialect.name == "postgresql":
-            cuts.update(self._quantiles_postgresql(connection, reference, quantile))
-        else:
-            for feature in quantile:
-                cuts[feature.column] = self._quantiles_portable(connection, reference, feature)
-        return cuts
-
-    def _uniform_from_span(self, connection, reference, features) -> dict[str, list[float]]:
-        aggregates = []
-        for feature in features:
-            value, present = self._value(feature), ~self._missing(feature)
-            aggregates += [sa.func.min(value).filter(present), sa.func.max(value).filter(present)]
-        (row,) = self._execute(connection, sa.select(*aggregates).where(*self._in_window(reference)))
-        cuts = {}
-        for i, feature in enumerate(features):
-            low, high = row[2 * i], row[2 * i + 1]
-            empty = low is None
-            cuts[feature.column] = [] if empty else binning.uniform_cuts(low, high, feature.effective_bins)
-        return cuts
-
-    def _quantiles_postgresql(self, connection, reference, features) -> dict[str, list[float]]:
-        # All quantiles of a column from ONE ordered pass: percentile_cont(ARRAY[...]).
-        aggregates = []
-        for feature in features:
-            levels = sa.literal(binning.quantile_levels(feature.effective_bins), postgresql.ARRAY(sa.Double))
-            ordered = sa.func.percentile_cont(levels).within_group(self._value(feature))
-            aggregates.append(ordered.filter(~self._missing(feature)))
-        (row,) = self._execute(connection, sa.select(*aggregates).where(*self._in_window(reference)))
-        return {f.column: binning.merge_duplicates(row[i] or []) for i, f in enumerate(features)}
-
-    def _quantiles_portable(self, connection, reference, feature: Feature) -> list[float]:
-        # Only the values at the sorted positions that the quantiles need come back.
-        value = self._value(feature)
-        ranked = (
-            sa.select(
-                value.label("value"),
-                (sa.func.row_number().over(order_by=value) - 1).label("position"),
-                sa.func.count().over().label("n"),
-            )
-            .where(*self._in_window(reference), ~self._missing(feature))
-            .subquery("ranked")
-        )
-        wanted = []
-        for level in binning.quantile_levels(feature.effective_bins):
-            below = sa.cast((ranked.c.n - 1) * sa.literal(level, sa.Double), sa.Integer)
-            wanted += [ranked.c.position == below, ranked.c.position == below + 1]
-        statement = sa.select(ranked.c.position, ranked.c.value, ranked.c.n)
-        rows = self._execute(connection, statement.where(sa.or_(*wanted)) if wanted else statement.limit(1))
-        if not rows:
-            return []
-        values = {position: float(value) for position, value, _ in rows}
-        return binning.quantile_cuts(values, rows[0][2], feature.effective_bins)
-
-    # --- categories -----------------------------------------------------------
-
-    def _categories(self, connection: Connection, reference: TimeRange) -> dict[str, list]:
-        categories = {}
-        for feature in self.features:
-            if feature.type != "categorical":
-                continue
-            value = self.table.c[feature.column]
-            count = sa.func.count().label("n")
-            statement = (
-                # count() OVER () of a grouped query: how many distinct values there are.
-                sa.select(value, count, sa.func.count().over().label("distinct"))
-                .where(*self._in_window(reference), value.is_not(None))
-                .group_by(value)
-                .order_by(count.desc(), self._tie_break(feature))
-                .limit(feature.effective_top_k)
-            )
-            rows = self._execute(connection, statement)
-            categories[feature.column] = binning.top_categories([r[:2] for r in rows], feature.effective_top_k)
-            self._warn_many_categories(feature, rows[0][2] if rows else 0)
-        return categories
-
-    def _warn_many_categories(self, feature: Feature, distinct: int) -> None:
-        """Say once that a column has more values than it can ever watch (all but top_k are "other")."""
-        if distinct <= feature.effective_top_k or feature.column in self._warned:
-            return
-        self._warned.add(feature.column)
-        column_type = (self.reader.column_types or {}).get(feature.column)
-        hint = f"; its type is {column_type}: is it numeric?" if is_number(column_type) else ""
-        log.warning("categorical column has more distinct values than top_k%s", hint, extra={
-            "event": "source.many_categories", "monitor": self.monitor.name, "table": self.source.table,
-            "column": feature.column, "distinct": distinct, "top_k": feature.effective_top_k})
-
-    def _tie_break(self, feature: Feature) -> sa.ColumnElement:
-        # Ties go by value ascending in code-point order, as Python sorts and
-        # SQLite compares; PostgreSQL's locale collation would order otherwise.
+    def _category(self, feature: Feature) -> sa.ColumnElement:
+        """A categorical column's values, compared byte for byte where the collation would not."""
         value = self.table.c[feature.column]
         column_type = (self.reader.column_types or {}).get(feature.column)
-        if self.engine.dialect.name == "postgresql" and isinstance(column_type, sa.String):
-            return value.collate("C")
+        if dialects.is_portable(self.engine.dialect.name) and isinstance(column_type, sa.String):
+            return dialects.exact_text(self.engine.dialect.name, value)
         return value
 
     # --- counting -----------------------------------------------------------
@@ -353,7 +251,7 @@ class EventsSource:
     def _code(self, feature: Feature, cuts, categories) -> sa.ColumnElement:
         """The SQL expression giving each row's bin code for one column."""
         if feature.type == "categorical":
-            value = self.table.c[feature.column]
+            value = self._category(feature)
             known = {category: i for i, category in enumerate(categories[feature.column])}
             found = sa.case(known, value=value, else_=OTHER_CODE) if known else sa.literal(OTHER_CODE)
             return sa.case((value.is_(None), MISSING_CODE), else_=found)
@@ -365,7 +263,8 @@ class EventsSource:
             # exactly the spec's left-closed bins, by binary search.
             bucket = sa.func.width_bucket(value, sa.literal(edges, postgresql.ARRAY(sa.Double)))
         else:
-            bucket = sa.case(*((value < sa.literal(c, sa.Double), i) for i, c in enumerate(edges)),
+            name = self.engine.dialect.name
+            bucket = sa.case(*((value < dialects.double(name, c), i) for i, c in enumerate(edges)),
                              else_=len(edges))
         return sa.case((self._missing(feature), MISSING_CODE), else_=bucket)
 
@@ -376,8 +275,9 @@ class EventsSource:
     def _missing(self, feature: Feature) -> sa.ColumnElement:
         """NULL, NaN and ±inf: NaN sorts above every number on PostgreSQL, and SQLite stores it as NULL."""
         value = self._value(feature)
-        largest = sa.literal(_LARGEST_FLOAT, sa.Double)
-        return sa.or_(value.is_(None), value > largest, value < -largest)
+        largest = dialects.double(self.engine.dialect.name, _LARGEST_FLOAT)
+        return sa.or_(value.is_(None), value > largest, value < -largest,
+                      *dialects.non_finite(self.engine.dialect.name, value))
 
     def _numeric(self) -> list[Feature]:
         return [f for f in self.features if f.type == "numeric"]

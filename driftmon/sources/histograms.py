@@ -115,7 +115,7 @@ class HistogramsSource:
         feature, label, count = t.c[s.feature_column], t.c[s.bin_column], t.c[s.count_column]
         role = sa.func.max(t.c[s.role_column]) if s.role_column else sa.null()
         dialect, epoch = self.engine.dialect.name, self.reader.epoch
-        conditions = [in_range(dialect, t.c[s.timestamp_column], window, epoch), *equality_filters(t, s.where)]
+        conditions = [in_range(dialect, t.c[s.timestamp_column], window, epoch), *equality_filters(t, s.where, dialect)]
         if self.features:
             conditions.append(feature.in_(list(self.features)))
         groups = [feature, label]

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from driftmon.errors import SourceError
+from driftmon.sources import dialects
 from driftmon.windows import TimeRange
 
 # SQLite compares timestamps as text: both sides are normalised to this shape.
@@ -71,6 +72,8 @@ def window_bounds(engine_name: str, window: TimeRange, epoch: Epoch | None = Non
             "window_first": _sqlite_text(window.start),
             "window_last": _sqlite_text(window.end - _ONE_MILLISECOND),
         }
+    if dialects.is_portable(engine_name):  # naive UTC, read in a UTC session (dialects.session_utc)
+        return {"window_start": dialects.naive_utc(window.start), "window_end": dialects.naive_utc(window.end)}
     return {"window_start": window.start, "window_end": window.end}
 
 
@@ -101,7 +104,7 @@ def in_range(engine_name: str, timestamp: sa.ColumnClause, window: TimeRange,
             timestamp < bound("window_scan_to"),
             normalised.between(bound("window_first"), bound("window_last")),
         )
-    moment = sa.DateTime(timezone=True)
+    moment = sa.DateTime(timezone=not dialects.is_portable(engine_name))
     return sa.and_(
         timestamp >= sa.bindparam("window_start", bounds["window_start"], type_=moment),
         timestamp < sa.bindparam("window_end", bounds["window_end"], type_=moment),
@@ -117,6 +120,12 @@ def slice_index(engine_name: str, timestamp: sa.ColumnClause, length: timedelta,
     """
     seconds = int(length.total_seconds())
     origin = sa.bindparam("slice_origin", 0, type_=sa.BigInteger)
+    if epoch is not None and dialects.is_portable(engine_name):
+        # BIGINT casts: DuckDB would take bound integers as INT32 and overflow.
+        span = sa.cast(sa.literal(seconds * epoch.unit, sa.BigInteger), sa.BigInteger)
+        unit = sa.cast(sa.literal(epoch.unit, sa.BigInteger), sa.BigInteger)
+        offset = timestamp - sa.cast(origin, sa.BigInteger) * unit
+        return dialects.floor_divide(engine_name, offset, span, epoch.integer)
     if epoch is not None:  # numbers since the epoch: origin and length in the same unit
         span = sa.literal(seconds * epoch.unit, sa.BigInteger)
         return sa.cast((timestamp - origin * sa.literal(epoch.unit, sa.BigInteger)) // span, sa.BigInteger)
@@ -124,6 +133,11 @@ def slice_index(engine_name: str, timestamp: sa.ColumnClause, length: timedelta,
         # strftime('%s') reads every text form that in_range reads, in UTC.
         epoch = sa.cast(sa.func.strftime("%s", timestamp), sa.BigInteger)
         return (epoch - origin) // sa.literal(seconds, sa.BigInteger)
+    micros = dialects.epoch_micros(engine_name, timestamp)
+    if micros is not None:
+        offset = micros - sa.cast(origin, sa.BigInteger) * sa.cast(sa.literal(1_000_000, sa.BigInteger), sa.BigInteger)
+        length_us = sa.cast(sa.literal(seconds * 1_000_000, sa.BigInteger), sa.BigInteger)
+        return dialects.floor_divide(engine_name, offset, length_us, True)
     # extract(epoch ...) is numeric: exact, and for naive timestamps taken as UTC.
     offset = sa.extract("epoch", timestamp) - origin
     return sa.cast(sa.func.floor(offset / sa.literal(seconds, sa.Numeric)), sa.BigInteger)
@@ -138,12 +152,20 @@ def _sqlite_text(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def equality_filters(table: sa.TableClause, where: dict) -> list[sa.ColumnElement]:
+def equality_filters(table: sa.TableClause, where: dict, engine_name: str | None = None) -> list[sa.ColumnElement]:
+    if engine_name is not None and dialects.is_portable(engine_name):  # byte-exact text, whatever the collation
+        return [dialects.exact_text(engine_name, table.c[name]) == dialects.exact_literal(engine_name, value)
+                if isinstance(value, str) else table.c[name] == sa.literal(value) for name, value in where.items()]
     return [table.c[name] == sa.literal(value) for name, value in where.items()]
 
 
 def reflect_columns(connection: Connection, table: str, schema: str | None) -> dict[str, sa.types.TypeEngine]:
     """The table's columns and their types; a clear error when the table is missing."""
+    if connection.dialect.name == dialects.DUCKDB:
+        types = dialects.reflect_duckdb(connection, table, schema)
+        if not types:
+            raise SourceError(f"table {_qualified(table, schema)} does not exist")
+        return types
     try:
         columns = sa.inspect(connection).get_columns(table, schema=schema)
     except NoSuchTableError:
@@ -190,7 +212,8 @@ def statement_timeout(connection: Connection, timeout: timedelta | None) -> Iter
         finally:
             raw.set_progress_handler(None, 0)
     else:
-        yield
+        with dialects.statement_timeout(connection, milliseconds, connection.engine.url.drivername):
+            yield
 
 
 @contextmanager
@@ -231,6 +254,8 @@ class SourceReader:
     def reading(self, what: str) -> Iterator[Connection]:
         label = f"monitor {self.monitor!r}, table {self.table!r}, {what}"
         with source_errors(label), self.engine.connect() as connection:
+            if dialects.is_portable(connection.dialect.name):
+                dialects.session_utc(connection)
             with statement_timeout(connection, self.timeout):
                 if self.column_types is None:
                     types = reflect_columns(connection, self.table, self.schema)
