@@ -268,6 +268,8 @@ class Daemon:
             log.warning("grace period over: abandoning runs in flight", extra={
                 "event": "daemon.abandoning", "runs_in_flight": self._inflight})
             self.app.pipeline.abandon.set()
+            cancelled = self.app.pipeline.cancel_source_reads()
+            log.info("source queries cancelled", extra={"event": "daemon.queries_cancelled", "queries": cancelled})
             self.stuck = not self._wait_for_runs(ABANDON_WAIT_SECONDS)
         server.stop()
         log.info("stopped", extra={"event": "daemon.stopped"})

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import torch
 from sqlalchemy import Engine
@@ -28,6 +28,7 @@ from driftmon.profiles import reference_profile
 from driftmon.significance import benjamini_hochberg
 from driftmon.sources import Source, open_source
 from driftmon.sources.profile import ReferenceProfile, WindowCounts
+from driftmon.sources.sql import statement_timeout
 from driftmon.store.database import EngineRegistry
 from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange, reference_range
@@ -35,6 +36,8 @@ from driftmon.windows import TimeRange, reference_range
 log = logging.getLogger(__name__)
 
 OK, WARNING, CRITICAL, INSUFFICIENT = "ok", "warning", "critical", "insufficient_data"
+# A run's writes to the results database: a store that hangs fails the run instead.
+STORE_TIMEOUT = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,10 @@ class Pipeline:
         _log_outcome(outcome)
         return outcome
 
+    def cancel_source_reads(self) -> int:
+        """At shutdown, once runs are abandoned: stop their queries on the sources too."""
+        return sum(source.reader.cancel() for _, source in list(self._sources.values()))
+
     def _abandoned(self, outcome: RunOutcome) -> RunOutcome:
         log.warning("run abandoned at shutdown; nothing written", extra={
             "event": "run.abandoned", "monitor": outcome.monitor,
@@ -323,7 +330,7 @@ class Pipeline:
     def _store(self, outcome: RunOutcome, started: datetime, scheduled_at, work: _Work) -> None:
         """Slices, recomputed windows and this window's results: one transaction."""
         try:
-            with self.results.begin() as connection:
+            with self.results.begin() as connection, statement_timeout(connection, STORE_TIMEOUT):
                 if work.sliced is not None:
                     self._store_slices(connection, outcome, work.sliced, overwrite=outcome.trigger == "recount")
                 for late in outcome.recomputed:

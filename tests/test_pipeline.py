@@ -354,3 +354,23 @@ def test_pipeline_reuses_one_source_per_monitor(engine, db_url, drift_log, app_f
     application.run_latest(app, monitors, AT + HOUR)
     assert source.statements == before + 1  # the stored profile is reused: one query a window
     assert isinstance(app.pipeline, Pipeline)
+
+
+def test_a_store_that_hangs_fails_the_run_within_its_timeout(engine, db_url, drift_log, app_for, monkeypatch,
+                                                              backend):
+    if backend != "postgresql":
+        pytest.skip("a lock held by another session: PostgreSQL")
+    import time
+
+    monkeypatch.setattr("driftmon.pipeline.STORE_TIMEOUT", timedelta(seconds=1))
+    config = make_config(db_url)
+    app = app_for(config)
+    with engine.connect() as blocker:
+        blocker.exec_driver_sql("BEGIN")
+        blocker.exec_driver_sql("LOCK TABLE results IN ACCESS EXCLUSIVE MODE")  # a store that does not answer
+        began = time.monotonic()
+        (outcome,) = application.run_latest(app, config.resolved_monitors(), AT)
+        took = time.monotonic() - began
+        blocker.exec_driver_sql("ROLLBACK")
+    assert (outcome.status, outcome.reason) == ("failed", "store") and "statement timeout" in outcome.error
+    assert took < 30

@@ -497,3 +497,34 @@ def test_a_categorical_column_with_more_values_than_top_k_is_logged_once(source_
     assert len(warned) == 1
     assert warned[0].column == "amount" and warned[0].top_k == 5 and warned[0].distinct > 1000
     assert "is it numeric?" in warned[0].getMessage()
+
+
+def test_reads_in_progress_can_be_cancelled(source_engine, log, backend):
+    """At shutdown an abandoned run's query must not go on running on the source."""
+    import threading
+    import time
+
+    src = open_source(monitor([{"column": "amount"}]), source_engine)
+    slow = ("SELECT pg_sleep(30)" if backend == "postgresql" else
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) "
+            "SELECT count(*) FROM c")
+    failures = []
+
+    def read():
+        try:
+            with src.reader.reading("a slow read") as connection:
+                connection.exec_driver_sql(slow).all()
+        except SourceError as exc:
+            failures.append(str(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while not src.reader._active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the statement is running
+    began = time.monotonic()
+    assert src.reader.cancel() == 1
+    reader.join(timeout=10)
+    assert not reader.is_alive() and time.monotonic() - began < 5
+    assert len(failures) == 1 and "a slow read" in failures[0]

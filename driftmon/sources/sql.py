@@ -6,6 +6,7 @@ and every value is a bound parameter: nothing here formats SQL text.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -249,11 +250,14 @@ class SourceReader:
     numeric: list[str] = field(default_factory=list)  # columns that must hold numbers
     column_types: dict | None = field(default=None, init=False)
     epoch: Epoch | None = field(default=None, init=False)  # set when the timestamps are numbers
+    # Driver connections with a read in progress, so that shutdown can cancel them.
+    _active: set = field(default_factory=set, init=False, repr=False)
+    _active_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @contextmanager
     def reading(self, what: str) -> Iterator[Connection]:
         label = f"monitor {self.monitor!r}, table {self.table!r}, {what}"
-        with source_errors(label), self.engine.connect() as connection:
+        with source_errors(label), self.engine.connect() as connection, self._tracked(connection):
             if dialects.is_portable(connection.dialect.name):
                 dialects.session_utc(connection)
             with statement_timeout(connection, self.timeout):
@@ -266,6 +270,34 @@ class SourceReader:
                 yield connection
             connection.rollback()
 
+
+    @contextmanager
+    def _tracked(self, connection: Connection) -> Iterator[None]:
+        raw = connection.connection.dbapi_connection
+        with self._active_lock:
+            self._active.add(raw)
+        try:
+            yield
+        finally:
+            with self._active_lock:
+                self._active.discard(raw)
+
+    def cancel(self) -> int:
+        """Stop the reads in progress on the source (an abandoned run's query would go on
+        running there otherwise): sqlite3's interrupt, psycopg's cancel request. Returns
+        how many were asked to stop."""
+        with self._active_lock:
+            active = list(self._active)
+        stopped = 0
+        for raw in active:
+            stop = getattr(raw, "interrupt", None) or getattr(raw, "cancel", None)
+            if stop is not None:
+                try:
+                    stop()
+                    stopped += 1
+                except Exception:  # noqa: BLE001  the read may have ended meanwhile
+                    pass
+        return stopped
 
     def _epoch(self, types: dict) -> Epoch | None:
         if self.timestamp is None:
