@@ -44,6 +44,7 @@ _KEY_SPAN = 1 << 16
 _LARGEST_FLOAT = sys.float_info.max
 log = logging.getLogger(__name__)
 # Compiled count statements bind their window at execution (WindowStatement).
+_NO_LIMIT = 2**63 - 1  # MariaDB merges derived tables into the outer query unless they have a LIMIT
 _ANY_WINDOW = TimeRange(datetime(1970, 1, 1, tzinfo=UTC), datetime(1970, 1, 2, tzinfo=UTC))
 
 
@@ -187,7 +188,8 @@ class EventsSource(ReferenceBinning):
                 tuple((k, tuple(v)) for k, v in sorted(categories.items())), length)
         if self._counting is None or self._counting[0] != bins:
             codes = [self._code(f, cuts, categories) for f in self.features]
-            count = self._count_unnest if connection.dialect.name == "postgresql" else self._count_union
+            count = {"postgresql": self._count_unnest, "mysql": self._count_joined}.get(
+                connection.dialect.name, self._count_union)
             epoch = self.reader.epoch
             sliced = slice_index(self.engine.dialect.name, self._timestamp, length, epoch) if length else None
             self._counting = (bins, WindowStatement.compile(count(codes, sliced), connection, epoch))
@@ -246,6 +248,27 @@ class EventsSource(ReferenceBinning):
                 .group_by(*groups, coded.c[f"c{i}"])
                 for i in range(len(codes))
             )
+        )
+
+    def _count_joined(self, codes, sliced=None):
+        # MariaDB/MySQL inline a CTE at each reference, so the UNION ALL above scanned
+        # the window once per column (14 s for 125 k rows and 24 columns). Here the
+        # window's codes are read once, in a derived table that LIMIT keeps from being
+        # merged into the outer query, and joined to one row per column index.
+        extra = [] if sliced is None else [sliced.label("slice")]
+        coded = (
+            sa.select(*extra, *(code.label(f"c{i}") for i, code in enumerate(codes)))
+            .where(*self._in_window(_ANY_WINDOW))
+            .limit(_NO_LIMIT)
+            .subquery("coded")
+        )
+        columns = sa.union_all(*(sa.select(sa.literal(i).label("idx")) for i in range(len(codes)))).subquery("columns")
+        code = sa.case({i: coded.c[f"c{i}"] for i in range(len(codes))}, value=columns.c.idx)
+        groups = [] if sliced is None else [coded.c.slice]
+        return (
+            sa.select(columns.c.idx, *groups, code.label("code"), sa.func.count())
+            .select_from(coded.join(columns, sa.true()))
+            .group_by(columns.c.idx, *groups, code)
         )
 
     def _code(self, feature: Feature, cuts, categories) -> sa.ColumnElement:
