@@ -13,6 +13,12 @@ when CI=true, where every engine must run; so does a server that does not answer
 - ``duckdb``: a database file in the test's folder, through duckdb-engine.
 - ``clickhouse``: embedded chDB through chdb-sqlalchemy; one embedded server
   per process, so one database for every test, emptied after each.
+- ``spark``: a Spark Thrift Server from the pyspark wheel (tests/spark_server.py),
+  one per session, through PyHive's ``hive://`` dialect; a throw-away database
+  per test. PyHive writes bound values into the statement text with escaping
+  that Spark reads differently (``'b''q'`` is ``bq``, backslashes escape), so
+  the TEST ROWS are written as literals of Spark's own syntax (``_spark_literals``);
+  driftmon's own statements never rely on it (dialects.exact_literal, dialects.double).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
@@ -30,6 +37,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from driftmon.store.database import create_db_engine
+from tests.spark_server import SPARK_URL_ENV, SparkStartError, SparkThriftServer
 
 MYSQL_URL_ENV = "DRIFTMON_TEST_MYSQL_URL"
 _CLICKHOUSE: sa.Engine | None = None
@@ -47,6 +55,7 @@ ENGINES = {
     "mariadb": EngineKind("mariadb", ("pymysql",), "mysql", finite_only=True),
     "duckdb": EngineKind("duckdb", ("duckdb", "duckdb_engine"), "duckdb"),
     "clickhouse": EngineKind("clickhouse", ("chdb", "chdb_sqlalchemy"), "clickhouse"),
+    "spark": EngineKind("spark", ("pyhive.hive", "thrift", "pyspark"), "spark"),
 }
 NAMES = list(ENGINES)
 
@@ -114,12 +123,54 @@ def _no_non_finite(engine: sa.Engine) -> None:
         return statement, row(parameters) if parameters else parameters
 
 
+def _spark_literal(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "CAST('NaN' AS DOUBLE)"
+        if math.isinf(value):
+            return f"CAST('{'' if value > 0 else '-'}Infinity' AS DOUBLE)"
+        return f"{value!r}D"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"  # Spark's escapes
+    if isinstance(value, datetime):
+        return f"TIMESTAMP '{value.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+    raise TypeError(f"no Spark literal for {value!r}")
+
+
+def _spark_literals(engine: sa.Engine) -> None:
+    """The test rows' INSERTs rendered in Spark's literal syntax, not PyHive's (module docstring)."""
+    @event.listens_for(engine, "before_cursor_execute", retval=True)
+    def _render(connection, cursor, statement, parameters, context, executemany):
+        if statement.lstrip()[:6].upper() != "INSERT" or not isinstance(parameters, dict) or not parameters:
+            return statement, parameters  # an insertmanyvalues batch is one dict
+        return statement % {k: _spark_literal(v) for k, v in parameters.items()}, None
+
+    # Spark's many-rows INSERT: one statement (one Spark job) per table, not one per row.
+    engine.dialect.use_insertmanyvalues = engine.dialect.use_insertmanyvalues_wo_returning = True
+    # PyHive's has_table reads Hive's "Table not found" message; Spark 4 words it otherwise.
+    engine.dialect.has_table = _spark_has_table
+
+
+def _spark_has_table(connection, table_name, schema=None, **kw) -> bool:
+    database = schema or connection.engine.url.database or "default"
+    rows = connection.exec_driver_sql(f"SHOW TABLES IN `{database}`").all()
+    return any(row[1] == table_name for row in rows)
+
+
 class EngineFactory:
     """Fresh source databases of every kind, for one test session."""
 
     def __init__(self, tmp_path_factory: pytest.TempPathFactory):
         self.tmp = tmp_path_factory
         self._servers: dict[str, _Server] = {}
+        self._spark_url: str | None = None
+        self._spark_server: SparkThriftServer | None = None
 
     def open(self, name: str) -> Iterator[sa.Engine]:
         kind = ENGINES[name]
@@ -133,6 +184,8 @@ class EngineFactory:
             engine.dispose()
         elif name == "clickhouse":
             yield from self._chdb()
+        elif name == "spark":
+            yield from self._spark()
 
     def _mariadb(self) -> Iterator[sa.Engine]:
         url = mysql_server_url()
@@ -174,7 +227,32 @@ class EngineFactory:
                     "SELECT name FROM system.tables WHERE database = currentDatabase()").all():
                 connection.exec_driver_sql(f"DROP TABLE IF EXISTS `{table}`")
 
+    def _spark(self) -> Iterator[sa.Engine]:
+        if self._spark_url is None:
+            self._spark_url = os.environ.get(SPARK_URL_ENV)
+        if self._spark_url is None:
+            self._spark_server = SparkThriftServer(self.tmp.mktemp("spark"))
+            try:
+                self._spark_url = self._spark_server.start()
+            except SparkStartError as exc:
+                unavailable(str(exc))
+        admin = sa.create_engine(self._spark_url)
+        name = f"driftmon_src_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"CREATE DATABASE `{name}`")
+        engine = create_db_engine(make_url(self._spark_url).set(database=name))
+        _spark_literals(engine)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}` CASCADE")
+            admin.dispose()
+
     def dispose(self) -> None:
+        if self._spark_server is not None:
+            self._spark_server.stop()
         for server in self._servers.values():
             server.admin.dispose()
         if _CLICKHOUSE is not None:

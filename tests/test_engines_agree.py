@@ -4,8 +4,8 @@ SQLite is the yardstick. Each engine gets the same rows (NULLs, ties, values on
 cut points, text that differs only in case or trailing spaces, rows on the
 windows' edges) and must give SQLite's cut points (to 1e-12 relative), its
 counts bin for bin, in a full count and summed from slices, and its KL, PSI,
-JS and G-test p-values (to 1e-12). DuckDB also reads them as a view over
-Parquet files, as a data-lake user points driftmon at ``*.parquet``. No NaN or
+JS and G-test p-values (to 1e-12). DuckDB and Spark also read them as a view
+over Parquet files, as a data-lake user points driftmon at ``*.parquet``. No NaN or
 ±inf here: MariaDB cannot store them (tests/engines.py); the source tests cover them.
 """
 
@@ -100,7 +100,8 @@ def measure(engine: sa.Engine, results: sa.Engine) -> dict:
     return found
 
 
-ENGINE_PARAMS = ["postgresql", *ENGINES, "duckdb-parquet"]
+PARQUET = {"duckdb-parquet": "duckdb", "spark-parquet": "spark"}
+ENGINE_PARAMS = ["postgresql", *ENGINES, *PARQUET]
 
 
 @pytest.fixture
@@ -124,13 +125,18 @@ def _parquet(engine: sa.Engine, tmp_path, data) -> None:
     folder = tmp_path / "parquet"
     folder.mkdir()
     frame = pd.DataFrame(data)
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_localize(None)
+    # Microseconds, as the rows are: Spark reads no nanosecond Parquet timestamps.
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_localize(None).astype("datetime64[us]")
     half = len(frame) // 2
     frame.iloc[:half].to_parquet(folder / "part-0.parquet")
     frame.iloc[half:].to_parquet(folder / "part-1.parquet")
-    pattern = str(folder / "*.parquet").replace("'", "''")
+    if engine.dialect.name == "duckdb":
+        pattern = str(folder / "*.parquet").replace("'", "''")
+        view = f"SELECT * FROM read_parquet('{pattern}')"
+    else:  # Spark reads every Parquet file of the folder
+        view = f"SELECT * FROM parquet.`{str(folder).replace('`', '``')}`"
     with engine.begin() as connection:
-        connection.exec_driver_sql(f"CREATE VIEW inference_log AS SELECT * FROM read_parquet('{pattern}')")
+        connection.exec_driver_sql(f"CREATE VIEW inference_log AS {view}")
 
 
 @pytest.mark.parametrize("name", ENGINE_PARAMS)
@@ -146,10 +152,10 @@ def test_every_engine_gives_sqlites_numbers(name, engine_factory, results, tmp_p
             pytest.skip(f"{POSTGRES_URL_ENV} is not set")
         opened = _postgres(os.environ[POSTGRES_URL_ENV])
     else:
-        opened = engine_factory.open("duckdb" if name == "duckdb-parquet" else name)
+        opened = engine_factory.open(PARQUET.get(name, name))
     engine = next(opened)
     try:
-        if name == "duckdb-parquet":
+        if name in PARQUET:
             _parquet(engine, tmp_path, data)
         else:
             create_and_fill(engine, table(), data)

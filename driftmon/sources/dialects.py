@@ -18,10 +18,16 @@ where an engine's rules would give other bins:
 - quantile cut points come from the engine's own ordered aggregate where it
   interpolates as numpy does (DuckDB ``quantile_cont``, ClickHouse
   ``quantilesExactInclusive``), from the portable ranked query elsewhere;
+- Spark SQL through PyHive (``hive://`` to the Spark Thrift Server): PyHive
+  writes bound values into the statement text, and its string escaping is not
+  Spark's (``'b''q'`` reads ``bq``, a backslash escapes): driftmon's text
+  literals reach Spark as hex bytes decoded there, and its floats as text
+  parsed to DOUBLE (a bare ``0.1`` is a DECIMAL on Spark); columns are read
+  with ``DESCRIBE TABLE`` on quoted names (PyHive's reflection quotes nothing);
 - statement timeouts: MariaDB ``max_statement_time``, MySQL
-  ``max_execution_time``, ClickHouse ``max_execution_time``, DuckDB an
-  interrupt from a timer; any other engine cannot bound a statement, which is
-  logged once per source.
+  ``max_execution_time``, ClickHouse ``max_execution_time``, Spark's
+  ``spark.sql.thriftServer.queryTimeout``, DuckDB an interrupt from a timer;
+  any other engine cannot bound a statement, which is logged once per source.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from sqlalchemy.dialects import mysql
 MYSQL = frozenset({"mysql", "mariadb"})
 DUCKDB = "duckdb"
 CLICKHOUSE = frozenset({"chdb", "clickhouse", "clickhousedb"})
+SPARK = frozenset({"hive", "spark", "databricks"})
 log = logging.getLogger(__name__)
 _warned_timeouts: set[tuple[str, str]] = set()
 _EPOCH_TEXT = "1970-01-01 00:00:00"
@@ -69,9 +76,8 @@ def session_utc(connection: Connection) -> None:
         # exceed ClickHouse's default AST limit (50 000 expanded elements).
         connection.exec_driver_sql("SET max_ast_elements = 5000000")
         connection.exec_driver_sql("SET max_expanded_ast_elements = 5000000")
-
-
-SPARK = frozenset({"hive", "spark", "databricks"})
+    elif name in SPARK:
+        connection.exec_driver_sql("SET spark.sql.session.timeZone = UTC")
 
 
 def epoch_micros(name: str, timestamp: sa.ColumnElement) -> sa.ColumnElement | None:
@@ -89,7 +95,8 @@ def epoch_micros(name: str, timestamp: sa.ColumnElement) -> sa.ColumnElement | N
     if name in CLICKHOUSE:
         return sa.func.toUnixTimestamp64Micro(sa.func.toDateTime64(timestamp, 6))
     if name in SPARK:
-        return sa.func.unix_micros(timestamp)
+        # unix_micros takes TIMESTAMP only; a TIMESTAMP_NTZ (Parquet's naive time) reads as UTC (session_utc).
+        return sa.func.unix_micros(sa.cast(timestamp, sa.DateTime))
     return None
 
 
@@ -122,7 +129,17 @@ def exact_text(name: str, value: sa.ColumnElement) -> sa.ColumnElement:
 def exact_literal(name: str, value: object) -> sa.ColumnElement:
     if name in MYSQL and isinstance(value, str):
         return sa.cast(sa.literal(value), mysql.BINARY())
+    if name in SPARK and isinstance(value, str):
+        # Hex digits survive any escaping; the bytes are decoded by Spark (module docstring).
+        return sa.func.decode(sa.literal_column(f"X'{value.encode('utf-8').hex()}'"), sa.literal_column("'UTF-8'"))
     return sa.literal(value)
+
+
+def category_codes(name: str, value: sa.ColumnElement, categories: list, otherwise: int) -> sa.ColumnElement:
+    """Each known category's code (its position), ``otherwise`` for the rest."""
+    if name in SPARK:
+        return sa.case(*((value == exact_literal(name, c), i) for i, c in enumerate(categories)), else_=otherwise)
+    return sa.case({category: i for i, category in enumerate(categories)}, value=value, else_=otherwise)
 
 
 def from_bytes(value: object) -> object:
@@ -139,6 +156,8 @@ def double(name: str, value: float) -> sa.ColumnElement:
     """
     if name in CLICKHOUSE:
         return sa.func.toFloat64(sa.literal(repr(float(value)), sa.String))
+    if name in SPARK:
+        return sa.cast(sa.literal(repr(float(value)), sa.String), sa.Double)
     return sa.literal(value, sa.Double)
 
 
@@ -208,6 +227,36 @@ def reflect_duckdb(connection: Connection, table: str, schema: str | None) -> di
     return {name: _duckdb_type(kind) for name, kind in rows}
 
 
+def reflect_spark(connection: Connection, table: str, schema: str | None) -> dict[str, sa.types.TypeEngine]:
+    """Column types from ``DESCRIBE TABLE`` on quoted names; {} when there is no such table."""
+    quote = connection.dialect.identifier_preparer.quote_identifier
+    name = quote(table) if schema is None else f"{quote(schema)}.{quote(table)}"
+    try:
+        rows = connection.exec_driver_sql(f"DESCRIBE TABLE {name}").all()
+    except sa.exc.DBAPIError as exc:
+        if "TABLE_OR_VIEW_NOT_FOUND" in str(exc.orig):
+            return {}
+        raise
+    types = {}
+    for column, kind, *_ in rows:
+        if not column or column.startswith("#"):  # "# Partition Information" and what follows repeats columns
+            break
+        types[column] = _spark_type(kind)
+    return types
+
+
+_SPARK_TYPES = {
+    "double": sa.Double, "float": sa.Float, "bigint": sa.BigInteger, "int": sa.Integer, "smallint": sa.SmallInteger,
+    "tinyint": sa.SmallInteger, "string": sa.String, "varchar": sa.String, "char": sa.String, "boolean": sa.Boolean,
+    "date": sa.Date, "timestamp": sa.DateTime, "timestamp_ntz": sa.DateTime, "decimal": sa.Numeric,
+}
+
+
+def _spark_type(kind: str) -> sa.types.TypeEngine:
+    base = kind.split("(")[0].split("<")[0].strip().lower()
+    return _SPARK_TYPES.get(base, sa.types.NullType)()
+
+
 _DUCKDB_TYPES = {
     "DOUBLE": sa.Double, "FLOAT": sa.Float, "REAL": sa.Float, "BIGINT": sa.BigInteger, "INTEGER": sa.Integer,
     "SMALLINT": sa.SmallInteger, "TINYINT": sa.SmallInteger, "HUGEINT": sa.BigInteger, "UBIGINT": sa.BigInteger,
@@ -245,6 +294,13 @@ def statement_timeout(connection: Connection, milliseconds: int, source: str) ->
             yield
         finally:
             connection.exec_driver_sql("SET max_execution_time = 0")
+    elif name in SPARK:
+        # Whole seconds: the server reads "500ms" as 0 s, which is no timeout at all.
+        connection.exec_driver_sql(f"SET spark.sql.thriftServer.queryTimeout = {-(-milliseconds // 1000)}s")
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql("SET spark.sql.thriftServer.queryTimeout = 0")
     elif name == DUCKDB:
         raw = connection.connection.dbapi_connection
         timer = threading.Timer(milliseconds / 1000, raw.interrupt)
@@ -263,7 +319,7 @@ def statement_timeout(connection: Connection, milliseconds: int, source: str) ->
 
 
 def timeout_supported(name: str) -> bool:
-    return name in ("sqlite", "postgresql", DUCKDB) or name in MYSQL or name in CLICKHOUSE
+    return name in ("sqlite", "postgresql", DUCKDB) or name in MYSQL or name in CLICKHOUSE or name in SPARK
 
 
 def span(timeout: timedelta) -> int:

@@ -275,8 +275,9 @@ class EventsSource(ReferenceBinning):
         """The SQL expression giving each row's bin code for one column."""
         if feature.type == "categorical":
             value = self._category(feature)
-            known = {category: i for i, category in enumerate(categories[feature.column])}
-            found = sa.case(known, value=value, else_=OTHER_CODE) if known else sa.literal(OTHER_CODE)
+            known = categories[feature.column]
+            found = dialects.category_codes(self.engine.dialect.name, value, known, OTHER_CODE) if known \
+                else sa.literal(OTHER_CODE)
             return sa.case((value.is_(None), MISSING_CODE), else_=found)
         value, edges = self._value(feature), cuts[feature.column]
         if not edges:

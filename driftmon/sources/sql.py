@@ -162,8 +162,9 @@ def equality_filters(table: sa.TableClause, where: dict, engine_name: str | None
 
 def reflect_columns(connection: Connection, table: str, schema: str | None) -> dict[str, sa.types.TypeEngine]:
     """The table's columns and their types; a clear error when the table is missing."""
-    if connection.dialect.name == dialects.DUCKDB:
-        types = dialects.reflect_duckdb(connection, table, schema)
+    own = {dialects.DUCKDB: dialects.reflect_duckdb, **dict.fromkeys(dialects.SPARK, dialects.reflect_spark)}
+    if connection.dialect.name in own:
+        types = own[connection.dialect.name](connection, table, schema)
         if not types:
             raise SourceError(f"table {_qualified(table, schema)} does not exist")
         return types
