@@ -24,7 +24,7 @@ def offline_checks(config: Config) -> CheckReport:
     from driftmon.divergence import DeviceUnavailableError, resolve_device
     from driftmon.errors import ConfigError
     from driftmon.slices import grid_problem, lateness, slice_length
-    from driftmon.store.database import check_url
+    from driftmon.store.database import check_url, results_backend_problem
 
     report = CheckReport()
     try:
@@ -38,6 +38,10 @@ def offline_checks(config: Config) -> CheckReport:
             check_url(url, key)
         except ConfigError as exc:
             report.problems.extend(exc.problems)
+        else:
+            problem = results_backend_problem(url) if key == "database.url" else None
+            if problem:
+                report.problems.append(f"database.url: {problem}")
     for index, monitor in enumerate(config.resolved_monitors()):
         problem = grid_problem(monitor)
         if problem and monitor.slice not in ("auto", "off"):

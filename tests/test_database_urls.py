@@ -74,3 +74,26 @@ def test_a_missing_sqlite_folder_is_a_config_error_naming_it(tmp_path):
             migrate.upgrade(engine)
     finally:
         engine.dispose()
+
+
+def test_a_mariadb_results_database_is_refused_naming_why_and_what_works():
+    """MariaDB/MySQL is a source engine, not a results store (README, "Source engines")."""
+    from driftmon.checks import offline_checks
+    from driftmon.config import parse_config
+    from driftmon.store import migrate
+
+    url = "mysql+pymysql://root@127.0.0.1:3306/test"
+    engine = create_db_engine(url)
+    try:
+        with pytest.raises(ConfigError, match=r"database.url: driftmon keeps its results in SQLite or PostgreSQL "
+                                              r"\(MariaDB/MySQL upsert with ON DUPLICATE KEY UPDATE.*mysql works "
+                                              r"as a source: monitors\[\].source.url"):
+            migrate.upgrade(engine)  # before any connection: nothing is created there
+    finally:
+        engine.dispose()
+    config = parse_config({"database": {"url": url}, "monitors": [{
+        "name": "m", "features": [{"column": "x"}],
+        "source": {"kind": "events", "table": "t", "timestamp_column": "ts", "url": url}}]}, {})
+    problems = offline_checks(config).problems
+    assert [p for p in problems if p.startswith("database.url: driftmon keeps its results")], problems
+    assert not [p for p in problems if p.startswith("monitors[0].source.url")], problems  # a fine source

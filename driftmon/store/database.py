@@ -43,6 +43,25 @@ def check_url(url: str | URL, key: str) -> None:
                           f"({type(exc).__name__})") from None
 
 
+RESULTS_BACKENDS = ("sqlite", "postgresql")
+# Why a backend cannot hold driftmon's results (it may still be a source).
+_NOT_A_STORE = {
+    "mysql": "MariaDB/MySQL upsert with ON DUPLICATE KEY UPDATE, where driftmon's leases, results and "
+             "slices rely on INSERT ... ON CONFLICT with a condition and RETURNING, and their DATETIME keeps "
+             "no fraction of a second unless declared DATETIME(6)",
+}
+
+
+def results_backend_problem(url: str | URL) -> str | None:
+    """Why ``url`` cannot be the results database, or None. Sources may use any engine."""
+    backend = parse_url(url).get_backend_name()
+    if backend in RESULTS_BACKENDS:
+        return None
+    why = _NOT_A_STORE.get(backend, f"{backend} is not one of them")
+    return (f"driftmon keeps its results in SQLite or PostgreSQL ({why}); "
+            f"{backend} works as a source: monitors[].source.url")
+
+
 def safe_url(url: str | URL) -> str:
     """The URL as text with its password and secret query parameters hidden."""
     try:

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftmon.errors import ConfigError, StoreError
-from driftmon.store.database import safe_url
+from driftmon.store.database import results_backend_problem, safe_url
 
 _MIGRATION_LOCK_KEY = 0x647269667401  # "drift" + 1: any constant unique to driftmon
 
@@ -30,6 +30,9 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the results database to ``revision``; a no-op when already there."""
+    problem = results_backend_problem(engine.url)
+    if problem:
+        raise ConfigError(f"database.url: {problem}")
     require_sqlite_folder(engine)
     config = alembic_config(engine)
     try:
