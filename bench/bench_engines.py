@@ -6,9 +6,11 @@ columns, 3 categorical, one score; 2 % NULLs; drift on the last of 8 days) is
 generated once with numpy, written to Parquet, and loaded into every engine
 that runs here: DuckDB (a table, and a view over the Parquet file), chDB
 (ClickHouse), MariaDB (DRIFTMON_BENCH_MYSQL_URL, default the local server's
-`test` database) and SQLite for scale. The window is the last day.
+`test` database), Spark SQL (a Parquet table on the Thrift Server of
+DRIFTMON_BENCH_SPARK_URL, or on one started here from pyspark, local[2]) and
+SQLite for scale. The window is the last day.
 
-    .venv/bin/python bench/bench_engines.py --rows 1000000 [--engines duckdb,chdb,mariadb,sqlite]
+    .venv/bin/python bench/bench_engines.py --rows 1000000 [--engines duckdb,chdb,mariadb,spark,sqlite]
 
 Columns: (a) EventsSource.counts, the statement driftmon runs; (b) the engine's
 ``SELECT sum(c1), …, count(c24)`` over the same window (a scan that bins
@@ -121,6 +123,21 @@ def load_mariadb(frame: pd.DataFrame, folder: Path, url: str) -> sa.Engine:
     return engine
 
 
+def load_spark(parquet: Path, folder: Path, url: str | None) -> tuple[sa.Engine, object]:
+    server = None
+    if url is None:
+        from tests.spark_server import SparkThriftServer
+
+        server = SparkThriftServer(folder / "spark")
+        (folder / "spark").mkdir()
+        url = server.start()
+    engine = create_db_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE IF EXISTS inference_log")
+        connection.exec_driver_sql(f"CREATE TABLE inference_log USING parquet AS SELECT * FROM parquet.`{parquet}`")
+    return engine, server
+
+
 # --- measuring -------------------------------------------------------------------
 
 
@@ -195,7 +212,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--engines", default="duckdb,duckdb-parquet,chdb,mariadb,sqlite")
+    parser.add_argument("--engines", default="duckdb,duckdb-parquet,chdb,mariadb,spark,sqlite")
     args = parser.parse_args(argv)
     frame = generate(args.rows)
     window_rows = int(((frame["ts"] >= WINDOW.start.replace(tzinfo=None))
@@ -204,7 +221,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         parquet = folder / "rows.parquet"
-        frame.to_parquet(parquet)
+        # Microsecond timestamps: Spark reads no nanosecond Parquet timestamps.
+        frame.astype({"ts": "datetime64[us]"}).to_parquet(parquet)
         for name in args.engines.split(","):
             began = time.perf_counter()
             if name == "duckdb":
@@ -218,14 +236,18 @@ def main(argv=None) -> None:
             elif name == "mariadb":
                 url = os.environ.get("DRIFTMON_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
                 engine = load_mariadb(frame, folder, url)
+            elif name == "spark":
+                engine, server = load_spark(parquet, folder, os.environ.get("DRIFTMON_BENCH_SPARK_URL"))
             else:
                 raise SystemExit(f"unknown engine {name!r}")
             print(f"{name}: loaded {args.rows:,} rows in {time.perf_counter() - began:.1f} s", file=sys.stderr)
             results.append(bench(name, engine, window_rows, args.repeat))
-            if name == "mariadb":
+            if name in ("mariadb", "spark"):
                 with engine.begin() as connection:
                     connection.exec_driver_sql("DROP TABLE inference_log")
             engine.dispose()
+            if name == "spark" and server is not None:
+                server.stop()
     print(f"\n{args.rows:,} rows, 24 columns; window = last day, {window_rows:,} rows; best of {args.repeat}\n")
     print("| engine | profile (s) | (a) driftmon window count | (b) plain sum() scan | (c) read_sql + numpy |")
     print("| --- | ---: | ---: | ---: | ---: |")

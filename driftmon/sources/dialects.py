@@ -179,7 +179,7 @@ def filtered(name: str, aggregate, value: sa.ColumnElement, condition: sa.Column
 
 
 def has_ordered_quantiles(name: str) -> bool:
-    return name == DUCKDB or name in CLICKHOUSE
+    return name == DUCKDB or name in CLICKHOUSE or name in SPARK
 
 
 def ordered_quantiles(name: str, value: sa.ColumnElement, present: sa.ColumnElement,
@@ -192,25 +192,46 @@ def ordered_quantiles(name: str, value: sa.ColumnElement, present: sa.ColumnElem
     return sa.func.quantile_cont(value, sa.literal(levels, sa.ARRAY(sa.Double))).filter(present)
 
 
-def clickhouse_sorted(value: sa.ColumnElement, present: sa.ColumnElement) -> sa.ColumnElement:
-    """ClickHouse: a column's present values, sorted by the engine (``arraySort(groupArrayIf(...))``).
+def sorted_values(name: str, value: sa.ColumnElement, present: sa.ColumnElement) -> sa.ColumnElement:
+    """ClickHouse and Spark: a column's present values, sorted by the engine, as one array.
 
-    ``quantileExactInclusive`` has numpy's definition but interpolates
-    differently (cut points an ulp apart, so other labels): the values either
+    Their own quantile functions have numpy's definition but interpolate
+    differently (ClickHouse's ``quantileExactInclusive``, Spark's
+    ``percentile``: cut points an ulp apart, so other labels): the values either
     side of each virtual index are read from this array and interpolated here.
+    (The portable ranked query sorts once per column, in one task on Spark.)
     """
+    if name in SPARK:
+        return sa.func.sort_array(sa.func.collect_list(value).filter(present))
     return sa.func.arraySort(sa.func.groupArrayIf(value, present))
 
 
-def clickhouse_neighbours(values: sa.ColumnElement, level: float) -> list[sa.ColumnElement]:
+def sorted_neighbours(name: str, values: sa.ColumnElement, level: float) -> list[sa.ColumnElement]:
     """The sorted values at floor((n − 1)·q) and the next position (clipped), 0-based as numpy's."""
+    if name in SPARK:
+        n = array_length(name, values)
+        below = sa.cast(sa.func.floor((n - 1) * double(name, level)), sa.Integer)  # element_at takes an INT
+        above = sa.func.least(below + 1, n - 1)
+        # try_element_at: NULL, not an error, for an empty reference (ANSI mode)
+        return [sa.func.try_element_at(values, below + 1), sa.func.try_element_at(values, above + 1)]
     n = sa.func.length(values)
-    below = sa.func.toUInt64(sa.func.floor((n - 1) * double(CLICKHOUSE_NAME, level)))
+    below = sa.func.toUInt64(sa.func.floor((n - 1) * double(name, level)))
     above = sa.func.least(below + 1, n - 1)
     return [sa.func.arrayElement(values, below + 1), sa.func.arrayElement(values, above + 1)]
 
 
-CLICKHOUSE_NAME = "chdb"
+def array_length(name: str, values: sa.ColumnElement) -> sa.ColumnElement:
+    return sa.func.size(values) if name in SPARK else sa.func.length(values)
+
+
+def unpivot(name: str, keys: list[sa.ColumnElement]) -> sa.ColumnElement:
+    """One output row per element of ``keys``: ClickHouse's ``arrayJoin``, Spark's ``explode``."""
+    array = sa.func.array(*keys)
+    return sa.func.explode(array) if name in SPARK else sa.func.arrayJoin(array)
+
+
+def unpivots(name: str) -> bool:
+    return name in CLICKHOUSE or name in SPARK
 
 
 def reflect_duckdb(connection: Connection, table: str, schema: str | None) -> dict[str, sa.types.TypeEngine]:
