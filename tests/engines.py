@@ -55,7 +55,7 @@ ENGINES = {
     "mariadb": EngineKind("mariadb", ("pymysql",), "mysql", finite_only=True),
     "duckdb": EngineKind("duckdb", ("duckdb", "duckdb_engine"), "duckdb"),
     "clickhouse": EngineKind("clickhouse", ("chdb", "chdb_sqlalchemy"), "clickhouse"),
-    "spark": EngineKind("spark", ("pyhive.hive", "thrift", "pyspark"), "spark"),
+    "spark": EngineKind("spark", ("pyhive.hive", "thrift"), "spark"),
 }
 NAMES = list(ENGINES)
 
@@ -231,6 +231,11 @@ class EngineFactory:
         if self._spark_url is None:
             self._spark_url = os.environ.get(SPARK_URL_ENV)
         if self._spark_url is None:
+            try:
+                importlib.import_module("pyspark")
+            except ImportError:
+                unavailable(f"Spark tests start a local Thrift Server from pyspark (`pip install pyspark`, "
+                            f"with Java 17), or use the one that {SPARK_URL_ENV} names")
             self._spark_server = SparkThriftServer(self.tmp.mktemp("spark"))
             try:
                 self._spark_url = self._spark_server.start()

@@ -98,7 +98,7 @@ class ReferenceBinning:
         picked = []
         for i, feature in enumerate(features):
             values = sorted_values.c[f"v{i}"]
-            picked.append(dialects.array_length(name, values))
+            picked.append(sa.func.length(values))
             for level in binning.quantile_levels(feature.effective_bins):
                 picked += dialects.sorted_neighbours(name, values, level)
         (row,) = self._execute(connection, sa.select(*picked))
