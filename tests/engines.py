@@ -55,7 +55,7 @@ ENGINES = {
     "mariadb": EngineKind("mariadb", ("pymysql",), "mysql", finite_only=True),
     "duckdb": EngineKind("duckdb", ("duckdb", "duckdb_engine"), "duckdb"),
     "clickhouse": EngineKind("clickhouse", ("chdb", "chdb_sqlalchemy"), "clickhouse"),
-    "spark": EngineKind("spark", ("pyhive.hive", "thrift"), "spark"),
+    "spark": EngineKind("spark", ("pyhive.hive", "thrift", "thrift_sasl", "puresasl"), "spark"),
 }
 NAMES = list(ENGINES)
 
