@@ -25,8 +25,8 @@ where an engine's rules would give other bins:
   parsed to DOUBLE (a bare ``0.1`` is a DECIMAL on Spark); columns are read
   with ``DESCRIBE TABLE`` on quoted names (PyHive's reflection quotes nothing);
 - statement timeouts: MariaDB ``max_statement_time``, MySQL
-  ``max_execution_time``, ClickHouse ``max_execution_time``, Spark's
-  ``spark.sql.thriftServer.queryTimeout``, DuckDB an interrupt from a timer;
+  ``max_execution_time``, ClickHouse ``max_execution_time``, Spark a
+  cancel at the deadline (spark_deadline.py), DuckDB an interrupt from a timer;
   any other engine cannot bound a statement, which is logged once per source.
 """
 
@@ -309,12 +309,10 @@ def statement_timeout(connection: Connection, milliseconds: int, source: str) ->
         finally:
             connection.exec_driver_sql("SET max_execution_time = 0")
     elif name in SPARK:
-        # Whole seconds: the server reads "500ms" as 0 s, which is no timeout at all.
-        connection.exec_driver_sql(f"SET spark.sql.thriftServer.queryTimeout = {-(-milliseconds // 1000)}s")
-        try:
+        from driftmon.sources.spark_deadline import deadline
+
+        with deadline(connection, milliseconds):
             yield
-        finally:
-            connection.exec_driver_sql("SET spark.sql.thriftServer.queryTimeout = 0")
     elif name == DUCKDB:
         raw = connection.connection.dbapi_connection
         timer = threading.Timer(milliseconds / 1000, raw.interrupt)
