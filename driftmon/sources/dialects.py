@@ -199,7 +199,7 @@ def ordered_quantiles(name: str, value: sa.ColumnElement, present: sa.ColumnElem
     return sa.func.quantile_cont(value, sa.literal(levels, sa.ARRAY(sa.Double))).filter(present)
 
 
-def sorted_values(name: str, value: sa.ColumnElement, present: sa.ColumnElement) -> sa.ColumnElement:
+def clickhouse_sorted(value: sa.ColumnElement, present: sa.ColumnElement) -> sa.ColumnElement:
     """ClickHouse: a column's present values, sorted by the engine (``arraySort(groupArrayIf(...))``).
 
     ``quantileExactInclusive`` has numpy's definition but interpolates
@@ -209,12 +209,15 @@ def sorted_values(name: str, value: sa.ColumnElement, present: sa.ColumnElement)
     return sa.func.arraySort(sa.func.groupArrayIf(value, present))
 
 
-def sorted_neighbours(name: str, values: sa.ColumnElement, level: float) -> list[sa.ColumnElement]:
+def clickhouse_neighbours(values: sa.ColumnElement, level: float) -> list[sa.ColumnElement]:
     """The sorted values at floor((n − 1)·q) and the next position (clipped), 0-based as numpy's."""
     n = sa.func.length(values)
-    below = sa.func.toUInt64(sa.func.floor((n - 1) * double(name, level)))
+    below = sa.func.toUInt64(sa.func.floor((n - 1) * double(CLICKHOUSE_NAME, level)))
     above = sa.func.least(below + 1, n - 1)
     return [sa.func.arrayElement(values, below + 1), sa.func.arrayElement(values, above + 1)]
+
+
+CLICKHOUSE_NAME = "chdb"
 
 
 def unpivot(name: str, keys: list[sa.ColumnElement]) -> sa.ColumnElement:

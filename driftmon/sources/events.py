@@ -4,11 +4,10 @@ Only bin counts cross the wire. Every watched column becomes an integer bin
 code in SQL (value bins 0…B−1, ``OTHER_CODE``, ``MISSING_CODE``), and one
 statement counts the codes of all columns of a window: on PostgreSQL a single
 scan that unpivots each row's codes with a LATERAL ``unnest(ARRAY[...])``
-(parallel workers aggregate their share), on ClickHouse and Spark with
-``arrayJoin``/``explode``,
-on MariaDB/MySQL a join to one row per column; elsewhere (SQLite has no arrays) one
-scan into a materialised CTE of codes, then a UNION ALL of one GROUP BY per
-column over it.
+(parallel workers aggregate their share), on ClickHouse and Spark the same
+with ``arrayJoin``/``explode``, on MariaDB/MySQL one scan into a derived table
+joined to one row per column; elsewhere (SQLite has no arrays) one scan into a
+materialised CTE of codes, then a UNION ALL of one GROUP BY per column over it.
 """
 
 from __future__ import annotations
@@ -237,7 +236,7 @@ class EventsSource(ReferenceBinning):
     def _count_array_join(self, codes, sliced=None):
         # ClickHouse and Spark: one scan that unpivots each row's keyed codes (arrayJoin,
         # explode) as PostgreSQL's unnest does; the portable UNION ALL re-reads its CTE
-        # per column there (1,045 ms -> 101 ms on chDB, bench/bench_engines.py).
+        # per column there (1,045 ms -> 105 ms on chDB, bench/bench_engines.py).
         keys = [code + (i * _KEY_SPAN - MISSING_CODE) for i, code in enumerate(codes)]
         extra = [] if sliced is None else [sliced.label("slice")]
         unpivoted = (

@@ -90,7 +90,7 @@ class ReferenceBinning:
             cuts.update({f.column: binning.merge_duplicates(row[i] or []) for i, f in enumerate(features)})
             return cuts
         sorted_values = (
-            sa.select(*(dialects.sorted_values(name, self._value(f), ~self._missing(f)).label(f"v{i}")
+            sa.select(*(dialects.clickhouse_sorted(self._value(f), ~self._missing(f)).label(f"v{i}")
                         for i, f in enumerate(features)))
             .where(*self._in_window(reference))
             .subquery("sorted")
@@ -100,7 +100,7 @@ class ReferenceBinning:
             values = sorted_values.c[f"v{i}"]
             picked.append(sa.func.length(values))
             for level in binning.quantile_levels(feature.effective_bins):
-                picked += dialects.sorted_neighbours(name, values, level)
+                picked += dialects.clickhouse_neighbours(values, level)
         (row,) = self._execute(connection, sa.select(*picked))
         at = 0
         for feature in features:
