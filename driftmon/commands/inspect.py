@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from driftmon.cli import Timestamp, config_option, handle_errors
+from driftmon.commands.options import Timestamp, config_option, handle_errors
 from driftmon.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:

@@ -1,0 +1,103 @@
+"""What every command shares: options, exit codes, and the mapping of errors to them.
+
+Exit codes: 0 success (run-once: nothing critical), 1 drift is critical,
+2 bad configuration or usage, 3 a run or the database failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from typing import TYPE_CHECKING
+
+import click
+
+from driftmon.errors import ConfigError, DriftmonError
+
+if TYPE_CHECKING:
+    from driftmon.config import Config
+
+# Imports stay inside the commands that need them: the config models (pydantic)
+# cost 0.16 s, SQLAlchemy and Alembic 0.3 s and torch 2 s, and `driftmon --help`
+# or `--version` need none of them. For the same reason these two are spelled
+# here rather than imported from driftmon.config (tests/test_cli.py checks that
+# they agree).
+CONFIG_PATH_ENV = "DRIFTMON_CONFIG"
+DEFAULT_CONFIG_PATH = "config.yaml"
+
+EXIT_OK, EXIT_CRITICAL, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's code for Ctrl-C
+EXIT_CODES_HELP = (
+    "Exit codes: 0 nothing critical, 1 at least one column critical, "
+    "2 bad configuration or usage, 3 a monitor run failed."
+)
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar=CONFIG_PATH_ENV,
+    show_envvar=True,
+    help=f"Configuration file [default: {DEFAULT_CONFIG_PATH}].",
+)
+
+
+def handle_errors(command: Callable) -> Callable:
+    """Turn driftmon's errors into a message and an exit code, without a traceback."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as exc:
+            click.echo("driftmon: configuration error:", err=True)
+            for problem in exc.problems:
+                click.echo(f"  {problem}", err=True)
+            sys.exit(EXIT_USAGE)
+        except DriftmonError as exc:
+            click.echo(f"driftmon: {_cause_chain(exc)}", err=True)
+            sys.exit(EXIT_FAILED)
+
+    return wrapper
+
+
+class Timestamp(click.ParamType):
+    """An ISO 8601 time; naive values are UTC."""
+
+    name = "timestamp"
+
+    def convert(self, value, param, ctx) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time such as 2024-03-01T12:00:00Z", param, ctx)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+monitor_option = click.option(
+    "--monitor", "monitor_names", multiple=True, metavar="NAME",
+    help="Only this monitor (repeatable); default: every monitor.",
+)
+
+
+def _cause_chain(exc: BaseException) -> str:
+    parts = [str(exc)]
+    cause = exc.__cause__
+    while cause is not None and str(cause) not in parts[-1]:
+        parts.append(str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__)
+        cause = cause.__cause__
+    return ": ".join(parts)
+
+
+
+def load_config(path: str | None) -> Config:
+    """driftmon.config.load_config, imported when a command first needs the config."""
+    from driftmon.config import load_config as load
+
+    return load(path)
+
