@@ -97,3 +97,45 @@ def test_a_mariadb_results_database_is_refused_naming_why_and_what_works():
     problems = offline_checks(config).problems
     assert [p for p in problems if p.startswith("database.url: driftmon keeps its results")], problems
     assert not [p for p in problems if p.startswith("monitors[0].source.url")], problems  # a fine source
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent is missing
+        return False
+
+
+@pytest.mark.parametrize("url, module, install", [
+    (f"mssql+pyodbc://u:{SECRET}@db/x", "pyodbc", "pip install pyodbc"),
+    (f"postgresql+psycopg2://u:{SECRET}@db/x", "psycopg2", "pip install psycopg2-binary"),
+])
+def test_a_driver_that_is_not_installed_names_the_package_to_install(url, module, install):
+    """SQLAlchemy imports a driver only at the first connection: the run failed, not check-config."""
+    if _installed(module):
+        pytest.skip(f"{module} is installed here")
+    with pytest.raises(ConfigError) as info:
+        check_url(url, "monitors[0].source.url")
+    message = str(info.value)
+    assert message.startswith(f"monitors[0].source.url: the driver of '{url.split(':')[0]}' is not installed "
+                              f"(no module '{module}'): {install}"), message
+    assert SECRET not in message
+
+
+def test_postgres_scheme_suggests_postgresql():
+    with pytest.raises(ConfigError, match=r"^database.url: SQLAlchemy has no postgres:// scheme; "
+                                          r"did you mean postgresql://\?$") as info:
+        check_url(f"postgres://u:{SECRET}@db/x", "database.url")
+    assert SECRET not in str(info.value)
+    with pytest.raises(ConfigError, match=r"did you mean postgresql\+psycopg://\?"):
+        check_url("postgres+psycopg://u@db/x", "database.url")
+
+
+def test_a_dialect_driftmon_knows_of_names_its_package():
+    if _installed("snowflake.sqlalchemy"):
+        pytest.skip("snowflake-sqlalchemy is installed here")
+    with pytest.raises(ConfigError, match=r"no SQLAlchemy dialect or driver 'snowflake' is installed "
+                                          r"\(NoSuchModuleError\): pip install snowflake-sqlalchemy"):
+        check_url("snowflake://u@account/db", "monitors[0].source.url")

@@ -34,13 +34,67 @@ def parse_url(url: str | URL, key: str = "database URL") -> URL:
 
 
 def check_url(url: str | URL, key: str) -> None:
-    """That the URL parses and names a dialect and driver that are installed (no connection)."""
+    """That the URL parses and names a dialect and driver that are installed (no connection).
+
+    SQLAlchemy imports a driver only when an engine is created, so a missing one
+    (``mssql+pyodbc://`` without pyodbc) would pass here and fail the first run:
+    the driver module is imported now, and the message names what to install.
+    """
     parsed = parse_url(url, key)
     try:
-        parsed.get_dialect()
+        dialect = parsed.get_dialect()
     except (NoSuchModuleError, ImportError) as exc:
+        spelling = _respelled(parsed.drivername)
+        if spelling:
+            raise ConfigError(f"{key}: SQLAlchemy has no {parsed.drivername}:// scheme; "
+                              f"did you mean {spelling}://?") from None
         raise ConfigError(f"{key}: no SQLAlchemy dialect or driver {parsed.drivername!r} is installed "
-                          f"({type(exc).__name__})") from None
+                          f"({type(exc).__name__}){_dialect_hint(parsed)}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        module = (exc.name or "").split(".")[0] or str(exc)
+        raise ConfigError(f"{key}: the driver of {parsed.drivername!r} is not installed (no module {module!r}): "
+                          f"{_driver_hint(parsed, module)}") from None
+
+
+# What to install for a driver module, where its pip name differs or driftmon has an extra for it.
+_DRIVER_PACKAGES = {
+    "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "'driftmon[mysql]'",
+    "psycopg": "'psycopg[binary]'", "cx_Oracle": "cx_Oracle", "duckdb": "'driftmon[duckdb]'",
+    "chdb": "'driftmon[clickhouse]'", "pyhive": "'driftmon[spark]'", "thrift": "'driftmon[spark]'",
+    "thrift_sasl": "'driftmon[spark]'", "sasl": "'driftmon[spark]'",
+}
+# What to install for a dialect that SQLAlchemy does not ship.
+_DIALECT_PACKAGES = {
+    "duckdb": "'driftmon[duckdb]'", "chdb": "'driftmon[clickhouse]'", "hive": "'driftmon[spark]'",
+    "snowflake": "snowflake-sqlalchemy", "bigquery": "sqlalchemy-bigquery", "trino": "trino",
+    "databricks": "databricks-sqlalchemy", "redshift": "sqlalchemy-redshift",
+}
+# Spellings SQLAlchemy does not take, with the one it does.
+_DIALECT_SPELLINGS = {"postgres": "postgresql", "pgsql": "postgresql", "psql": "postgresql",
+                      "mariadb+mysqldb": "mysql+mysqldb", "sqlite3": "sqlite"}
+
+
+def _driver_hint(parsed: URL, module: str) -> str:
+    hint = f"pip install {_DRIVER_PACKAGES.get(module, module)}"
+    if parsed.get_backend_name() == "postgresql" and module != "psycopg":
+        hint += " (or use postgresql+psycopg://, the driver installed with driftmon)"
+    return hint
+
+
+def _respelled(drivername: str) -> str | None:
+    """``postgresql+psycopg2`` for ``postgres+psycopg2``: the scheme SQLAlchemy takes, or None."""
+    backend, plus, driver = drivername.partition("+")
+    if drivername in _DIALECT_SPELLINGS:
+        return _DIALECT_SPELLINGS[drivername]
+    return _DIALECT_SPELLINGS[backend] + plus + driver if backend in _DIALECT_SPELLINGS else None
+
+
+def _dialect_hint(parsed: URL) -> str:
+    """``: pip install ...`` for the dialects driftmon knows of, else nothing."""
+    backend = parsed.drivername.split("+")[0]
+    return f": pip install {_DIALECT_PACKAGES[backend]}" if backend in _DIALECT_PACKAGES else ""
 
 
 RESULTS_BACKENDS = ("sqlite", "postgresql")
