@@ -139,10 +139,10 @@ class Schedule(_Model):
     @classmethod
     def _valid_crontab(cls, value: str | None) -> str | None:
         if value is not None:
-            from apscheduler.triggers.cron import CronTrigger
+            from driftmon.cron import parse_crontab  # crontab(5)'s meaning, not APScheduler's
 
             try:
-                CronTrigger.from_crontab(value, timezone="UTC")
+                parse_crontab(value)
             except ValueError as exc:
                 raise ValueError(f"invalid crontab expression {value!r}: {exc}") from exc
         return value

@@ -37,7 +37,6 @@ import torch
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -46,6 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 import driftmon
 from driftmon.app import App, open_app
 from driftmon.config import Config, MonitorSettings, Schedule
+from driftmon.cron import crontab_trigger
 from driftmon.divergence import resolve_device
 from driftmon.errors import ConfigError
 from driftmon.leases import Leases
@@ -77,7 +77,7 @@ def schedule_interval(schedule: Schedule) -> timedelta:
     if schedule.every is not None:
         return schedule.every
     now = datetime.now(UTC)
-    trigger = CronTrigger.from_crontab(schedule.cron, timezone=UTC)
+    trigger = crontab_trigger(schedule.cron)  # crontab(5)'s meaning: 0 and 7 are Sunday
     first = trigger.get_next_fire_time(None, now)
     second = trigger.get_next_fire_time(first, first + timedelta(microseconds=1))
     return (second - first) if first and second else timedelta(days=1)
@@ -427,4 +427,4 @@ def _trigger(schedule: Schedule):
     if schedule.every is not None:
         # Anchored at the epoch: ticks fall where windows.latest_tick puts them.
         return EpochIntervalTrigger(schedule.every)
-    return CronTrigger.from_crontab(schedule.cron, timezone=UTC)
+    return crontab_trigger(schedule.cron)  # crontab(5)'s meaning: 0 and 7 are Sunday

@@ -39,9 +39,11 @@ def schedule_grid(schedule: Schedule) -> timedelta:
     """The largest duration on whose epoch-anchored grid every tick of the schedule lies."""
     if schedule.every is not None:
         return schedule.every
-    from apscheduler.triggers.cron import CronTrigger
+    from driftmon.cron import crontab_trigger
 
-    trigger = CronTrigger.from_crontab(schedule.cron, timezone="UTC")
+    # Sampled after the epoch; the grid holds before it too: the calendar, weekdays
+    # included, repeats every 400 years (146 097 days), a whole number of such grids.
+    trigger = crontab_trigger(schedule.cron)
     grid, tick = timedelta(0), None
     for _ in range(CRON_SAMPLE_TICKS):
         tick = trigger.get_next_fire_time(tick, EPOCH if tick is None else tick + _MICROSECOND)

@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from driftmon.config import FixedReference, RollingReference, Schedule
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# A cron line fires at least once a year, or not at all (e.g. February 30th).
-_LONGEST_CRON_GAP = timedelta(days=366 * 4 + 1)
+# A cron line that can fire (driftmon.cron refuses February 30th) fires at least every
+# 8 years: February 29th skips the century years that are not leap years (1896 -> 1904).
+_LONGEST_CRON_GAP = timedelta(days=366 * 8 + 1)
 
 
 @dataclass(frozen=True, order=True)
@@ -111,9 +112,10 @@ def reference_range(
 
 
 def _cron_trigger(expression: str):
-    from apscheduler.triggers.cron import CronTrigger
+    """The line's trigger with crontab(5)'s meaning (0 and 7 are Sunday), before 1970 too."""
+    from driftmon.cron import crontab_trigger
 
-    return CronTrigger.from_crontab(expression, timezone=UTC)
+    return crontab_trigger(expression)
 
 
 def _latest_cron_tick(expression: str, now: datetime) -> datetime:
@@ -130,4 +132,4 @@ def _latest_cron_tick(expression: str, now: datetime) -> datetime:
                     return tick.astimezone(UTC)
                 tick = following
         lookback *= 2
-    raise ValueError(f"cron schedule {expression!r} never fired in the last four years")
+    raise ValueError(f"cron schedule {expression!r} never fired in the last eight years")
