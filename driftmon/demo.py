@@ -3,9 +3,10 @@
 It seeds an embedded SQLite source with a week of traffic in which, from a
 known hour on, ``amount`` grows by 70 %, a new country appears, ``tenure``
 goes missing far more often and the prediction ``score`` moves, while ``age``
-(the control) stays as it was. It writes a config file the user can copy,
-backfills the monitor over the last two days, prints which columns drifted and
-since when, then serves metrics and keeps the traffic flowing.
+(the control) stays as it was. It writes a config file the user can copy
+(driftmon's default settings), backfills the monitor over the last two days,
+prints which columns drifted and since when, then serves metrics and keeps
+the traffic flowing.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def traffic(rng: np.random.Generator, start: datetime, end: datetime, drift_at: 
 
 
 def demo_config(directory: Path, timeline: Timeline, host: str, port: int) -> dict:
+    """The demo's config: driftmon's defaults where it can, so the demo shows what a user gets."""
     return {
         "database": {"url": f"sqlite:///{directory / 'driftmon.db'}"},
         "compute": {"device": "auto", "dtype": "float64", "threads": 1},
@@ -103,11 +105,6 @@ def demo_config(directory: Path, timeline: Timeline, host: str, port: int) -> di
             "reference": {"kind": "fixed", "start": timeline.start.isoformat(),
                           "end": timeline.reference_end.isoformat()},
             "smoothing": {"method": "pseudocount", "alpha": 0.5},
-            # KL(current ‖ reference) weighs each bin by its share NOW, so mass that appears
-            # where the reference had little (the new country, tenure's missing values) is
-            # what drives the value and tops `driftmon explain`; KL(reference ‖ current)
-            # would credit the bins that lost share instead.
-            "kl_direction": "current_reference",
             "thresholds": {"statistic": "kl", "warning": 0.1, "critical": 0.25},
             "min_samples": 100,
         },

@@ -7,6 +7,13 @@ gone. The per-bin terms come from the divergence engine (``contributions``),
 smoothed with the monitor's configured smoothing and KL direction; they sum to
 the statistic. Results stored before driftmon kept the counts have no bins:
 they are explained as far as they can be, with a note saying why not further.
+
+Bins are ranked by how much they moved: their PSI term (qᵢ − pᵢ) ln(qᵢ/pᵢ),
+which is never negative and the same whichever window gained. A KL term is
+signed and weighted by one window's share only: with the default direction,
+KL(reference ‖ current), a category that appears in the current window has a
+negative term and would rank last. Each bin also carries its signed term of
+the column's statistic (or of ``--statistic``), shown beside the ranking.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange
 
 STATISTICS = ("kl", "psi", "js")
+RANKED_BY = "psi"  # bins are ranked by their term of this statistic: every term >= 0, symmetric
 NO_BINS = "stored before driftmon kept each window's bins: no per-bin breakdown for this result"
 EMPTY_WINDOW = "a window has no observations: there are no shares to compare"
 # A recomputed statistic further than this from the stored one (relative, and
@@ -36,20 +44,23 @@ _AGREEMENT = 1e-6
 
 @dataclass(frozen=True)
 class BinContribution:
-    """One bin of one column: its counts, smoothed shares and term of the statistic."""
+    """One bin of one column: its counts, smoothed shares, how much it moved and its term of the statistic."""
 
     label: str
     reference_count: float
     reference_share: float | None
     current_count: float
     current_share: float | None
-    contribution: float | None
-    share_of_statistic: float | None  # contribution / statistic; the column's shares sum to 1
+    contribution: float | None  # the signed term of ``contributions_of``
+    # contribution / statistic; the column's sum to 1, but one KL term may be < 0 or > 1 of it
+    share_of_statistic: float | None
+    psi_term: float | None = None  # (q - p) ln(q / p) >= 0: how much the bin moved, what ranks it
+    share_of_movement: float | None = None  # psi_term / the column's PSI: in [0, 1], the column's sum to 1
 
 
 @dataclass(frozen=True)
 class ColumnExplanation:
-    """One column of one stored window; ``bins`` in the column's own order, ``ranked`` by contribution."""
+    """One column of one stored window; ``bins`` in the column's own order, ``ranked`` by movement."""
 
     column: str
     role: str
@@ -65,7 +76,7 @@ class ColumnExplanation:
     samples_current: float
     threshold_warning: float
     threshold_critical: float
-    contributions_of: str  # the statistic whose terms rank the bins
+    contributions_of: str  # the statistic whose signed terms are shown beside the ranking
     bins: tuple[BinContribution, ...] = ()
     note: str | None = None
 
@@ -75,8 +86,9 @@ class ColumnExplanation:
 
     @property
     def ranked(self) -> tuple[BinContribution, ...]:
-        """Largest contribution first; ties keep the bins' order, bins without a term come last."""
-        return tuple(sorted(self.bins, key=lambda b: (b.contribution is None, -(b.contribution or 0.0))))
+        """The bins that moved most first (largest PSI term), whichever window gained the share;
+        ties keep the bins' order, bins without a term come last."""
+        return tuple(sorted(self.bins, key=lambda b: (b.psi_term is None, -(b.psi_term or 0.0))))
 
     def top(self, n: int | None) -> tuple[BinContribution, ...]:
         return self.ranked if n is None else self.ranked[:n]
@@ -138,7 +150,8 @@ def explain_window(monitor: MonitorSettings, rows: list[dict], statistic: str | 
                    dtype: str = "float64") -> WindowExplanation:
     """Explain one window from its stored result rows (``Repository.window_results``).
 
-    ``statistic`` ranks every column's bins by that statistic's terms instead of
+    Bins are ranked by their PSI term (``RANKED_BY``). ``statistic`` chooses the
+    signed terms shown beside it: that statistic's for every column instead of
     the one each column's status was judged on. One engine call for all columns.
     """
     if statistic is not None and statistic not in STATISTICS:
@@ -164,14 +177,14 @@ def explain_window(monitor: MonitorSettings, rows: list[dict], statistic: str | 
     )
 
 
-def _column_without_bins(row: dict, ranked_by: str) -> ColumnExplanation:
+def _column_without_bins(row: dict, terms_of: str) -> ColumnExplanation:
     return ColumnExplanation(
         column=row["column"], role=row["role"], status=row["status"], statistic=row["statistic"],
         value=row.get(row["statistic"]), kl=row["kl"], psi=row["psi"], js=row["js"],
         p_value=row.get("p_value"), q_value=row.get("q_value"),
         samples_reference=row["samples_reference"], samples_current=row["samples_current"],
         threshold_warning=row["threshold_warning"], threshold_critical=row["threshold_critical"],
-        contributions_of=ranked_by,
+        contributions_of=terms_of,
     )
 
 
@@ -209,10 +222,11 @@ def _engine_terms(monitor: MonitorSettings, rows: list[dict], dtype: str):
 
 
 def _with_bins(column: ColumnExplanation, row: dict, terms, f: int) -> ColumnExplanation:
-    """The column with its bins and their terms of ``column.contributions_of``."""
-    ranked = getattr(terms, column.contributions_of)[f]
+    """The column with its bins, their PSI terms (the movement) and their terms of ``column.contributions_of``."""
     count = len(row["labels"])
-    total = float(ranked[:count].sum())
+    signed = getattr(terms, column.contributions_of)[f, :count]
+    moved = terms.psi[f, :count]
+    total, movement = float(signed.sum()), float(moved.sum())
     bins = [
         BinContribution(
             label=str(row["labels"][b]),
@@ -220,12 +234,19 @@ def _with_bins(column: ColumnExplanation, row: dict, terms, f: int) -> ColumnExp
             reference_share=float(terms.reference_shares[f, b]),
             current_count=float(row["current_counts"][b]),
             current_share=float(terms.current_shares[f, b]),
-            contribution=float(ranked[b]),
-            share_of_statistic=float(ranked[b]) / total if total > 0 else None,
+            contribution=float(signed[b]),
+            share_of_statistic=_share_of(float(signed[b]), total),
+            psi_term=float(moved[b]),
+            share_of_movement=_share_of(float(moved[b]), movement),
         )
         for b in range(count)
     ]
     return replace(column, bins=tuple(bins), note=_disagreement(column, row, total))
+
+
+def _share_of(term: float, total: float) -> float | None:
+    """``term`` / ``total``, None when the total is 0 (the windows do not differ)."""
+    return term / total if total > 0 else None
 
 
 def _disagreement(column: ColumnExplanation, row: dict, recomputed: float) -> str | None:
@@ -269,6 +290,7 @@ def _column_dict(column: ColumnExplanation, top: int | None) -> dict:
         "samples_reference": _number(column.samples_reference),
         "samples_current": _number(column.samples_current),
         "contributions_of": column.contributions_of,
+        "ranked_by": RANKED_BY,
         "bins": len(column.bins),
         "bins_stored": column.bins_stored,
         "note": column.note,
@@ -285,6 +307,8 @@ def _bin_dict(item: BinContribution) -> dict:
         "current_share": item.current_share,
         "contribution": item.contribution,
         "share_of_statistic": item.share_of_statistic,
+        "psi_term": item.psi_term,
+        "share_of_movement": item.share_of_movement,
     }
 
 
@@ -292,11 +316,11 @@ def as_json(explanation: WindowExplanation, top: int | None = None) -> str:
     return json.dumps(as_dict(explanation, top), indent=2)
 
 
-_BIN_HEADER = ("bin", "ref count", "ref share", "cur count", "cur share", "contribution", "of stat")
+_BIN_HEADER = ("bin", "ref count", "ref share", "cur count", "cur share", f"{RANKED_BY} term", f"of {RANKED_BY}")
 
 
 def as_table(explanation: WindowExplanation, top: int | None = None) -> str:
-    """What a person reads: a heading per column, then its top bins."""
+    """What a person reads: a heading per column, then the bins that moved most."""
     lines = [f"monitor {explanation.monitor}: window {explanation.window}, reference {explanation.reference}"]
     for column in explanation.columns:
         lines += ["", _column_heading(column)]
@@ -318,8 +342,11 @@ def _column_heading(column: ColumnExplanation) -> str:
 
 
 def _bin_table(column: ColumnExplanation, top: int | None) -> list[str]:
-    header = (*_BIN_HEADER[:5], f"{column.contributions_of} term", f"of {column.contributions_of}")
-    rows = [header] + [_bin_cells(item) for item in column.top(top)]
+    """The top bins by PSI term, its share of the PSI, and the signed term of ``contributions_of``
+    beside them (left out when that is the PSI itself)."""
+    signed = column.contributions_of != RANKED_BY
+    header = (*_BIN_HEADER, f"{column.contributions_of} term") if signed else _BIN_HEADER
+    rows = [header] + [_bin_cells(item, signed) for item in column.top(top)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                               for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
@@ -330,11 +357,14 @@ def _bin_table(column: ColumnExplanation, top: int | None) -> list[str]:
     return lines
 
 
-def _bin_cells(item: BinContribution) -> tuple[str, ...]:
-    return (item.label, str(_number(item.reference_count)), _share(item.reference_share),
-            str(_number(item.current_count)), _share(item.current_share),
-            "-" if item.contribution is None else f"{item.contribution:+.4f}",
-            "-" if item.share_of_statistic is None else f"{100 * item.share_of_statistic:.1f}%")
+def _bin_cells(item: BinContribution, signed: bool) -> tuple[str, ...]:
+    cells = (item.label, str(_number(item.reference_count)), _share(item.reference_share),
+             str(_number(item.current_count)), _share(item.current_share),
+             "-" if item.psi_term is None else f"{item.psi_term:.4f}",
+             "-" if item.share_of_movement is None else f"{100 * item.share_of_movement:.1f}%")
+    if not signed:
+        return cells
+    return (*cells, "-" if item.contribution is None else f"{item.contribution:+.4f}")
 
 
 def _share(value: float | None) -> str:

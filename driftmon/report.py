@@ -2,7 +2,8 @@
 
 Read from the results database only. The page has a summary table of the chosen
 window's columns, then per column the reference and current shares of each bin
-as bars (the top contributors marked) and the statistic over the range with its
+as bars (the bins that moved most marked, by their PSI term: see
+``driftmon.explain``) and the statistic over the range with its
 warning and critical lines above a strip coloured by each window's status.
 
 Charts are matplotlib figures written as inline SVG (text kept as text, unused
@@ -31,7 +32,7 @@ from sqlalchemy import Connection, Engine
 
 from driftmon.config import MonitorSettings
 from driftmon.errors import ConfigError
-from driftmon.explain import ColumnExplanation, WindowExplanation, load_explanation
+from driftmon.explain import RANKED_BY, BinContribution, ColumnExplanation, WindowExplanation, load_explanation
 from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange
 
@@ -144,17 +145,17 @@ def _header(monitor: MonitorSettings, explanation: WindowExplanation | None, spa
 
 def _summary_table(explanation: WindowExplanation, history: dict[str, list[dict]]) -> str:
     header = ("column", "role", "status", "statistic", "value", "warning", "critical", "p-value", "q-value",
-              "samples (ref / cur)", "top bin", "alarms in range")
+              "samples (ref / cur)", "moved most", "alarms in range")
     rows = ["<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"]
     for i, column in enumerate(explanation.columns):
-        top = column.ranked[0] if column.bins and column.ranked[0].contribution is not None else None
+        top = column.ranked[0] if column.bins and column.ranked[0].psi_term is not None else None
         alarms = sum(r["status"] in ("warning", "critical") for r in history.get(column.column, []))
         cells = [
             f"<a href='#column-{i}'>{_e(column.column)}</a>", _e(column.role), _badge(column.status),
             _e(column.statistic), _number(column.value), f"{column.threshold_warning:g}",
             f"{column.threshold_critical:g}", _probability(column.p_value), _probability(column.q_value),
             f"{_count(column.samples_reference)} / {_count(column.samples_current)}",
-            _e(_short_label(top.label)) + _term_text(top) if top else "–",
+            _e(_short_label(top.label)) + _e(_term_text(top, column.contributions_of)) if top else "–",
             f"{alarms} of {len(history.get(column.column, []))}",
         ]
         rows.append("<tr>" + "".join(f"<td class='text'>{c}</td>" if k in (1, 10) else f"<td>{c}</td>"
@@ -198,7 +199,7 @@ def _bars(axes, column: ColumnExplanation, top: int) -> None:
                   transform=axes.transAxes, color="#6d4c41")
         axes.set_axis_off()
         return
-    marked = {b.label: rank for rank, b in enumerate(column.top(top), start=1) if b.contribution is not None}
+    marked = marked_bins(column, top)
     x = np.arange(len(bins))
     reference = [b.reference_share for b in bins]
     current = [b.current_share for b in bins]
@@ -214,7 +215,12 @@ def _bars(axes, column: ColumnExplanation, top: int) -> None:
         if item.label in marked:
             tick.set_fontweight("bold")
     axes.margins(y=0.15)
-    axes.legend(fontsize=7, frameon=False, title=f"#n: top {column.contributions_of} terms", title_fontsize=6.5)
+    axes.legend(fontsize=7, frameon=False, title="#n: moved most (PSI term)", title_fontsize=6.5)
+
+
+def marked_bins(column: ColumnExplanation, top: int) -> dict[str, int]:
+    """The labels of the ``top`` bins that moved most (by PSI term, whichever window gained), with their rank."""
+    return {b.label: rank for rank, b in enumerate(column.top(top), start=1) if b.psi_term is not None}
 
 
 def _timeline(line, strip, column: ColumnExplanation, history: list[dict], span: TimeRange) -> None:
@@ -329,8 +335,12 @@ def _badge(status: str) -> str:
     return f"<span class='status' style='background:{colour}'>{_e(status)}</span>"
 
 
-def _term_text(item) -> str:
-    return f" ({item.contribution:+.4f})"
+def _term_text(item: BinContribution, statistic: str) -> str:
+    """The bin's share of the PSI (what ranked it) and, unless that is the statistic, its signed term."""
+    moved = "" if item.share_of_movement is None else f"{100 * item.share_of_movement:.0f} % of psi"
+    signed = "" if statistic == RANKED_BY or item.contribution is None else f"{statistic} term {item.contribution:+.4f}"
+    text = "; ".join(part for part in (moved, signed) if part)
+    return f" ({text})" if text else ""
 
 
 def _number(value: float | None) -> str:

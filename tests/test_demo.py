@@ -91,3 +91,16 @@ def test_demo_replaces_only_the_files_it_made(tmp_path):
     prepare_directory(earlier)
     assert sorted(p.name for p in earlier.iterdir()) == sorted([MARKER, "my-notes.md"])
     assert (earlier / "my-notes.md").read_text() == "mine"
+
+
+def test_demo_config_keeps_the_default_kl_direction(tmp_path):
+    """The demo once set `kl_direction: current_reference` so that its injected shift topped
+    `explain`; it shows what a user gets with the defaults instead (explain ranks by movement)."""
+    from datetime import UTC, datetime
+
+    from driftmon.config import parse_config
+    from driftmon.demo import Timeline, demo_config
+
+    raw = demo_config(tmp_path, Timeline.around(datetime(2024, 3, 8, tzinfo=UTC)), "127.0.0.1", 9847)
+    assert "kl_direction" not in raw["defaults"] and "kl_direction" not in raw["monitors"][0]
+    assert parse_config(raw).resolved_monitors()[0].kl_direction == "reference_current"

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
+from scipy.special import rel_entr
 
 from driftmon.cli import main
 from driftmon.config import MonitorSettings, parse_config
@@ -79,14 +80,22 @@ def store(engine: sa.Engine, rows: list[dict]) -> None:
         Repository().upsert_results(connection, rows)
 
 
-def independent_terms(ref, cur, alpha: float = 0.5) -> dict[str, np.ndarray]:
-    """Pseudo-count shares and each statistic's terms, written out from the README's "What driftmon measures"."""
+def independent_terms(ref, cur, alpha: float = 0.5, kl_direction: str = "reference_current") -> dict[str, np.ndarray]:
+    """Pseudo-count shares and each statistic's terms, written out from the README's "What driftmon measures"
+    (KL's with scipy's ``rel_entr``, x ln(x / y))."""
     ref, cur = np.asarray(ref, float), np.asarray(cur, float)
     p = (ref + alpha) / (ref.sum() + alpha * len(ref))
     q = (cur + alpha) / (cur.sum() + alpha * len(cur))
     m = (p + q) / 2
-    return {"p": p, "q": q, "kl": p * np.log(p / q), "psi": (p - q) * np.log(p / q),
+    kl = rel_entr(p, q) if kl_direction == "reference_current" else rel_entr(q, p)
+    return {"p": p, "q": q, "kl": kl, "psi": (q - p) * np.log(q / p),
             "js": 0.5 * (p * np.log(p / m) + q * np.log(q / m))}
+
+
+def by_movement(labels, ref, cur) -> list[str]:
+    """The labels, the bin whose PSI term is largest first (ties in the bins' order)."""
+    psi = independent_terms(ref, cur)["psi"]
+    return [labels[i] for i in np.argsort(-psi, kind="stable")]
 
 
 # --- the explanation ------------------------------------------------------------------------
@@ -108,6 +117,8 @@ def test_terms_sum_to_the_stored_statistic(defaults, statistic):
         assert math.fsum(b.share_of_statistic for b in column.bins) == pytest.approx(1.0, abs=1e-12)
         assert math.fsum(b.reference_share for b in column.bins) == pytest.approx(1.0, abs=1e-12)
         assert math.fsum(b.current_share for b in column.bins) == pytest.approx(1.0, abs=1e-12)
+        assert math.fsum(b.psi_term for b in column.bins) == pytest.approx(row["psi"], abs=1e-12)
+        assert math.fsum(b.share_of_movement for b in column.bins) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_bins_match_an_independent_computation():
@@ -123,7 +134,7 @@ def test_bins_match_an_independent_computation():
     assert [b.current_count for b in column.bins] == COUNTRY[2]
 
 
-def test_top_bins_are_ordered_by_contribution():
+def test_top_bins_are_ordered_by_psi_term():
     monitor = settings()
     explanation = explain_window(monitor, stored_rows(monitor, WINDOW_END, {"country": COUNTRY}, "psi"))
     column = explanation.column("country")
@@ -135,15 +146,44 @@ def test_top_bins_are_ordered_by_contribution():
     assert [b["label"] for b in as_dict(explanation, top=2)["columns"][0]["top_bins"]] == order[:2]
 
 
-def test_reference_current_kl_is_driven_by_the_bins_that_lost_mass():
-    # KL(reference || current) weighs each term by the reference share: a category that
-    # appears only in the current window adds almost nothing to it (PSI and JS see it).
+@pytest.mark.parametrize("direction", ["reference_current", "current_reference"])
+@pytest.mark.parametrize("statistic", [None, "kl", "psi", "js"])
+def test_bins_are_ranked_by_how_much_they_moved_whatever_the_statistic(direction, statistic):
+    # KL(reference || current), the default, gives a category that appears only in the current
+    # window a negative term: ranked by it, the cause of the drift came last. The PSI term
+    # (q - p) ln(q / p) is >= 0 and symmetric, so it ranks the bins by how much they moved.
+    monitor = settings(kl_direction=direction)
+    rows = stored_rows(monitor, WINDOW_END, {"country": COUNTRY, "amount": AMOUNT})
+    explanation = explain_window(monitor, rows, statistic)
+    for labels, ref, cur in (COUNTRY, AMOUNT):
+        column = explanation.column("country" if labels is COUNTRY[0] else "amount")
+        expected = independent_terms(ref, cur, kl_direction=direction)
+        assert [b.label for b in column.ranked] == by_movement(labels, ref, cur)
+        np.testing.assert_allclose([b.psi_term for b in column.bins], expected["psi"], rtol=1e-12)
+        np.testing.assert_allclose([b.share_of_movement for b in column.bins],
+                                   expected["psi"] / expected["psi"].sum(), rtol=1e-12)
+        assert all(0 <= b.share_of_movement <= 1 for b in column.bins)
+        # Beside the ranking: the signed terms of the chosen statistic, still summing to it.
+        shown = statistic or "kl"
+        assert column.contributions_of == shown
+        np.testing.assert_allclose([b.contribution for b in column.bins], expected[shown], rtol=1e-12)
+    assert explanation.column("country").ranked[0].label == "__other__"
+
+
+def test_the_new_category_tops_the_default_kl_although_its_kl_term_is_negative():
     monitor = settings()
-    column = explain_window(monitor, stored_rows(monitor, WINDOW_END, {"country": COUNTRY})).column("country")
-    assert column.ranked[0].label == "DE"
-    assert abs(next(b for b in column.bins if b.label == "__other__").share_of_statistic) < 0.01
-    ranked_by_js = explain_window(monitor, stored_rows(monitor, WINDOW_END, {"country": COUNTRY}), "js")
-    assert ranked_by_js.column("country").ranked[0].label == "__other__"
+    explanation = explain_window(monitor, stored_rows(monitor, WINDOW_END, {"country": COUNTRY}))
+    top = explanation.column("country").ranked[0]
+    assert top.label == "__other__" and top.contribution < 0 < top.psi_term
+    assert top.share_of_movement > 0.5
+    table = as_table(explanation, top=5)
+    header, first = table.splitlines()[3:5]
+    assert header.split() == ["bin", "ref", "count", "ref", "share", "cur", "count", "cur", "share",
+                              "psi", "term", "of", "psi", "kl", "term"]
+    assert first.split()[0] == "__other__" and first.split()[-1] == f"{top.contribution:+.4f}"
+    shares = [float(line.split()[-2].rstrip("%")) for line in table.splitlines()[4:9]]
+    assert all(0 <= share <= 100 for share in shares)  # no "136.8 %" or "-3.1 %" of a statistic
+    assert shares == sorted(shares, reverse=True)
 
 
 def test_labels_of_every_bin_kind_are_shown_as_stored():
@@ -207,9 +247,9 @@ def test_the_window_at_or_before_a_time_is_chosen(engine):
 
 COLUMN_KEYS = ["column", "role", "status", "statistic", "value", "kl", "psi", "js", "threshold_warning",
                "threshold_critical", "p_value", "q_value", "samples_reference", "samples_current",
-               "contributions_of", "bins", "bins_stored", "note", "top_bins"]
+               "contributions_of", "ranked_by", "bins", "bins_stored", "note", "top_bins"]
 BIN_KEYS = ["label", "reference_count", "reference_share", "current_count", "current_share", "contribution",
-            "share_of_statistic"]
+            "share_of_statistic", "psi_term", "share_of_movement"]
 
 
 @pytest.fixture
@@ -240,7 +280,14 @@ def test_json_output_is_the_documented_contract(config_file, engine):
     country = document["columns"][0]
     assert (country["statistic"], country["status"], country["bins"], country["q_value"]) == \
         ("kl", "critical", 5, 4e-6)
-    assert country["top_bins"][0]["label"] == "DE" and country["top_bins"][0]["reference_count"] == 400
+    assert country["ranked_by"] == "psi" and country["contributions_of"] == "kl"
+    first = country["top_bins"][0]
+    assert first["label"] == "__other__" and first["reference_count"] == 0  # the new category moved most
+    expected = independent_terms(COUNTRY[1], COUNTRY[2])
+    other = COUNTRY[0].index("__other__")
+    assert first["psi_term"] == pytest.approx(expected["psi"][other], rel=1e-12)
+    assert first["share_of_movement"] == pytest.approx(expected["psi"][other] / expected["psi"].sum(), rel=1e-12)
+    assert first["contribution"] == pytest.approx(expected["kl"][other], rel=1e-12) and first["contribution"] < 0
 
 
 def test_table_output_and_ranking_statistic(config_file, engine):
@@ -251,6 +298,7 @@ def test_table_output_and_ranking_statistic(config_file, engine):
     assert lines[0].startswith("monitor shop: window [2024-03-08T11:00:00+00:00, 2024-03-08T12:00:00+00:00)")
     assert lines[2].startswith("country (feature): critical  kl ")
     assert lines[4].split()[0] == "__other__" and "psi term" in lines[3]
+    assert lines[3].count("term") == 1  # the PSI's terms are not shown twice
     assert lines[5] == "  (4 more bin(s); --top shows more)"
 
 
@@ -266,10 +314,12 @@ def test_a_past_window_is_explained_after_its_source_is_dropped(config_file, eng
     assert result.exit_code == 0, result.output
     document = json.loads(result.output)
     assert document["window_end"] == "2024-03-06T12:00:00+00:00"
-    expected = independent_terms(AMOUNT[1], AMOUNT[2])["kl"]
+    expected = independent_terms(AMOUNT[1], AMOUNT[2])
+    order = np.argsort(-expected["psi"], kind="stable")
     top_bins = document["columns"][0]["top_bins"]
-    assert [b["label"] for b in top_bins] == [AMOUNT[0][i] for i in np.argsort(-expected, kind="stable")]
-    np.testing.assert_allclose([b["contribution"] for b in top_bins], sorted(expected, reverse=True), rtol=1e-12)
+    assert [b["label"] for b in top_bins] == [AMOUNT[0][i] for i in order]
+    np.testing.assert_allclose([b["psi_term"] for b in top_bins], expected["psi"][order], rtol=1e-12)
+    np.testing.assert_allclose([b["contribution"] for b in top_bins], expected["kl"][order], rtol=1e-12)
 
 
 def test_usage_errors(config_file, engine):
@@ -339,6 +389,7 @@ def test_a_window_computed_by_a_run_is_explained_after_its_source_is_dropped(tmp
         assert column["bins_stored"] and column["note"] is None
         assert math.fsum(b["contribution"] for b in column["top_bins"]) == pytest.approx(column["kl"], abs=1e-12)
         assert math.fsum(b["current_count"] for b in column["top_bins"]) == column["samples_current"]
-    by_psi = json.loads(explain(config, "--at", "2024-03-07T18:00:00Z", "--output", "json",
-                                "--statistic", "psi").output)
-    assert [c["top_bins"][0]["label"] for c in by_psi["columns"]] == ["__missing__", "__other__"]
+    assert [c["top_bins"][0]["label"] for c in document["columns"]] == ["__missing__", "__other__"]
+    with_psi = json.loads(explain(config, "--at", "2024-03-07T18:00:00Z", "--output", "json",
+                                  "--statistic", "psi").output)
+    assert [c["top_bins"][0]["label"] for c in with_psi["columns"]] == ["__missing__", "__other__"]

@@ -26,7 +26,8 @@ from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
 from driftmon.cli import main
-from driftmon.report import ReportPages, build_report
+from driftmon.explain import explain_window
+from driftmon.report import ReportPages, build_report, marked_bins
 from driftmon.server import MetricsServer
 from driftmon.store.database import create_db_engine
 from tests.test_explain import (  # noqa: F401  config_file is a fixture
@@ -35,6 +36,7 @@ from tests.test_explain import (  # noqa: F401  config_file is a fixture
     COUNTRY,
     NO_BINS,
     WINDOW_END,
+    by_movement,
     config_file,
     monitor_config,
     settings,
@@ -99,6 +101,21 @@ def test_summary_shows_each_column_with_status_statistic_and_p_value(engine):
     assert ">critical<" in country[2] and country[3] == "kl"
     assert country[7] == "2e-06" and country[8] == "4e-06"  # p- and q-value
     assert country[-1] == "6 of 24"  # windows in warning or critical over the range
+
+
+def test_the_bins_that_moved_most_are_marked_whatever_the_kl_direction(engine):
+    # With the default KL(reference || current) the new category's KL term is negative: ranked
+    # by it, the report marked DE, FR and US, which merely lost share, and left __other__ out.
+    store_history(engine)
+    page = report_of(engine)
+    summary = page[page.index("<table class='summary'>"):page.index("</table>")]
+    country = re.findall(r"<td[^>]*>(.*?)</td>", re.findall(r"<tr>(.*?)</tr>", summary)[2])
+    assert country[10].startswith("__other__ (") and "% of psi; kl term -0.0" in country[10]
+    explanation = explain_window(settings(), stored_rows(settings(), WINDOW_END, COLUMNS))
+    for name, (labels, ref, cur) in COLUMNS.items():
+        marked = marked_bins(explanation.column(name), 3)
+        assert marked == {label: rank for rank, label in enumerate(by_movement(labels, ref, cur)[:3], start=1)}
+    assert next(iter(marked_bins(explanation.column("country"), 3))) == "__other__"
 
 
 def test_names_and_labels_are_escaped(engine):

@@ -37,20 +37,23 @@ monitor_argument = click.option("--monitor", "monitor_name", required=True, meta
               help="Explain the window ending at or before this time (ISO 8601, UTC if naive) "
                    "[default: the newest stored].")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1),
-              help="Bins shown per column, largest contribution first.")
+              help="Bins shown per column, the ones that moved most (largest PSI term) first.")
 @click.option("--statistic", type=click.Choice(["kl", "psi", "js"]), default=None,
-              help="Rank the bins by this statistic's terms [default: the one each column's "
-                   "status is judged on].")
+              help="Show this statistic's signed per-bin terms beside the ranking [default: the one "
+                   "each column's status is judged on]. It does not change the ranking, which is "
+                   "always by PSI term.")
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @handle_errors
 def explain(config_path: str | None, monitor_name: str, columns: tuple[str, ...], at: datetime | None,
             top: int, statistic: str | None, output: str) -> None:
     """Which bins drove a stored window's statistics, read from the results database.
 
-    For each column: its status, statistic, p- and q-value, then its top bins by
-    their term of the statistic (the terms sum to it): label, reference and
-    current count and smoothed share, the term, and the share of the statistic
-    it explains.
+    For each column: its status, statistic, p- and q-value, then the bins that
+    moved most, in either direction: ranked by their PSI term (q - p) ln(q/p),
+    never negative, with its share of the column's PSI (these sum to 100 %).
+    Beside it, the bin's signed term of the column's statistic (or of
+    --statistic); those terms sum to the statistic but a KL term can be negative.
+    Each bin shows its label and reference and current count and smoothed share.
     """
     from driftmon import explain as explaining
     from driftmon.config import load_config
@@ -80,8 +83,8 @@ def report(config_path: str | None, monitor_name: str, start: datetime | None, e
     """Write a self-contained HTML drift report of one monitor.
 
     A summary of the chosen window's columns, then per column the reference and
-    current shares of its bins (the top contributors marked) and the statistic
-    over time with its thresholds and each window's status.
+    current shares of its bins (the ones that moved most marked, by PSI term)
+    and the statistic over time with its thresholds and each window's status.
     """
     from driftmon.config import load_config
     from driftmon.report import build_report
