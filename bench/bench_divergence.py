@@ -27,12 +27,18 @@ fixed overhead of one call with F = 1. Torch runs on 1 thread unless told.
 Not a test: numbers depend on the machine and what else runs on it.
 
 ``--g-only`` times just the G-test's cost: the float64 engine with and
-without it, on null and on drifted counts, the four interleaved round after
-round (``--rounds``, default 21), as wall-clock and as this thread's CPU time
-(on a shared machine the CPU time is the steadier of the two). ``--baseline DIR``
+without it, on null and on drifted counts, all interleaved round after round
+(``--rounds``, default 21), as wall-clock and as this thread's CPU time (on a
+shared machine the CPU time is the steadier of the two), and prints the ratio
+engine-with-test / engine-without-test of each. It runs on the counts the
+pipeline passes (``--cases``, default all of ``G_CASES``): float64 arrays of
+whole counts, small (Poisson(50)), up to about 1,000 per bin, and a week-sized
+reference (~20,000 per bin) against an hour-sized current window (~200 per
+bin); and, for comparison, the small Poisson(50) counts as int64, the only
+kind that took the G-test's lookup tables before (issue 14). ``--baseline DIR``
 adds another checkout's engine (DIR holds its ``driftmon`` package, e.g. a
-``git worktree``) to the same rounds, with and without its test: before and
-after, side by side. For example
+``git worktree`` or ``git archive HEAD driftmon | tar -x -C DIR``) to the same
+rounds, with and without its test: before and after, side by side. For example
 
     python bench/bench_divergence.py --g-only --sizes 10000 --bins 64 --rounds 31 --baseline ../before
 """
@@ -153,6 +159,39 @@ def make_counts(rows: int, bins: int, seed: int = 0, drifted: bool = True) -> tu
     return rng.poisson(50, (rows, bins)), rng.poisson(drift, (rows, bins))
 
 
+def _drift(bins: int, drifted: bool) -> np.ndarray | float:
+    return 1 + 0.3 * np.sin(np.arange(bins)) if drifted else 1.0
+
+
+def _poisson50(rng, rows, bins, drifted):
+    return rng.poisson(50, (rows, bins)), rng.poisson(50 * _drift(bins, drifted), (rows, bins))
+
+
+def _up_to_1000(rng, rows, bins, drifted):
+    means = rng.uniform(0, 1_000, (rows, bins))  # every row its own shape: shares from 0 to ~3 %
+    return rng.poisson(means), rng.poisson(means * _drift(bins, drifted))
+
+
+def _week_and_hour(rng, rows, bins, drifted):
+    return rng.poisson(20_000, (rows, bins)), rng.poisson(200 * _drift(bins, drifted), (rows, bins))
+
+
+# The counts the G-test is timed on: name -> (draw(rng, rows, bins, drifted), dtype). The pipeline
+# passes float64 arrays (window counts come back from SQL and from stored profiles as floats).
+G_CASES: dict[str, tuple[Callable, np.dtype]] = {
+    "poisson50-int64": (_poisson50, np.int64),
+    "poisson50-float64": (_poisson50, np.float64),
+    "upto1000-float64": (_up_to_1000, np.float64),
+    "ref20000-cur200-float64": (_week_and_hour, np.float64),
+}
+
+
+def make_case(case: str, rows: int, bins: int, drifted: bool, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Both windows of one of ``G_CASES``, in its dtype."""
+    draw, dtype = G_CASES[case]
+    return tuple(counts.astype(dtype) for counts in draw(np.random.default_rng(seed), rows, bins, drifted))
+
+
 def engine_runner(reference, current, device: torch.device, dtype: torch.dtype, significance: bool = True, fn=None):
     ref = torch.as_tensor(reference, device=device)
     cur = torch.as_tensor(current, device=device)
@@ -236,21 +275,23 @@ def _no_sync() -> None:
     pass
 
 
-def measure_g_cost(rows, bins, device, rounds, sync, baseline=None) -> dict[str, tuple[float, float]]:
-    """(wall, CPU) median seconds of the float64 engine with and without the G-test, null and drifted.
+def measure_g_cost(rows, bins, device, rounds, sync, baseline=None, cases=None) -> dict[tuple, tuple[float, float]]:
+    """(wall, CPU) median seconds of the float64 engine with and without the G-test, per count case,
+    null and drifted, keyed (case, data, variant).
 
     With a ``baseline`` (another checkout's ``divergences``), its runs with
     and without the test take their turns in the same rounds.
     """
     contenders = {}
-    for data, drifted in (("null", False), ("drift", True)):
-        reference, current = make_counts(rows, bins, drifted=drifted)
-        for name, significance in (("with", True), ("without", False)):
-            contenders[data, name] = engine_runner(reference, current, device, torch.float64, significance)
-            if baseline is not None:
-                contenders[data, f"baseline {name}"] = engine_runner(
-                    reference, current, device, torch.float64, significance, baseline
-                )
+    for case in cases or G_CASES:
+        for data, drifted in (("null", False), ("drift", True)):
+            reference, current = make_case(case, rows, bins, drifted)
+            for name, significance in (("with", True), ("without", False)):
+                contenders[case, data, name] = engine_runner(reference, current, device, torch.float64, significance)
+                if baseline is not None:
+                    contenders[case, data, f"baseline {name}"] = engine_runner(
+                        reference, current, device, torch.float64, significance, baseline
+                    )
     for fn in contenders.values():
         fn()
     wall = {key: [] for key in contenders}
@@ -267,17 +308,23 @@ def measure_g_cost(rows, bins, device, rounds, sync, baseline=None) -> dict[str,
     return {key: (statistics.median(wall[key]), statistics.median(cpu[key])) for key in contenders}
 
 
-def print_g_cost(rows, bins, times: dict[str, tuple[float, float]]) -> None:
-    versions = ("", "baseline ") if ("null", "baseline with") in times else ("",)
-    for data in ("null", "drift"):
-        for version in versions:
-            (with_wall, with_cpu), (without_wall, without_cpu) = (times[data, version + w] for w in ("with", "without"))
-            print(
-                f"F={rows:,} B={bins} {data:5s} {version.strip() or 'this':8s}: with G {_ms(with_wall)} ms, without "
-                f"{_ms(without_wall)} ms, ratio {with_wall / without_wall:.3f} (CPU time: {_ms(with_cpu)} / "
-                f"{_ms(without_cpu)} ms, ratio {with_cpu / without_cpu:.3f})",
-                flush=True,
-            )
+def print_g_cost(rows, bins, times: dict[tuple, tuple[float, float]]) -> None:
+    """One line per case, data and version: with / without the test, and their ratio (wall and CPU)."""
+    baseline = any(key[2] == "baseline with" for key in times)
+    versions = ("", "baseline ") if baseline else ("",)
+    cases = dict.fromkeys(key[0] for key in times)
+    for case in cases:
+        for data in ("null", "drift"):
+            for version in versions:
+                (with_wall, with_cpu), (without_wall, without_cpu) = (
+                    times[case, data, version + w] for w in ("with", "without")
+                )
+                print(
+                    f"F={rows:,} B={bins} {case:24s} {data:5s} {version.strip() or 'this':8s}: with G "
+                    f"{_ms(with_wall)} ms, without {_ms(without_wall)} ms, ratio {with_wall / without_wall:.3f} "
+                    f"(CPU time: {_ms(with_cpu)} / {_ms(without_cpu)} ms, ratio {with_cpu / without_cpu:.3f})",
+                    flush=True,
+                )
 
 
 # --------------------------------------------------------------------------
@@ -385,6 +432,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="interleaved rounds of the engine (21; 5 with --quick)")
     parser.add_argument("--g-only", action="store_true", help="only the G-test's cost, null and drifted")
     parser.add_argument("--baseline", metavar="DIR", help="with --g-only: also time the checkout in DIR, interleaved")
+    parser.add_argument("--cases", nargs="+", choices=list(G_CASES), help="with --g-only: the count cases (all)")
     args = parser.parse_args(argv)
     args.repeats = {"engine": 5, "numpy": 3, "scipy": 1} if args.quick else {"engine": 21, "numpy": 11, "scipy": 3}
     if args.rounds is not None:
@@ -411,7 +459,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         for rows in args.sizes or default_sizes(args, device):
             for bins in args.bins:
-                print_g_cost(rows, bins, measure_g_cost(rows, bins, device, args.repeats["engine"], sync, baseline))
+                times = measure_g_cost(rows, bins, device, args.repeats["engine"], sync, baseline, args.cases)
+                print_g_cost(rows, bins, times)
         return
     print_header(args, device)
     for rows in args.sizes or default_sizes(args, device):
