@@ -14,6 +14,7 @@ from tqdm import tqdm
 from driftmon.config import Config, MonitorSettings
 from driftmon.divergence import DeviceUnavailableError, resolve_device, set_threads
 from driftmon.errors import ConfigError
+from driftmon.fingerprints import results_fingerprint
 from driftmon.logs import above_progress_bar
 from driftmon.pipeline import Pipeline, RunOutcome
 from driftmon.signals import stop_on_signals
@@ -68,13 +69,15 @@ def run_latest(app: App, monitors: list[MonitorSettings], now: datetime) -> list
 
 
 def pending_windows(app: App, monitor: MonitorSettings, start: datetime, end: datetime) -> list[TimeRange]:
-    """The monitor's historical windows in [start, end] that have no results yet."""
+    """The monitor's historical windows in [start, end] with no results yet, or with results
+    that other settings made (their fingerprint differs: driftmon/fingerprints.py)."""
     windows = backfill_windows(monitor.schedule, monitor.window.size, start, end)
     if not windows:
         return []
     span = TimeRange(windows[0].end - monitor.window.size, windows[-1].end)
+    made_by = results_fingerprint(monitor, app.config.source_url(monitor.source))
     with app.results.connect() as connection:
-        stored = app.pipeline.repository.stored_window_ends(connection, monitor.name, span)
+        stored = app.pipeline.repository.stored_window_ends(connection, monitor.name, span, made_by)
     return [w for w in windows if w.end not in stored]
 
 

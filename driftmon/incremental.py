@@ -21,9 +21,9 @@ import numpy as np
 from sqlalchemy import Engine
 
 from driftmon.config import MonitorSettings
+from driftmon.fingerprints import fingerprint
 from driftmon.slices import is_sealed, lateness, slice_length
 from driftmon.sources import Source
-from driftmon.sources.binning import fingerprint
 from driftmon.sources.profile import ReferenceProfile, WindowCounts
 from driftmon.sources.slicing import SliceCount, slice_starts
 from driftmon.store.repository import Repository

@@ -23,9 +23,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from driftmon.config import ComputeConfig, MonitorSettings
 from driftmon.divergence import Divergences, divergences
 from driftmon.errors import DriftmonError, SourceError, StoreError
+from driftmon.fingerprints import results_fingerprint
 from driftmon.incremental import SliceCounter, SlicedWindow
-from driftmon.profiles import reference_profile
+from driftmon.profiles import Completeness, reference_profile
 from driftmon.significance import benjamini_hochberg
+from driftmon.slices import lateness
 from driftmon.sources import Source, open_source
 from driftmon.sources.profile import ReferenceProfile, WindowCounts
 from driftmon.sources.sql import statement_timeout
@@ -98,6 +100,8 @@ class RunOutcome:
     # Stored windows recomputed by this run because a recount of late rows changed
     # a slice they used: their results replace the stored ones, in the same transaction.
     recomputed: list[RunOutcome] = field(default_factory=list)
+    # driftmon.fingerprints.results_fingerprint of the settings that made the results.
+    fingerprint: str | None = None
 
     @property
     def critical(self) -> bool:
@@ -213,10 +217,13 @@ class Pipeline:
         self.compute = compute
         self.engines = engines
         self.repository = repository or Repository()
-        # The clock that decides whether a slice is sealed; tests move it.
-        self.slices = SliceCounter(self.repository, results, clock or (lambda: datetime.now(UTC)))
+        # The clock that decides whether a slice is sealed and a profile complete; tests move it.
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.slices = SliceCounter(self.repository, results, self.clock)
         self._sources: dict[str, tuple[MonitorSettings, Source]] = {}
         self._profiles: dict[str, ReferenceProfile] = {}
+        # References recounted by this process (backfill --recount): once each, not once per window.
+        self._recounted: set[tuple[str, str, TimeRange]] = set()
         self.engine_calls = 0  # one per successful monitor run; tests read it
         # Set at shutdown once the grace period is over: runs still computing
         # then end without writing anything.
@@ -242,7 +249,8 @@ class Pipeline:
             outcome = RunOutcome(monitor.name, window, OK, work.results, reference,
                                  rows_scanned=work.counts.rows_scanned,
                                  duration_seconds=time.perf_counter() - clock, trigger=trigger,
-                                 recomputed=work.recomputed)
+                                 recomputed=work.recomputed,
+                                 fingerprint=results_fingerprint(monitor, source_url))
             if self.abandon.is_set():
                 return self._abandoned(outcome)
             self._store(outcome, started, scheduled_at, work)
@@ -271,19 +279,28 @@ class Pipeline:
 
     def _compute(self, monitor, source_url, window, reference, recount=False) -> _Work:
         source = self.source_for(monitor, source_url)
-        profile = self._profile(monitor, source, reference)
+        profile = self._profile(monitor, source, reference, recount)
         sliced = self.slices.window(monitor, source, profile, window, recount=recount)
         counts = sliced.counts if sliced else source.counts(profile, window)
         results = self._statistics(monitor, counts, reference)
         recomputed = self._recompute_changed(monitor, source, profile, reference, window, sliced)
         return _Work(counts, results, sliced, recomputed)
 
-    def _profile(self, monitor: MonitorSettings, source: Source, reference: TimeRange) -> ReferenceProfile:
-        """The reference profile, read back from the store once per range: stored profiles never change."""
+    def _profile(self, monitor: MonitorSettings, source: Source, reference: TimeRange,
+                 recount: bool = False) -> ReferenceProfile:
+        """The reference profile, read back from the store once per range: complete stored
+        profiles never change, except by a recount, which this process does once per range."""
+        recount_key = (monitor.name, source.fingerprint, reference)
+        recount = recount and recount_key not in self._recounted
         cached = self._profiles.get(monitor.name)
-        if cached is not None and cached.range == reference and source.fits(cached):
+        if not recount and cached is not None and cached.range == reference and cached.complete \
+                and source.fits(cached):
             return cached
-        profile = reference_profile(self.repository, self.results, source, monitor.name, reference)
+        completeness = Completeness(self.clock(), lateness(monitor), monitor.min_samples)
+        profile = reference_profile(self.repository, self.results, source, monitor.name, reference,
+                                    completeness, recount=recount)
+        if recount:
+            self._recounted.add(recount_key)
         self._profiles[monitor.name] = profile
         return profile
 
@@ -334,15 +351,17 @@ class Pipeline:
                 if work.sliced is not None:
                     self._store_slices(connection, outcome, work.sliced, overwrite=outcome.trigger == "recount")
                 for late in outcome.recomputed:
-                    self._store_results(connection, late, started, None)
-                self._store_results(connection, outcome, started, scheduled_at)
+                    self._store_results(connection, late, started, None, outcome.fingerprint)
+                self._store_results(connection, outcome, started, scheduled_at, outcome.fingerprint)
         except SQLAlchemyError as exc:
             raise StoreError(f"storing the results failed: {_first_line(exc)}") from exc
 
-    def _store_results(self, connection, outcome: RunOutcome, started: datetime, scheduled_at) -> None:
+    def _store_results(self, connection, outcome: RunOutcome, started: datetime, scheduled_at,
+                       fingerprint: str | None) -> None:
         run_id = self.repository.insert_run(connection, self._run_row(outcome, started, scheduled_at))
         now = datetime.now(UTC)
-        self.repository.upsert_results(connection, [r.as_row(run_id, now) for r in outcome.results])
+        rows = [{**r.as_row(run_id, now), "fingerprint": fingerprint} for r in outcome.results]
+        self.repository.upsert_results(connection, rows)
 
     def _store_slices(self, connection, outcome: RunOutcome, sliced, overwrite: bool) -> None:
         monitor = self._sources[outcome.monitor][0]

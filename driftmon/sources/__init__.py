@@ -26,6 +26,7 @@ from driftmon.windows import TimeRange
 
 class Source(Protocol):
     statements: int
+    fingerprint: str  # driftmon/fingerprints.py: every setting that shapes a count
 
     def expected_hash(self, column: str) -> str: ...
 

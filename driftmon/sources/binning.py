@@ -6,12 +6,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Sequence
-
-from driftmon.config import Feature
 
 
 def quantile_levels(bins: int) -> list[float]:
@@ -92,20 +88,3 @@ def _sort_key(value: object) -> tuple:
 
 def category_label(value: object) -> str:
     return str(value)
-
-
-def fingerprint(document: object) -> str:
-    """A stable sha256 of a JSON-able document (values that JSON lacks are written as text)."""
-    text = json.dumps(document, sort_keys=True, default=str, allow_nan=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def config_hash(feature: Feature | None, source_identity: dict) -> str:
-    """Fingerprint of everything that shapes a column's profile.
-
-    A stored profile is reused only while this is unchanged, so editing a
-    column's binning or the source's filters computes a new profile.
-    """
-    settings = feature.model_dump(mode="json", exclude={"role"}) if feature else {}
-    document = json.dumps({"feature": settings, "source": source_identity}, sort_keys=True)
-    return hashlib.sha256(document.encode()).hexdigest()

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql
 
 from driftmon.config import Feature, MonitorSettings
+from driftmon.fingerprints import column_fingerprint, fingerprint, source_fingerprint
 from driftmon.sources import binning, dialects
 from driftmon.sources.alignment import align
 from driftmon.sources.profile import ColumnCounts, ColumnProfile, ReferenceProfile, WindowCounts
@@ -63,24 +64,17 @@ class EventsSource(ReferenceBinning):
                                    names, self.source.timeout, timestamp=self.source.timestamp_column,
                                    timestamp_unit=self.source.timestamp_unit,
                                    numeric=[f.column for f in self.features if f.type == "numeric"])
+        # Every source setting that shapes a count, with the database the engine reads.
+        self.fingerprint = source_fingerprint(self.source, engine.url)
         self.statements = 0  # executed so far; tests and logs read it
         self._warned: set[str] = set()  # columns already reported as having too many categories
         # The count statement of the latest bins (cuts, categories), for the next window.
         self._counting: tuple[tuple, WindowStatement] | None = None
 
-    @property
-    def identity(self) -> dict:
-        """What, besides a column's own settings, shapes its profile."""
-        return {
-            "table": self.source.table,
-            "schema": self.source.schema_,
-            "timestamp": self.source.timestamp_column,
-            "where": self.source.where,
-        }
-
     def expected_hash(self, column: str) -> str:
+        """The fingerprint of what shapes the column's profile (driftmon/fingerprints.py)."""
         feature = next((f for f in self.features if f.column == column), None)
-        return binning.config_hash(feature, self.identity) if feature else ""
+        return column_fingerprint(self.fingerprint, feature) if feature else ""
 
     def fits(self, stored: ReferenceProfile) -> bool:
         """Whether a stored profile still describes every configured column."""
@@ -112,7 +106,7 @@ class EventsSource(ReferenceBinning):
     def slice_key(self, profile: ReferenceProfile) -> str:
         """What slices are counted in: the same bins give the same key, whatever the range."""
         bins = [(c.column, c.config_hash, list(c.edges), list(c.categories)) for c in profile.columns]
-        return binning.fingerprint({"kind": "events", "bins": bins})
+        return fingerprint({"kind": "events", "bins": bins})
 
     def slice_counts(self, profile: ReferenceProfile, span: TimeRange,
                      length: timedelta) -> dict[datetime, SliceCount]:

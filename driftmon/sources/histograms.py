@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from driftmon.config import MonitorSettings
-from driftmon.sources import binning
+from driftmon.fingerprints import column_fingerprint, fingerprint, source_fingerprint
 from driftmon.sources.alignment import align
 from driftmon.sources.profile import ColumnCounts, ColumnProfile, ReferenceProfile, WindowCounts
 from driftmon.sources.slicing import SliceCount, histogram_rows, histogram_slices
@@ -35,6 +35,8 @@ class HistogramsSource:
                                    self._column_names(), self.source.timeout,
                                    timestamp=self.source.timestamp_column, timestamp_unit=self.source.timestamp_unit,
                                    numeric=[self.source.count_column])
+        # Every source setting that shapes a count, with the database the engine reads.
+        self.fingerprint = source_fingerprint(self.source, engine.url)
         self.statements = 0
 
     def _column_names(self) -> list[str]:
@@ -42,15 +44,9 @@ class HistogramsSource:
         names = [s.timestamp_column, s.feature_column, s.bin_column, s.count_column, *s.where]
         return names + ([s.role_column] if s.role_column else [])
 
-    @property
-    def identity(self) -> dict:
-        s = self.source
-        return {"table": s.table, "schema": s.schema_, "timestamp": s.timestamp_column,
-                "feature": s.feature_column, "bin": s.bin_column, "count": s.count_column,
-                "where": s.where}
-
     def expected_hash(self, column: str) -> str:
-        return binning.config_hash(self.features.get(column), self.identity)
+        """The fingerprint of what shapes the column's counts (driftmon/fingerprints.py)."""
+        return column_fingerprint(self.fingerprint, self.features.get(column))
 
     def fits(self, stored: ReferenceProfile) -> bool:
         """Whether a stored profile was cut under the current settings.
@@ -87,8 +83,8 @@ class HistogramsSource:
 
     def slice_key(self, profile: ReferenceProfile) -> str:
         """Histogram bins come from the data: slices depend only on the source and features."""
-        return binning.fingerprint({"kind": "histograms", "source": self.identity,
-                                    "features": sorted(self.features)})
+        return fingerprint({"kind": "histograms", "source": self.fingerprint,
+                            "features": sorted(self.expected_hash(c) for c in self.features)})
 
     def slice_counts(self, profile: ReferenceProfile, span: TimeRange,
                      length: timedelta) -> dict[datetime, SliceCount]:

@@ -32,6 +32,7 @@ class ColumnProfile:
     other: float = 0.0
     missing: float = 0.0
     error: str | None = None
+    complete: bool = True  # False: counted too early or too small to keep (driftmon/profiles.py)
 
     @property
     def total(self) -> float:
@@ -42,6 +43,11 @@ class ColumnProfile:
 class ReferenceProfile:
     range: TimeRange
     columns: tuple[ColumnProfile, ...]
+
+    @property
+    def complete(self) -> bool:
+        """Whether it may be reused for good: every column was counted complete."""
+        return all(c.complete for c in self.columns)
 
     def column(self, name: str) -> ColumnProfile:
         for profile in self.columns:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -123,6 +124,10 @@ class Result(Base):
     labels: Mapped[list | None] = mapped_column(JSON)
     reference_counts: Mapped[list | None] = mapped_column(JSON)
     current_counts: Mapped[list | None] = mapped_column(JSON)
+    # driftmon.fingerprints.results_fingerprint of the settings that made these numbers:
+    # a backfill recomputes a stored window whose fingerprint no longer matches (NULL: stored
+    # before fingerprints, taken as matching).
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         UniqueConstraint("monitor", "column", "window_end"),
@@ -133,8 +138,11 @@ class Result(Base):
 class ReferenceProfile(Base):
     """Bin edges, categories and counts of one column over one reference range.
 
-    ``config_hash`` fingerprints the column's binning settings: a changed config
-    gives a new profile instead of reusing edges cut for the old one.
+    ``config_hash`` fingerprints everything that shapes the column's profile (its
+    settings, its source's, the database it reads: driftmon/fingerprints.py): a
+    changed config gives a new profile instead of reusing one cut for the old.
+    A profile that is not ``complete`` (its range had not ended when it was
+    counted, or it held fewer than ``min_samples`` rows) is recounted until it is.
     """
 
     __tablename__ = "reference_profiles"
@@ -156,6 +164,7 @@ class ReferenceProfile(Base):
     total: Mapped[float] = mapped_column(Double)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    complete: Mapped[bool] = mapped_column(Boolean, server_default=true())
 
     __table_args__ = (
         # Named by hand: the convention's name would pass PostgreSQL's 63-byte limit.

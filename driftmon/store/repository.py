@@ -28,14 +28,6 @@ _slices = SliceCounts.__table__
 _RESULT_UPDATES = [c.name for c in _results.columns if c.name not in ("id", "monitor", "column", "window_end")]
 
 
-def insert_ignoring_duplicates(connection: Connection, table: sa.Table, rows: list[dict]) -> None:
-    """INSERT … ON CONFLICT DO NOTHING: a second replica's identical write is a no-op."""
-    if not rows:
-        return
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    connection.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
-
-
 class Repository:
     """Reads and writes driftmon's tables."""
 
@@ -55,14 +47,22 @@ class Repository:
         )
         connection.execute(statement, rows)
 
-    def stored_window_ends(self, connection: Connection, monitor: str, span: TimeRange) -> set[datetime]:
-        """Ends of the windows in ``span`` that already have results."""
+    def stored_window_ends(self, connection: Connection, monitor: str, span: TimeRange,
+                           fingerprint: str | None = None) -> set[datetime]:
+        """Ends of the windows in ``span`` that already have results (with ``fingerprint``: results
+        made by those settings, or stored before results had fingerprints)."""
         statement = sa.select(_results.c.window_end).distinct().where(
             _results.c.monitor == monitor,
             _results.c.window_end > span.start,
             _results.c.window_end <= span.end,
         )
-        return set(connection.execute(statement).scalars())
+        if fingerprint is not None:
+            # A window is stale when any of its columns was made by other settings.
+            stale = sa.select(_results.c.window_end).where(
+                _results.c.monitor == monitor, _results.c.fingerprint != fingerprint,
+                _results.c.window_end > span.start, _results.c.window_end <= span.end)
+            statement = statement.where(_results.c.window_end.not_in(stale))
+        return {_utc(end) for end in connection.execute(statement).scalars()}
 
     def claim_lease(self, connection: Connection, monitor: str, window_end: datetime,
                     owner: str, ttl: timedelta) -> bool:
@@ -169,7 +169,11 @@ class Repository:
         columns = tuple(_column_profile(row) for row in connection.execute(statement).mappings())
         return ReferenceProfile(range=reference, columns=columns)
 
-    def save_profile(self, connection: Connection, monitor: str, profile: ReferenceProfile) -> None:
+    def save_profile(self, connection: Connection, monitor: str, profile: ReferenceProfile, *,
+                     replace: bool = False) -> None:
+        """Store a profile's columns. A complete stored column is final: another replica's
+        copy leaves it as it is, and only a recount (``replace``) overwrites it; an
+        incomplete one is overwritten by every newer count."""
         now = datetime.now(UTC)
         rows = [
             {
@@ -189,10 +193,21 @@ class Repository:
                 "total": column.total,
                 "error": column.error,
                 "created_at": now,
+                "complete": column.complete,
             }
             for column in profile.columns
         ]
-        insert_ignoring_duplicates(connection, _profiles, rows)
+        if not rows:
+            return
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(_profiles)
+        keys = ["monitor", "column", "reference_start", "reference_end", "config_hash"]
+        statement = statement.on_conflict_do_update(
+            index_elements=keys,
+            set_={c.name: statement.excluded[c.name] for c in _profiles.columns if c.name not in (*keys, "id")},
+            where=None if replace else _profiles.c.complete == sa.false(),
+        )
+        connection.execute(statement, rows)
 
 
     # --- slices -------------------------------------------------------------------
@@ -285,4 +300,5 @@ def _column_profile(row) -> ColumnProfile:
         other=row["other"],
         missing=row["missing"],
         error=row["error"],
+        complete=row["complete"],
     )
