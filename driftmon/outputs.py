@@ -6,7 +6,7 @@ import json
 
 from driftmon.pipeline import ColumnResult, RunOutcome
 
-_HEADER = ("monitor", "column", "role", "samples", "KL", "PSI", "JS", "p", "q", "status")
+_HEADER = ("monitor", "column", "role", "samples (ref / cur)", "KL", "PSI", "JS", "p", "q", "status")
 
 
 def as_json(outcomes: list[RunOutcome]) -> str:
@@ -47,10 +47,11 @@ def _number(value: float) -> int | float:
 
 
 def as_table(outcomes: list[RunOutcome]) -> str:
+    """One row per (monitor, column), then one line per failed monitor run and the windows computed."""
     rows = [_HEADER]
     for outcome in outcomes:
         for r in outcome.results:
-            rows.append((r.monitor, r.column, r.role, str(_number(r.samples_current)),
+            rows.append((r.monitor, r.column, r.role, _samples(r),
                          _stat(r.kl), _stat(r.psi), _stat(r.js), _probability(r.p_value),
                          _probability(r.q_value), r.status))
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
@@ -58,6 +59,12 @@ def as_table(outcomes: list[RunOutcome]) -> str:
     lines += [f"{o.monitor}: FAILED: {o.error}" for o in outcomes if o.status != "ok"]
     windows = sorted({f"{o.monitor} {o.window}" for o in outcomes})
     return "\n".join(lines + ["", "windows: " + "; ".join(windows)])
+
+
+def _samples(result: ColumnResult) -> str:
+    """Both windows' observations, reference first as `driftmon explain` shows them: an
+    ``insufficient_data`` status may come from either, and 0 in the reference is worth seeing."""
+    return f"{_number(result.samples_reference)} / {_number(result.samples_current)}"
 
 
 def _stat(value: float | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from driftmon.outputs import as_json, as_table
@@ -45,7 +46,20 @@ def test_json_has_one_object_per_failed_monitor_after_the_results():
 
 def test_table_shows_p_and_q_values():
     header, amount, age, *_ = as_table(OUTCOMES).splitlines()
-    assert header.split() == ["monitor", "column", "role", "samples", "KL", "PSI", "JS", "p", "q", "status"]
-    assert amount.split() == ["fraud", "amount", "feature", "400", "0.3750", "0.7500", "0.0625",
+    assert header.split() == ["monitor", "column", "role", "samples", "(ref", "/", "cur)", "KL", "PSI", "JS",
+                              "p", "q", "status"]
+    assert amount.split() == ["fraud", "amount", "feature", "2000", "/", "400", "0.3750", "0.7500", "0.0625",
                               "1.25e-09", "2.5e-09", "critical"]
-    assert age.split()[7:9] == ["-", "-"]
+    assert age.split()[9:11] == ["-", "-"]
+
+
+def test_table_shows_both_windows_samples_so_an_empty_reference_is_visible():
+    # Only the current count was shown: "insufficient_data" with 400 samples hid an empty reference.
+    empty = replace(column("amount", None, None, "insufficient_data"), samples_reference=0.0,
+                    kl=None, psi=None, js=None)
+    halves = replace(column("age", None, None, "ok"), samples_reference=1999.5, samples_current=12.25)
+    lines = as_table([RunOutcome("fraud", WINDOW, "ok", [empty, halves], REFERENCE)]).splitlines()
+    header, first, second = lines[:3]
+    start = header.index("samples (ref / cur)")
+    assert first[start:].split()[:3] == ["0", "/", "400"]
+    assert second[start:].split()[:3] == ["1999.5", "/", "12.25"]  # as explain prints counts
