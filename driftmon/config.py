@@ -481,9 +481,13 @@ def parse_config(raw: Any, environ: dict[str, str] | None = None) -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError("(top level): the configuration must be a mapping of keys")
+    override = environ.get(DATABASE_URL_ENV)
+    if override and isinstance(raw.get("database"), dict):
+        # The override replaces the key whole: `url: ${DB_URL}` with DB_URL unset is no error then.
+        raw = {**raw, "database": {k: v for k, v in raw["database"].items() if k != "url"}}
     raw = interpolate_env(raw, environ)
-    if environ.get(DATABASE_URL_ENV):
-        raw = {**raw, "database": {**(raw.get("database") or {}), "url": environ[DATABASE_URL_ENV]}}
+    if override:
+        raw = {**raw, "database": {**(raw.get("database") or {}), "url": override}}
     problems: list[str] = []
     try:
         config = Config.model_validate(raw)

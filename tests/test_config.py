@@ -277,6 +277,14 @@ def test_database_url_override():
     assert config.database.url == "postgresql://u:p@db/results"
 
 
+def test_database_url_override_makes_the_files_value_irrelevant():
+    """The container pattern: `url: ${DB_URL}` in the file, DB_URL unset, DRIFTMON_DATABASE_URL set."""
+    raw = with_change("database", {"url": "${DB_URL}"})
+    config = parse_config(raw, {"DRIFTMON_DATABASE_URL": "postgresql://u:p@db/results"})
+    assert config.database.url == "postgresql://u:p@db/results"
+    assert any("DB_URL is not set" in p for p in errors_of(raw, {}))
+
+
 def test_top_level_must_be_mapping():
     with pytest.raises(ConfigError, match="mapping"):
         parse_config(["a", "b"], {})
