@@ -172,6 +172,36 @@ def test_report_command_writes_the_file(config_file, engine, tmp_path):  # noqa:
     assert backwards.exit_code == 2 and "--start must be before --end" in backwards.output
 
 
+@pytest.mark.parametrize("folder", ["missing", "a-file"])
+def test_report_into_a_folder_that_is_not_there_is_a_usage_error(config_file, engine, tmp_path, folder):  # noqa: F811
+    # It rendered the page, then died on the write with a traceback and exit 1.
+    store_history(engine)
+    (tmp_path / "a-file").write_text("not a folder")
+    out = tmp_path / folder / "shop.html"
+    result = CliRunner().invoke(main, ["report", "--config", str(config_file), "--monitor", "shop",
+                                       "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "'--out'" in result.output and str(tmp_path / folder) in result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, OSError)
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+    directory = CliRunner().invoke(main, ["report", "--config", str(config_file), "--monitor", "shop",
+                                          "--out", str(tmp_path)])
+    assert directory.exit_code == 2 and "'--out'" in directory.output  # as a folder given as --out was
+
+
+def test_a_report_that_cannot_be_written_is_a_usage_error(config_file, engine, tmp_path, monkeypatch):  # noqa: F811
+    store_history(engine)
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "write_text", refuse)  # a read-only folder, which root could still write to
+    result = CliRunner().invoke(main, ["report", "--config", str(config_file), "--monitor", "shop",
+                                       "--out", str(tmp_path / "shop.html")])
+    assert result.exit_code == 2, result.output
+    assert "'--out'" in result.output and "Permission denied" in result.output
+
+
 # --- in a real browser --------------------------------------------------------------------------
 
 

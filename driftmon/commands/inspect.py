@@ -68,6 +68,16 @@ def explain(config_path: str | None, monitor_name: str, columns: tuple[str, ...]
     click.echo(render(explanation, top))
 
 
+def _in_existing_folder(ctx: click.Context, param: click.Parameter, out: str) -> str:
+    """``--out`` as given, refused (a usage error, exit 2) before any work when its folder is missing:
+    the page would be rendered and then fail to be written."""
+    folder = Path(out).parent
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise click.BadParameter(f"the folder {str(folder)!r} {problem}: create it first", ctx, param)
+    return out
+
+
 @click.command("report")
 @config_option
 @monitor_argument
@@ -76,7 +86,8 @@ def explain(config_path: str | None, monitor_name: str, columns: tuple[str, ...]
 @click.option("--end", type=Timestamp(), default=None,
               help="Show the window ending at or before this time [default: the newest stored].")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, writable=True),
-              help="The HTML file to write (self-contained: opens offline in any browser).")
+              callback=_in_existing_folder,
+              help="The HTML file to write, in an existing folder (self-contained: opens offline in any browser).")
 @handle_errors
 def report(config_path: str | None, monitor_name: str, start: datetime | None, end: datetime | None,
            out: str) -> None:
@@ -100,7 +111,10 @@ def report(config_path: str | None, monitor_name: str, start: datetime | None, e
     began = time.perf_counter()
     with _results(config) as connection:
         page = build_report(connection, monitor, start, end, dtype=config.compute.dtype)
-    Path(out).write_text(page, encoding="utf-8")
+    try:
+        Path(out).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {out}: {exc.strerror or exc}", param_hint="'--out'") from exc
     size = Path(out).stat().st_size
     click.echo(f"wrote {out} ({size / 1024:.0f} KiB) in {time.perf_counter() - began:.1f} s")
 
