@@ -4,9 +4,9 @@ It seeds an embedded SQLite source with a week of traffic in which, from a
 known hour on, ``amount`` grows by 70 %, a new country appears, ``tenure``
 goes missing far more often and the prediction ``score`` moves, while ``age``
 (the control) stays as it was. It writes a config file the user can copy
-(driftmon's default settings), backfills the monitor over the last two days,
-prints which columns drifted and since when, then serves metrics and keeps
-the traffic flowing.
+(default settings, absolute database paths: it works from any folder),
+backfills the monitor over the last two days, prints which columns drifted
+and since when, then serves metrics and keeps the traffic flowing.
 """
 
 from __future__ import annotations
@@ -94,7 +94,10 @@ def traffic(rng: np.random.Generator, start: datetime, end: datetime, drift_at: 
 
 
 def demo_config(directory: Path, timeline: Timeline, host: str, port: int) -> dict:
-    """The demo's config: driftmon's defaults where it can, so the demo shows what a user gets."""
+    """The demo's config: driftmon's defaults where it can, so the demo shows what a user gets, and
+    absolute SQLite paths, since a relative one resolves against the working directory and breaks
+    once the file is copied."""
+    directory = directory.resolve()
     return {
         "database": {"url": f"sqlite:///{directory / 'driftmon.db'}"},
         "compute": {"device": "auto", "dtype": "float64", "threads": 1},

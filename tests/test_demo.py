@@ -104,3 +104,30 @@ def test_demo_config_keeps_the_default_kl_direction(tmp_path):
     raw = demo_config(tmp_path, Timeline.around(datetime(2024, 3, 8, tzinfo=UTC)), "127.0.0.1", 9847)
     assert "kl_direction" not in raw["defaults"] and "kl_direction" not in raw["monitors"][0]
     assert parse_config(raw).resolved_monitors()[0].kl_direction == "reference_current"
+
+
+def test_a_copy_of_the_demo_config_works_from_anywhere(tmp_path, monkeypatch):
+    """The README calls demo/config.yaml a real file to copy: its SQLite paths were relative to the
+    working directory (`--dir demo` is), so a copy run from anywhere else found no source."""
+    import shutil
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    import numpy as np
+    import yaml
+
+    from driftmon.demo import Timeline, seed
+
+    monkeypatch.chdir(tmp_path)
+    written = seed(Path("demo"), Timeline.around(datetime.now(UTC)), "127.0.0.1", 9847, np.random.default_rng(1))
+    urls = yaml.safe_load(written.read_text())
+    for url in (urls["database"]["url"], urls["monitors"][0]["source"]["url"]):
+        assert Path(url.removeprefix("sqlite:///")).is_absolute(), url
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "somewhere-else").mkdir()
+    copy = Path(shutil.copy(written, tmp_path / "elsewhere" / "config.yaml"))
+    result = driftmon("run-once", "--config", str(copy), cwd=tmp_path / "somewhere-else")
+    assert result.returncode == 1, result.stdout + result.stderr  # the injected drift is critical
+    assert "demo_model" in result.stdout and "FAILED" not in result.stdout
+    assert (tmp_path / "demo" / "driftmon.db").is_file()  # the results went where the config says
+    assert list((tmp_path / "somewhere-else").iterdir()) == []
