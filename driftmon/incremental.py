@@ -66,9 +66,7 @@ class SliceCounter:
         length = slice_length(monitor)
         if length is None:
             return None
-        # The slice length is part of the key: after a schedule change, 5-minute slices
-        # must not be read as hours.
-        key = fingerprint({"bins": source.slice_key(profile), "seconds": length.total_seconds()})
+        key = slice_profile_key(source, profile, length)
         starts = slice_starts(window, length)
         stored = self._stored(monitor.name, key, window, starts)
         needed = [s for s in starts if recount or s not in stored or not stored[s][1]]
@@ -161,6 +159,12 @@ class SliceCounter:
     def retention_cutoff(self, monitor: MonitorSettings, window: TimeRange) -> datetime:
         """Slices that ended by then serve no window still open to late rows."""
         return window.start - lateness(monitor)
+
+
+def slice_profile_key(source: Source, profile: ReferenceProfile, length: timedelta) -> str:
+    """What a slice row is stored under: the bins it was counted in, and the slice length
+    (after a schedule change, 5-minute slices must not be read as hours)."""
+    return fingerprint({"bins": source.slice_key(profile), "seconds": length.total_seconds()})
 
 
 def _packed(payload):

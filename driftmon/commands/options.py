@@ -65,9 +65,17 @@ def handle_errors(command: Callable) -> Callable:
 
 
 class Timestamp(click.ParamType):
-    """An ISO 8601 time; naive values are UTC."""
+    """An ISO 8601 time; naive values are UTC. ``past``: a time after now is a usage error.
+
+    A window that has not ended yet is not a window: stored, it would hide the
+    live ones from /metrics, explain and the report (e.g. a backfill with a typo
+    in the year).
+    """
 
     name = "timestamp"
+
+    def __init__(self, past: bool = False):
+        self.past = past
 
     def convert(self, value, param, ctx) -> datetime:
         if isinstance(value, datetime):
@@ -76,7 +84,12 @@ class Timestamp(click.ParamType):
             moment = datetime.fromisoformat(value)
         except ValueError:
             self.fail(f"{value!r} is not an ISO 8601 time such as 2024-03-01T12:00:00Z", param, ctx)
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        now = datetime.now(UTC)
+        if self.past and moment > now:
+            self.fail(f"{moment.isoformat()} is in the future (now is {now.replace(microsecond=0).isoformat()}): "
+                      f"windows that have not ended cannot be computed", param, ctx)
+        return moment
 
 
 monitor_option = click.option(

@@ -25,8 +25,8 @@ from driftmon.errors import ConfigError
 @click.command("run-once", epilog=EXIT_CODES_HELP)
 @config_option
 @monitor_option
-@click.option("--at", "at", type=Timestamp(), default=None,
-              help="Run as if it were this time (ISO 8601, UTC if naive) [default: now].")
+@click.option("--at", "at", type=Timestamp(past=True), default=None,
+              help="Run as if it were this time, not after now (ISO 8601, UTC if naive) [default: now].")
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @handle_errors
 def run_once(config_path: str | None, monitor_names: tuple[str, ...], at: datetime | None,
@@ -56,7 +56,8 @@ def _exit_code(outcomes) -> int:
 @config_option
 @monitor_option
 @click.option("--start", type=Timestamp(), required=True, help="Earliest window start (ISO 8601).")
-@click.option("--end", type=Timestamp(), required=True, help="Latest window end (ISO 8601).")
+@click.option("--end", type=Timestamp(past=True), required=True,
+              help="Latest window end (ISO 8601), not after now.")
 @click.option("--recount", is_flag=True,
               help="Recount the windows' source rows, sealed slices included, and recompute windows "
                    "already stored: for rows that arrived later than `lateness`.")

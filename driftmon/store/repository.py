@@ -271,6 +271,73 @@ class Repository:
         )
         return connection.execute(statement).rowcount
 
+    # --- what is stored, and repairs (driftmon db status / delete-windows / reset-reference) ---
+
+    def profile_inventory(self, connection: Connection, monitor: str | None = None) -> list[dict]:
+        """One row per stored column profile, without its bins: monitor, column, range, hash, totals."""
+        statement = sa.select(
+            _profiles.c.monitor, _profiles.c.column, _profiles.c.reference_start, _profiles.c.reference_end,
+            _profiles.c.config_hash, _profiles.c.total, _profiles.c.complete, _profiles.c.created_at,
+        ).order_by(_profiles.c.monitor, _profiles.c.reference_end, _profiles.c.id)
+        if monitor is not None:
+            statement = statement.where(_profiles.c.monitor == monitor)
+        return [_with_utc(row) for row in connection.execute(statement).mappings()]
+
+    def slice_inventory(self, connection: Connection, monitor: str | None = None) -> list[dict]:
+        """Per monitor and profile key: how many slices, their span, how many are sealed."""
+        statement = sa.select(
+            _slices.c.monitor, _slices.c.profile_key, sa.func.count().label("slices"),
+            sa.func.min(_slices.c.slice_start).label("first_start"), sa.func.max(_slices.c.slice_end).label("last_end"),
+            sa.func.sum(sa.case((_slices.c.sealed, 1), else_=0)).label("sealed"),
+        ).group_by(_slices.c.monitor, _slices.c.profile_key).order_by(_slices.c.monitor, "first_start")
+        if monitor is not None:
+            statement = statement.where(_slices.c.monitor == monitor)
+        return [_with_utc(row) for row in connection.execute(statement).mappings()]
+
+    def result_inventory(self, connection: Connection, monitor: str | None = None) -> list[dict]:
+        """Per monitor and results fingerprint: how many windows and rows, the first and last window end."""
+        statement = sa.select(
+            _results.c.monitor, _results.c.fingerprint,
+            sa.func.count(sa.distinct(_results.c.window_end)).label("windows"),
+            sa.func.count().label("rows"), sa.func.min(_results.c.window_end).label("first_end"),
+            sa.func.max(_results.c.window_end).label("last_end"),
+        ).group_by(_results.c.monitor, _results.c.fingerprint).order_by(_results.c.monitor, "first_end")
+        if monitor is not None:
+            statement = statement.where(_results.c.monitor == monitor)
+        return [_with_utc(row) for row in connection.execute(statement).mappings()]
+
+    def windows_after(self, connection: Connection, monitor: str, after: datetime) -> dict:
+        """What ``delete_windows_after`` would delete: result rows, windows, run rows, the span."""
+        results = sa.select(sa.func.count(), sa.func.count(sa.distinct(_results.c.window_end)),
+                            sa.func.min(_results.c.window_end), sa.func.max(_results.c.window_end)).where(
+            _results.c.monitor == monitor, _results.c.window_end > after)
+        rows, windows, first, last = connection.execute(results).one()
+        runs = connection.execute(sa.select(sa.func.count()).select_from(_runs).where(
+            _runs.c.monitor == monitor, _runs.c.window_end > after)).scalar_one()
+        return {"results": rows, "windows": windows, "runs": runs,
+                "first_end": first and _utc(first), "last_end": last and _utc(last)}
+
+    def delete_windows_after(self, connection: Connection, monitor: str, after: datetime) -> dict:
+        """Delete a monitor's results, runs and leases of the windows ending after ``after``."""
+        deleted = {}
+        for name, table in (("results", _results), ("runs", _runs), ("leases", _leases)):
+            statement = table.delete().where(table.c.monitor == monitor, table.c.window_end > after)
+            deleted[name] = connection.execute(statement).rowcount
+        return deleted
+
+    def delete_reference_state(self, connection: Connection, monitor: str) -> dict:
+        """Delete a monitor's reference profiles and slices, so that the next run counts them again."""
+        deleted = {}
+        for name, table in (("profiles", _profiles), ("slices", _slices)):
+            deleted[name] = connection.execute(table.delete().where(table.c.monitor == monitor)).rowcount
+        return deleted
+
+
+def _with_utc(row) -> dict:
+    """A row with its times as aware UTC datetimes (SQLite hands aggregates back as text)."""
+    return {k: (_utc(v) if k.endswith(("_start", "_end", "_at")) and v is not None else v)
+            for k, v in dict(row).items()}
+
 
 @dataclass(frozen=True)
 class StoredSlice:
