@@ -130,6 +130,17 @@ def test_uniform_bins(source_engine, log):
     assert list(cur.values()) == expected and missing == 0  # 7.0 lands in the open top bin
 
 
+def test_uniform_bins_of_values_near_the_largest_float(source_engine):
+    """±1e308: hi − lo overflows, yet the edges stay finite and evenly spaced (not one bin)."""
+    rows = [{"ts": START + i * HOUR, "model_version": "v3", "amount": value, "country": "DE", "score": 0.5}
+            for i, value in enumerate([-1e308, -5e307, 0.0, 5e307, 1e308] * 10)]
+    create_and_fill(source_engine, events_table(), rows)
+    src = open_source(monitor([{"column": "amount", "binning": "uniform", "bins": 4}]), source_engine)
+    profile = src.profile(REFERENCE)
+    assert profile.column("amount").edges == (-5e307, 0.0, 5e307)
+    assert profile.column("amount").counts == (10.0, 10.0, 10.0, 20.0) and profile.column("amount").missing == 0
+
+
 def test_categorical_top_k_other_and_missing(source_engine, log):
     src = open_source(monitor([{"column": "country", "type": "categorical", "top_k": 3}]), source_engine)
     profile = src.profile(REFERENCE)

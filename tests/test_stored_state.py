@@ -184,3 +184,33 @@ def test_a_backfill_recomputes_windows_whose_settings_changed(db_url, tmp_path):
     stored = results_table(create_db_engine(db_url))
     assert stored["fingerprint"].nunique() == 1 and len(stored) == 3 * len(FEATURES)
 
+
+
+def test_recount_with_a_rolling_reference_equals_a_clean_backfill(db_url, tmp_path):
+    """300 rows inserted late inside a rolling reference: after --recount every window equals
+    a backfill into a fresh results database, reference samples and statuses included."""
+    rng = np.random.default_rng(8)
+    url = _source(tmp_path, "rolling.db", drifted_rows(rng, 3000, START, 8 * DAY, False)
+                  + drifted_rows(rng, 400, START + 8 * DAY, 6 * HOUR, True))
+    rolling = {"reference": {"kind": "rolling", "size": "2d", "refresh": "1d"}}
+    span = (START + 8 * DAY - HOUR, START + 8 * DAY + 6 * HOUR)
+
+    def backfill(results_url, recount=False):
+        config = make_config(results_url, source_extra={"url": url}, **rolling)
+        app = application.open_app(config)
+        try:
+            done = application.backfill_with_progress(app, config.resolved_monitors(), *span, recount=recount)
+        finally:
+            app.close()
+        return {(o.window.end, r.column): (r.samples_reference, r.status, r.kl) for o in done.outcomes
+                for r in o.results}
+
+    first = backfill(db_url)
+    _add_rows(url, drifted_rows(rng, 300, START + 6 * DAY, 2 * DAY, False))
+    recounted = backfill(db_url, recount=True)
+    clean = backfill(f"sqlite:///{tmp_path / 'clean.db'}")
+    assert recounted.keys() == clean.keys() == first.keys() and len(clean) == 7 * len(FEATURES)
+    for key, (samples, status, kl) in clean.items():
+        assert recounted[key][:2] == (samples, status)
+        assert recounted[key][2] == (kl if kl is None else pytest.approx(kl, rel=1e-12))
+    assert all(first[key][0] < clean[key][0] for key in clean)

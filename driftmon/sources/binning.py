@@ -54,8 +54,17 @@ def needed_positions(n: int, bins: int) -> list[int]:
 
 
 def uniform_cuts(low: float, high: float, bins: int) -> list[float]:
-    """Cut points lo + i·(hi−lo)/k, i = 1…k−1."""
-    return merge_duplicates([low + i * (high - low) / bins for i in range(1, bins)])
+    """Cut points lo + i·(hi−lo)/k, i = 1…k−1.
+
+    Where hi − lo overflows (values near ±1.8e308), the same points are taken as
+    lo + i·(hi/k − lo/k) from the nearer end, every term finite: the formula
+    itself would give infinite edges and a single bin.
+    """
+    if math.isfinite(high - low):
+        return merge_duplicates([low + i * (high - low) / bins for i in range(1, bins)])
+    step = high / bins - low / bins
+    return merge_duplicates([low + i * step if 2 * i <= bins else high - (bins - i) * step
+                             for i in range(1, bins)])
 
 
 def merge_duplicates(cuts: Sequence[float]) -> list[float]:
