@@ -56,9 +56,10 @@ def test_run_once_table_and_exit_1_on_critical(config_file):
     result = driftmon("run-once", "--config", config_file(), "--at", AT.isoformat())
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["monitor", "column", "role", "samples", "KL", "PSI", "JS", "p", "q", "status"]
+    assert lines[0].split() == ["monitor", "column", "role", "samples", "(ref", "/", "cur)", "KL", "PSI", "JS",
+                                "p", "q", "status"]
     amount = next(line.split() for line in lines if line.startswith("fraud") and " amount " in line)
-    assert amount[-1] == "critical" and amount[3] == "400"
+    assert amount[-1] == "critical" and amount[3:6] == ["2000", "/", "400"]
     assert "run.finished" in result.stderr  # one structured log line per run (JSON off a TTY)
 
 
