@@ -401,6 +401,19 @@ class Config(_Model):
     def _unique_names(self) -> Config:
         return self
 
+    @field_validator("monitors")
+    @classmethod
+    def _something_to_monitor(cls, monitors: list[Monitor]) -> list[Monitor]:
+        """A file that writes ``monitors: []`` sets up a daemon that watches nothing: refused.
+
+        Runs only when the key is given, so ``Config()`` and a file without it (a
+        config for ``db upgrade`` alone) stay valid; check-config warns about those.
+        """
+        if not monitors:
+            raise ValueError("the list is empty: there is nothing to monitor; add at least one monitor "
+                             "(README, \"Configuration\")")
+        return monitors
+
     def resolved_monitors(self) -> list[MonitorSettings]:
         """Every monitor with its unset settings filled from ``defaults``."""
         return [resolve_monitor(monitor, self.defaults) for monitor in self.monitors]
