@@ -265,7 +265,7 @@ class SourceReader:
                 if self.column_types is None:
                     types = reflect_columns(connection, self.table, self.schema)
                     require_columns(types, self.columns, self.table, self.schema)
-                    self.epoch = self._epoch(types)
+                    self.epoch = self._epoch(types, connection.dialect.name)
                     require_numbers(types, self.numeric)
                     self.column_types = types
                 yield connection
@@ -300,16 +300,45 @@ class SourceReader:
                     pass
         return stopped
 
-    def _epoch(self, types: dict) -> Epoch | None:
+    def _epoch(self, types: dict, dialect: str) -> Epoch | None:
         if self.timestamp is None:
             return None
         column_type = types[self.timestamp]
+        table = f"{self.schema}.{self.table}" if self.schema else self.table
+        problem = timestamp_type_problem(dialect, self.timestamp, column_type, self.timestamp_unit, table)
+        if problem:
+            raise SourceError(problem)
         if is_number(column_type):
             return Epoch(EPOCH_UNITS[self.timestamp_unit or "s"], isinstance(column_type, sa.Integer))
-        if self.timestamp_unit is not None:
-            raise SourceError(f"source.timestamp_unit applies to numeric timestamp columns; "
-                              f"column {self.timestamp!r} is {column_type}")
         return None
+
+
+# Types that hold no point in time. Engines' own types that driftmon does not know are
+# given the benefit of the doubt: they subclass these when they are one of them.
+_NOT_TIME = (sa.String, sa.Boolean, sa.LargeBinary, sa.Time, sa.Interval, sa.JSON, sa.ARRAY, sa.Uuid)
+
+
+def timestamp_type_problem(dialect: str, column: str, column_type: sa.types.TypeEngine, unit: str | None,
+                           table: str) -> str | None:
+    """Why the timestamp column's type cannot be compared with UTC bounds, or None.
+
+    Date/time types and numbers (time since the epoch in ``unit``) can; SQLite text
+    too (in_range normalises it with strftime). Anywhere else text fails every run
+    with the engine's own error (PostgreSQL: ``operator does not exist: text >=
+    timestamp with time zone``), which names no column.
+    """
+    if is_number(column_type):
+        return None
+    if unit is not None:
+        return (f"source.timestamp_unit applies to numeric timestamp columns; "
+                f"column {column!r} is {column_type}")
+    if not isinstance(column_type, _NOT_TIME) or (dialect == "sqlite" and isinstance(column_type, sa.String)):
+        return None
+    convert = (f"SET TimeZone = 'UTC'; ALTER TABLE {table} ALTER COLUMN {column} TYPE timestamptz "
+               f"USING {column}::timestamptz" if dialect == "postgresql" else "change it to a TIMESTAMP type")
+    return (f"column {column!r} of table {table!r} is {column_type}, not a date/time type or a number (time "
+            f"since the epoch, with source.timestamp_unit): driftmon compares it with UTC time bounds; "
+            f"convert it ({convert}) or point source.table at a view that casts it")
 
 
 def is_number(column_type: sa.types.TypeEngine) -> bool:
