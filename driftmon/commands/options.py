@@ -6,6 +6,7 @@ Exit codes: 0 success (run-once: nothing critical), 1 drift is critical,
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -99,12 +100,21 @@ monitor_option = click.option(
 
 
 def _cause_chain(exc: BaseException) -> str:
+    """The message and each cause's first line that it does not already say, joined by ': '."""
     parts = [str(exc)]
     cause = exc.__cause__
-    while cause is not None and str(cause) not in parts[-1]:
-        parts.append(str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__)
+    while cause is not None and _first_line(cause) not in parts[-1]:
+        parts.append(_first_line(cause))
         cause = cause.__cause__
     return ": ".join(parts)
+
+
+def _first_line(exc: BaseException) -> str:
+    # SQLAlchemy prefixes the driver's message with "(module.Class) ", which the
+    # message that translated it does not repeat: without it, a cause whose text
+    # was already given is recognised and not printed twice.
+    text = str(exc).strip()
+    return re.sub(r"^\([\w.]+\) ", "", text.splitlines()[0]) if text else type(exc).__name__
 
 
 
