@@ -14,6 +14,10 @@ signed and weighted by one window's share only: with the default direction,
 KL(reference ‖ current), a category that appears in the current window has a
 negative term and would rank last. Each bin also carries its signed term of
 the column's statistic (or of ``--statistic``), shown beside the ranking.
+
+Labels and column names come from the data: the table shows them through
+``driftmon.textsafe.visible`` (an escape sequence or bidi control is shown, not
+obeyed), the JSON exactly as stored.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from driftmon.config import MonitorSettings
 from driftmon.divergence import contributions
 from driftmon.errors import ConfigError, DriftmonError
 from driftmon.store.repository import Repository
+from driftmon.textsafe import visible
 from driftmon.windows import TimeRange
 
 STATISTICS = ("kl", "psi", "js")
@@ -136,8 +141,9 @@ def only_columns(explanation: WindowExplanation, names: Sequence[str]) -> Window
     known = [c.column for c in explanation.columns]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError(f"--column: no column named {', '.join(unknown)} in monitor "
-                          f"{explanation.monitor!r}'s window (stored: {', '.join(known)})")
+        # The stored names come from the data (a histograms source's feature column).
+        raise ConfigError(visible(f"--column: no column named {', '.join(unknown)} in monitor "
+                                  f"{explanation.monitor!r}'s window (stored: {', '.join(known)})"))
     if not names:
         return explanation
     return replace(explanation, columns=tuple(explanation.column(n) for n in dict.fromkeys(names)))
@@ -320,7 +326,11 @@ _BIN_HEADER = ("bin", "ref count", "ref share", "cur count", "cur share", f"{RAN
 
 
 def as_table(explanation: WindowExplanation, top: int | None = None) -> str:
-    """What a person reads: a heading per column, then the bins that moved most."""
+    """What a person reads: a heading per column, then the bins that moved most.
+
+    Every line goes through ``visible``: no text from the data can start a line of
+    its own, move the cursor or reorder what the terminal shows.
+    """
     lines = [f"monitor {explanation.monitor}: window {explanation.window}, reference {explanation.reference}"]
     for column in explanation.columns:
         lines += ["", _column_heading(column)]
@@ -328,7 +338,7 @@ def as_table(explanation: WindowExplanation, top: int | None = None) -> str:
             lines.append(f"  note: {column.note}")
         if column.bins:
             lines += _bin_table(column, top)
-    return "\n".join(lines)
+    return "\n".join(visible(line) for line in lines)
 
 
 def _column_heading(column: ColumnExplanation) -> str:
@@ -358,7 +368,8 @@ def _bin_table(column: ColumnExplanation, top: int | None) -> list[str]:
 
 
 def _bin_cells(item: BinContribution, signed: bool) -> tuple[str, ...]:
-    cells = (item.label, str(_number(item.reference_count)), _share(item.reference_share),
+    # Escaped here already, so that the column is as wide as what is shown.
+    cells = (visible(item.label), str(_number(item.reference_count)), _share(item.reference_share),
              str(_number(item.current_count)), _share(item.current_share),
              "-" if item.psi_term is None else f"{item.psi_term:.4f}",
              "-" if item.share_of_movement is None else f"{100 * item.share_of_movement:.1f}%")

@@ -11,14 +11,19 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
+from hypothesis import example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from scipy.special import rel_entr
 
 from driftmon.cli import main
 from driftmon.config import MonitorSettings, parse_config
 from driftmon.divergence import divergences
-from driftmon.explain import NO_BINS, as_dict, as_table, explain_window, load_explanation
+from driftmon.errors import ConfigError
+from driftmon.explain import NO_BINS, as_dict, as_json, as_table, explain_window, load_explanation, only_columns
 from driftmon.pipeline import classify
 from driftmon.store.repository import Repository
+from driftmon.textsafe import is_visible, visible
 
 WINDOW_END = datetime(2024, 3, 8, 12, tzinfo=UTC)
 # Every kind of bin: numeric edges (both open ends), categories, other and missing.
@@ -393,3 +398,67 @@ def test_a_window_computed_by_a_run_is_explained_after_its_source_is_dropped(tmp
     with_psi = json.loads(explain(config, "--at", "2024-03-07T18:00:00Z", "--output", "json",
                                   "--statistic", "psi").output)
     assert [c["top_bins"][0]["label"] for c in with_psi["columns"]] == ["__missing__", "__other__"]
+
+
+# --- labels from the data -------------------------------------------------------------------
+
+# Any text a category can hold: format and math syntax, escapes, bidi controls, very long ones.
+LABELS = st.one_of(st.text(), st.text(min_size=200, max_size=1000),
+                   st.sampled_from(["$x^$", "\\", "{}", "%s", "\x1b[31mred\x1b[0m", "a\r\nforged line",
+                                    "\u202egnp.exe", "\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\"]))
+
+
+def label_rows(column: str, labels: list[str]) -> list[dict]:
+    """One stored window of one column whose bins are ``labels``, every count non-zero."""
+    counts = [float(k + 1) for k in range(len(labels))]
+    return stored_rows(settings(), WINDOW_END, {column: (labels, counts, counts[::-1])})
+
+
+def assert_one_visible_line_each(text: str) -> list[str]:
+    """The text's lines: no control or bidi character left raw, so no line a terminal would split or reorder."""
+    lines = text.split("\n")
+    assert text.splitlines() == lines or text.splitlines() == lines[:-1]  # no CR, VT, FF, NEL, U+2028 ...
+    assert all(is_visible(line) for line in lines), [line for line in lines if not is_visible(line)]
+    return lines
+
+
+@hypothesis_settings(max_examples=150, deadline=None)
+@given(labels=st.lists(LABELS, min_size=1, max_size=4, unique=True), column=LABELS)
+@example(labels=["$x^$", "\u202egnp.exe"], column="\x1b]0;pwned\x07")
+def test_any_label_is_shown_as_data_in_the_table_and_exact_in_json(labels, column):
+    explanation = explain_window(settings(), label_rows(column, labels))
+    ranked = [b.label for b in explanation.columns[0].ranked]
+    lines = assert_one_visible_line_each(as_table(explanation, top=None))
+    # monitor line, blank, the column's heading, the bins' header, one line per bin: nothing forged
+    assert len(lines) == 4 + len(labels)
+    assert lines[2].startswith(f"{visible(column)} (feature): ")
+    for line, label in zip(lines[4:], ranked, strict=True):
+        assert line[2:].startswith(visible(label))
+    text = as_json(explanation, top=None)
+    assert_one_visible_line_each(text)  # JSON escapes them itself
+    document = json.loads(text)
+    assert document["columns"][0]["column"] == column
+    assert [b["label"] for b in document["columns"][0]["top_bins"]] == ranked  # exactly as stored
+
+
+def test_escape_sequences_and_bidi_controls_reach_the_terminal_escaped(config_file, engine):
+    # A category of ESC [ 2 J (clear screen), an OSC 8 hyperlink, a CR LF forging a row, and a
+    # right-to-left override that showed "gnp.exe" as "exe.png".
+    labels = ["\x1b[2J", "\x1b]8;;http://evil\x1b\\DE\x1b]8;;\x1b\\", "FR\r\n  US  9  0.9", "\u202egnp.exe"]
+    store(engine, label_rows("country\u2066", labels))
+    result = explain(config_file, "--top", "10")
+    assert result.exit_code == 0, result.output
+    lines = assert_one_visible_line_each(result.output)
+    assert lines[2].startswith("country\\u2066 (feature)")
+    shown = [line.split()[0] for line in lines[4:4 + len(labels)]]
+    assert sorted(shown) == sorted(["\\x1b[2J", "\\x1b]8;;http://evil\\x1b\\DE\\x1b]8;;\\x1b\\",
+                                    "FR\\x0d\\x0a", "\\u202egnp.exe"])
+    document = json.loads(explain(config_file, "--output", "json", "--top", "10").output)
+    assert sorted(b["label"] for b in document["columns"][0]["top_bins"]) == sorted(labels)
+
+
+def test_an_unknown_column_error_shows_stored_names_escaped():
+    explanation = explain_window(settings(), label_rows("\x1b[2Jcountry", ["DE"]))
+    with pytest.raises(ConfigError) as raised:
+        only_columns(explanation, ["nope\r"])
+    assert is_visible(str(raised.value)) and "\\x1b[2Jcountry" in str(raised.value)
