@@ -1,47 +1,43 @@
 """What ``check-config`` checks beyond the file's own validation.
 
-Offline (no database): the compute device, and each monitor's slice grid.
-With ``--connect``: each source opened, its table, columns and their types
-checked as a run would check them, so a setup that would fail at 3 a.m.
-fails here, naming the key path of each problem.
+Offline (no database): the compute device, URLs and their drivers, each monitor's
+slice grid and fixed reference. With ``--connect`` (driftmon/connect_checks.py):
+the results database and each source opened, read-only, and their tables,
+columns, types and rows checked as a run would meet them, so a setup that would
+fail, or run blind, at 3 a.m. fails here, naming the key path of each problem.
+
+Nothing here creates a file, a table or a row.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from driftmon.config import Config
+from driftmon.config import Config, FixedReference, MonitorSettings
 
 
 @dataclass
 class CheckReport:
     problems: list[str] = field(default_factory=list)  # exit 2
-    notes: list[str] = field(default_factory=list)  # printed, not failures
+    warnings: list[str] = field(default_factory=list)  # runs, but likely not as meant: printed, exit 0
+    notes: list[str] = field(default_factory=list)  # what was found: printed
 
 
-def offline_checks(config: Config) -> CheckReport:
-    """Every check that needs no database."""
+def offline_checks(config: Config, now: datetime | None = None) -> CheckReport:
+    """Every check that needs no database; ``now`` places the current windows (default: now)."""
     from driftmon.divergence import DeviceUnavailableError, resolve_device
-    from driftmon.errors import ConfigError
     from driftmon.slices import grid_problem, lateness, slice_length
-    from driftmon.store.database import check_url, results_backend_problem
 
     report = CheckReport()
     try:
         resolve_device(config.compute.device)
     except DeviceUnavailableError as exc:
         report.problems.append(f"compute.device: {exc}")
-    urls = [("database.url", config.database.url)] + [
-        (f"monitors[{i}].source.url", m.source.url) for i, m in enumerate(config.monitors) if m.source.url]
-    for key, url in urls:
-        try:
-            check_url(url, key)
-        except ConfigError as exc:
-            report.problems.extend(exc.problems)
-        else:
-            problem = results_backend_problem(url) if key == "database.url" else None
-            if problem:
-                report.problems.append(f"database.url: {problem}")
+    report.problems.extend(url_problems(config))
+    if not config.monitors:
+        report.warnings.append("monitors: none configured: `serve` and `run-once` would monitor nothing")
+    now = now or datetime.now(UTC)
     for index, monitor in enumerate(config.resolved_monitors()):
         problem = grid_problem(monitor)
         if problem and monitor.slice not in ("auto", "off"):
@@ -51,30 +47,55 @@ def offline_checks(config: Config) -> CheckReport:
         else:
             report.notes.append(f"{monitor.name}: slices of {slice_length(monitor)}, "
                                 f"late rows counted for {lateness(monitor)}")
+        report.warnings.extend(fixed_reference_warnings(index, monitor, now))
     return report
 
 
-def connect_checks(config: Config) -> list[str]:
-    """Open every source and check its table, columns and their types; one line per problem."""
-    from sqlalchemy.exc import SQLAlchemyError
+def url_problems(config: Config) -> list[str]:
+    """Each URL parses, its dialect and driver are installed, and the results one is a results backend."""
+    from driftmon.errors import ConfigError
+    from driftmon.store.database import check_url, results_backend_problem
 
-    from driftmon.errors import ConfigError, SourceError
-    from driftmon.sources import open_source
-    from driftmon.store.database import EngineRegistry
-
-    engines, problems = EngineRegistry(), []
-    try:
-        for index, monitor in enumerate(config.resolved_monitors()):
-            try:
-                engine = engines.get(config.source_url(monitor.source))
-            except (ConfigError, SQLAlchemyError, ValueError, ImportError) as exc:
-                problems.append(f"monitors[{index}].source.url: cannot open it: {exc}")
-                continue
-            try:
-                with open_source(monitor, engine).reader.reading("check-config --connect"):
-                    pass
-            except SourceError as exc:
-                problems.append(f"monitors[{index}].source: {exc}")
-    finally:
-        engines.dispose()
+    urls = [("database.url", config.database.url)] + [
+        (f"monitors[{i}].source.url", m.source.url) for i, m in enumerate(config.monitors) if m.source.url]
+    problems = []
+    for key, url in urls:
+        try:
+            check_url(url, key)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        problem = results_backend_problem(url) if key == "database.url" else None
+        if problem:
+            problems.append(f"database.url: {problem}")
     return problems
+
+
+def fixed_reference_warnings(index: int, monitor: MonitorSettings, now: datetime) -> list[str]:
+    """A fixed reference that ends in the future or overlaps the current window.
+
+    Rows inside both are counted on both sides of the comparison: a window lying
+    half in the reference shows about half its drift, one wholly inside shows none.
+    """
+    from driftmon.windows import current_window
+
+    reference = monitor.reference
+    if not isinstance(reference, FixedReference):
+        return []
+    window = current_window(monitor.schedule, monitor.window.size, now)
+    span = f"[{reference.start.isoformat()}, {reference.end.isoformat()})"
+    fix = f"end it at or before {window.start.isoformat()}, the start of the current window"
+    if reference.end > now:
+        return [f"monitors[{index}].reference: the fixed reference {span} ends in the future: until then "
+                f"every window's rows are also reference rows, which dilutes the drift measured; {fix}"]
+    if reference.end > window.start and reference.start < window.end:
+        return [f"monitors[{index}].reference: the fixed reference {span} overlaps the current window "
+                f"{window}: its rows count on both sides, which dilutes the drift measured; {fix}"]
+    return []
+
+
+def connect_checks(config: Config, now: datetime | None = None) -> CheckReport:
+    """Open the results database and every source, read-only; see driftmon/connect_checks.py."""
+    from driftmon import connect_checks as connecting
+
+    return connecting.run(config, now or datetime.now(UTC))

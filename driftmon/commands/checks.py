@@ -16,28 +16,39 @@ if TYPE_CHECKING:
 
 @click.command("check-config")
 @config_option
-@click.option("--connect", is_flag=True, help="Also open every source and check its table, columns and types.")
+@click.option("--connect", is_flag=True,
+              help="Also open the results database and every source, read-only, and check their tables, "
+                   "columns, types and rows.")
 @handle_errors
 def check_config(config_path: str | None, connect: bool) -> None:
     """Validate the configuration file; exit 0 if valid, 2 naming each problem.
 
-    Runs every check that needs no database (the file, the compute device, URLs,
-    slice grids); --connect also opens each source and checks its table, columns
-    and their types.
+    Runs every check that needs no database (the file, the compute device, URLs
+    and drivers, slice grids, fixed references); --connect also opens the results
+    database and each source, read-only, and checks their tables, columns, types,
+    and the rows of each reference range and latest window. Warnings (on stderr)
+    name setups that run but likely not as meant. Nothing is created or written.
     """
     from driftmon.checks import connect_checks, offline_checks
 
     config = load_config(config_path)
     report = offline_checks(config)
-    problems = report.problems + (connect_checks(config) if connect and not report.problems else [])
-    if problems:
-        raise ConfigError(problems)
+    connected = connect_checks(config) if connect and not report.problems else None
+    if connected is not None:
+        report.problems += connected.problems
+        report.warnings += connected.warnings
+    for warning in report.warnings:
+        click.echo(f"driftmon: warning: {warning}", err=True)
+    if report.problems:
+        raise ConfigError(report.problems)
     click.echo(_describe_config(config))
     click.echo("  slices:")
     for note in report.notes:
         click.echo(f"    {note}")
-    if connect:
-        click.echo(f"  sources: {len(config.monitors)} opened; tables, columns and types as configured")
+    if connected is not None:
+        click.echo(f"  connected: {len(config.monitors)} source(s) opened; tables, columns and types as configured")
+        for note in connected.notes:
+            click.echo(f"    {note}")
 
 
 def _describe_config(config: Config) -> str:
