@@ -1,10 +1,15 @@
-"""What run-once and backfill print: a table for people, JSON for scripts (README, "Commands")."""
+"""What run-once and backfill print: a table for people, JSON for scripts (README, "Commands").
+
+Column names, roles and error messages can come from the data: the table shows
+them through ``driftmon.textsafe.visible``, the JSON exactly.
+"""
 
 from __future__ import annotations
 
 import json
 
 from driftmon.pipeline import ColumnResult, RunOutcome
+from driftmon.textsafe import visible
 
 _HEADER = ("monitor", "column", "role", "samples (ref / cur)", "KL", "PSI", "JS", "p", "q", "status")
 
@@ -47,18 +52,23 @@ def _number(value: float) -> int | float:
 
 
 def as_table(outcomes: list[RunOutcome]) -> str:
-    """One row per (monitor, column), then one line per failed monitor run and the windows computed."""
+    """One row per (monitor, column), then one line per failed monitor run and the windows computed.
+
+    Every line goes through ``visible``: nothing from the data can start a line of its own,
+    move the cursor or reorder what the terminal shows.
+    """
     rows = [_HEADER]
     for outcome in outcomes:
         for r in outcome.results:
-            rows.append((r.monitor, r.column, r.role, _samples(r),
+            # Escaped before the widths are measured, so that the columns line up as shown.
+            rows.append((visible(r.monitor), visible(r.column), visible(r.role), _samples(r),
                          _stat(r.kl), _stat(r.psi), _stat(r.js), _probability(r.p_value),
-                         _probability(r.q_value), r.status))
+                         _probability(r.q_value), visible(r.status)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines += [f"{o.monitor}: FAILED: {o.error}" for o in outcomes if o.status != "ok"]
     windows = sorted({f"{o.monitor} {o.window}" for o in outcomes})
-    return "\n".join(lines + ["", "windows: " + "; ".join(windows)])
+    return "\n".join(visible(line) for line in [*lines, "", "windows: " + "; ".join(windows)])
 
 
 def _samples(result: ColumnResult) -> str:

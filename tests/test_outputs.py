@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from driftmon.outputs import as_json, as_table
 from driftmon.pipeline import ColumnResult, RunOutcome
+from driftmon.textsafe import is_visible
 from driftmon.windows import TimeRange
 
 WINDOW = TimeRange(datetime(2024, 3, 8, tzinfo=UTC), datetime(2024, 3, 8, 1, tzinfo=UTC))
@@ -63,3 +64,20 @@ def test_table_shows_both_windows_samples_so_an_empty_reference_is_visible():
     start = header.index("samples (ref / cur)")
     assert first[start:].split()[:3] == ["0", "/", "400"]
     assert second[start:].split()[:3] == ["1999.5", "/", "12.25"]  # as explain prints counts
+
+
+def test_table_shows_text_from_the_data_escaped_and_json_exactly():
+    # A histograms source's feature names, and a source's error message, come from the data:
+    # raw, an ESC sequence cleared the screen, CR LF forged a row and U+202E reordered a name.
+    hostile = replace(column("\x1b[2Jamount\u202egnp.exe", None, None), role="fea\x9bture")
+    failed = RunOutcome("gone", WINDOW, "failed", [], REFERENCE, error="bad value 'x\r\nfraud  age  ok'",
+                        reason="source")
+    text = as_table([RunOutcome("fraud", WINDOW, "ok", [hostile], REFERENCE), failed])
+    lines = text.split("\n")
+    assert text.splitlines() == lines and len(lines) == 5  # header, the row, the failure, blank, windows
+    assert all(is_visible(line) for line in lines)
+    assert lines[1].split()[1:3] == ["\\x1b[2Jamount\\u202egnp.exe", "fea\\x9bture"]
+    assert lines[2] == "gone: FAILED: bad value 'x\\x0d\\x0afraud  age  ok'"
+    records = json.loads(as_json([RunOutcome("fraud", WINDOW, "ok", [hostile], REFERENCE), failed]))
+    assert (records[0]["column"], records[0]["role"]) == (hostile.column, hostile.role)
+    assert records[1]["error"] == failed.error
