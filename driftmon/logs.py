@@ -2,6 +2,11 @@
 
 Every log call names a stable event (``extra={"event": "run.finished", ...}``);
 the other ``extra`` fields become the line's fields.
+
+Messages and fields carry text from the data (column names, source errors). A text
+line shows it through ``driftmon.textsafe.visible``, so that a CR LF cannot forge a
+line nor an escape sequence or bidi control reach the terminal; a JSON line keeps it
+exact, ``json.dumps`` escaping those characters itself (its ``ensure_ascii``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+
+from driftmon.textsafe import visible
 
 LOG_FORMAT_ENV = "DRIFTMON_LOG_FORMAT"
 LOG_LEVEL_ENV = "DRIFTMON_LOG_LEVEL"
@@ -40,13 +47,17 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """``HH:MM:SS LEVEL message  key=value ...`` on one line, a traceback below it."""
+
     def format(self, record: logging.LogRecord) -> str:
         time = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
         extras = " ".join(f"{k}={v}" for k, v in _fields(record).items())
         line = f"{time} {record.levelname:<7} {record.getMessage()}"
-        line = f"{line}  {extras}" if extras else line
+        line = visible(f"{line}  {extras}" if extras else line)
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            # A traceback is lines of its own; only what is inside each line is escaped (a
+            # message's own line break still starts a line, as in any Python traceback).
+            line += "\n" + "\n".join(visible(part) for part in self.formatException(record.exc_info).split("\n"))
         return line
 
 
