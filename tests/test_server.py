@@ -16,7 +16,9 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from driftmon import server as server_module
 from driftmon.server import MetricsServer
-from tests.live import http_get
+from driftmon.store.database import create_db_engine
+from driftmon.store_health import StoreHealth
+from tests.live import free_port, http_get
 
 
 @pytest.fixture
@@ -331,14 +333,27 @@ def closed_by_server(connection: socket.socket) -> bool:
 
 
 @pytest.fixture
-def report_server(engine):
-    from driftmon.report import ReportPages
+def stored(engine):
+    """The results database with one stored window of the monitor "shop"."""
     from tests.test_explain import AMOUNT, WINDOW_END, settings, store, stored_rows
 
     store(engine, stored_rows(settings(), WINDOW_END, {"amount": AMOUNT}))
+    return engine
+
+
+def serve_reports(engine) -> MetricsServer:
+    from driftmon.report import ReportPages
+    from tests.test_explain import settings
+
     server = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: None, lambda: None,
                            reports=ReportPages([settings()], engine))
     server.start()
+    return server
+
+
+@pytest.fixture
+def report_server(stored):
+    server = serve_reports(stored)
     yield server
     server.stop()
 
@@ -404,3 +419,66 @@ def test_report_says_503_when_the_results_database_is_down(tmp_path):
     finally:
         server.stop()
         engine.dispose()
+
+
+# --- /readyz's words ----------------------------------------------------------------------
+
+DB_NAMES = ("db.internal.example", "10.2.3.4", "6543", "drift_reader", "drift_results")
+DB_MESSAGES = [
+    '(psycopg.OperationalError) connection failed: connection to server at "db.internal.example" (10.2.3.4), '
+    'port 6543 failed: FATAL:  password authentication failed for user "drift_reader"',
+    '(psycopg.OperationalError) connection to server at "db.internal.example" (10.2.3.4), port 6543 failed: '
+    'FATAL:  database "drift_results" does not exist',
+    "(pymysql.err.OperationalError) (1045, \"Access denied for user 'drift_reader'@'10.2.3.4' (using password: YES)\")",
+    "(psycopg.OperationalError) could not translate host name \"db.internal.example\" to address",
+    "(psycopg.OperationalError) something new about drift_reader@db.internal.example:6543/drift_results",
+    "something new about drift_reader@db.internal.example:6543/drift_results",
+]
+
+
+def serve_health(health: StoreHealth) -> MetricsServer:
+    server = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: None, lambda: health.problem)
+    server.start()
+    return server
+
+
+@pytest.mark.parametrize("message", DB_MESSAGES, ids=["auth", "no-database", "mysql-auth", "dns", "unknown-sqla",
+                                                      "unknown"])
+def test_readyz_says_what_is_wrong_without_naming_the_database(message, caplog):
+    def ping():
+        raise RuntimeError(message)
+
+    health = StoreHealth(ping, timeout=2)
+    server = serve_health(health)
+    try:
+        health.check()
+        status, body = http_get(url(server, "/readyz"))
+        assert status == 503 and body.startswith("results database does not answer: ")
+        assert not [name for name in DB_NAMES if name in body], body
+        health.check()  # the same problem again: logged once
+        health.write_failed(message)  # as the daemon passes a failed run's error
+        health._read_problem = None  # the ping works again: the write is what fails
+        status, body = http_get(url(server, "/readyz"))
+        assert status == 503 and body.startswith("the last write to the results database failed: ")
+        assert not [name for name in DB_NAMES if name in body], body
+    finally:
+        server.stop()
+        health.close()
+    assert message in caplog.text  # the log keeps what the body may not
+    assert len([r for r in caplog.records if getattr(r, "event", "") == "store.ping_failed"]) == 1
+
+
+def test_readyz_names_nothing_of_a_real_postgresql_url_that_refuses(caplog):
+    port = free_port()
+    engine = create_db_engine(f"postgresql://drift_reader:s3cret@127.0.0.1:{port}/drift_results")
+    health = StoreHealth(lambda: engine.connect().close(), timeout=15)
+    server = serve_health(health)
+    try:
+        health.check()
+        status, body = http_get(url(server, "/readyz"))
+    finally:
+        server.stop()
+        health.close()
+        engine.dispose()
+    assert (status, body) == (503, "results database does not answer: connection refused\n")
+    assert f"port {port}" in caplog.text
