@@ -27,6 +27,11 @@ beyond), since they read the results database: a database that hangs holds
 those, never the probes. A monitor's name is looked up among the configured
 ones and nothing else, so a path that names no configured monitor (``../``,
 quotes, a 10 kB name) is a 404.
+
+Every response carries ``SECURITY_HEADERS``: a Content-Security-Policy that
+allows what the self-contained report uses (inline styles, data: images) and
+nothing else, framing included (a ``<meta>`` policy cannot forbid that), and
+neither MIME sniffing nor a Referer.
 """
 
 from __future__ import annotations
@@ -57,6 +62,15 @@ Check = Callable[[], str | None]
 # exposition(accept) -> (body, content type)
 Exposition = Callable[[str | None], tuple[bytes, str]]
 NOT_FOUND = b"not found: try /metrics, /healthz, /readyz or /report\n"
+# On every response. The policy is the report's own <meta> one (default-src 'none'; inline
+# styles; data: images, which its favicon is) plus what only a header can say: no framing.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                           "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
 _HTML = "text/html; charset=utf-8"
 _TEXT = "text/plain"
 
@@ -101,6 +115,7 @@ class Response:
     status: int
     body: bytes
     content_type: str = _TEXT
+    headers: tuple[tuple[str, str], ...] = ()  # beyond those every response has
 
 
 class BadRequest(Exception):
@@ -300,9 +315,11 @@ class _EventLoop:
 
 
 async def send(writer: asyncio.StreamWriter, response: Response, head_only: bool) -> None:
+    """The status line, the headers (``SECURITY_HEADERS`` on every response) and, unless HEAD, the body."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (*SECURITY_HEADERS, *response.headers))
     head = (f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}\r\n"
             f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
-            f"Date: {formatdate(usegmt=True)}\r\nConnection: close\r\n\r\n").encode("latin-1")
+            f"Date: {formatdate(usegmt=True)}\r\nConnection: close\r\n{extra}\r\n").encode("latin-1")
     # Head and body in one write: one send while the loop holds the GIL, not two waits for it.
     writer.write(head if head_only else head + response.body)
     async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):

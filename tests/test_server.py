@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import resource
 import socket
 import subprocess
@@ -421,7 +422,48 @@ def test_report_says_503_when_the_results_database_is_down(tmp_path):
         engine.dispose()
 
 
-# --- /readyz's words ----------------------------------------------------------------------
+# --- hardening: security headers, /readyz's words ---------------------------------------------
+
+REQUESTS_OF_EVERY_KIND = [
+    b"GET /metrics HTTP/1.1\r\n\r\n", b"GET /healthz HTTP/1.1\r\n\r\n",
+    b"GET /readyz HTTP/1.1\r\n\r\n",  # 503: "starting"
+    b"HEAD /metrics HTTP/1.1\r\n\r\n", b"GET /nowhere HTTP/1.1\r\n\r\n", b"GET /report HTTP/1.1\r\n\r\n",
+    b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", b"garbage\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n",
+]
+
+
+def assert_security_headers(headers: dict[str, str]) -> None:
+    policy = headers.get("content-security-policy", "")
+    assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy, headers
+    assert headers.get("x-content-type-options") == "nosniff", headers
+    assert headers.get("referrer-policy") == "no-referrer", headers
+
+
+@pytest.mark.parametrize("request_bytes", REQUESTS_OF_EVERY_KIND,
+                         ids=["metrics", "healthz", "readyz-503", "head", "404", "no-report", "405", "400", "431"])
+def test_every_response_carries_the_security_headers(server, request_bytes):
+    status, headers, _ = raw_request(server, request_bytes)
+    assert status in (200, 400, 404, 405, 431, 503)
+    assert_security_headers(headers)
+
+
+def directives(policy: str) -> dict[str, set[str]]:
+    return {name: set(sources) for name, *sources in (part.split() for part in policy.split(";") if part.strip())}
+
+
+def test_the_report_renders_under_the_header_policy_which_also_forbids_framing(report_server):
+    # The page's own <meta> policy is what it was built to render under: the header allows
+    # exactly as much for each of its directives, and adds no framing.
+    status, headers, body = raw_request(report_server, b"GET /report/shop HTTP/1.1\r\n\r\n")
+    assert status == 200
+    assert_security_headers(headers)
+    meta = re.search(r"http-equiv='Content-Security-Policy' content=\"([^\"]+)\"", body.decode())
+    page_policy, header_policy = directives(meta.group(1)), directives(headers["content-security-policy"])
+    assert all(header_policy.get(name) == sources for name, sources in page_policy.items()), header_policy
+    assert header_policy["frame-ancestors"] == {"'none'"}
+    assert "data:" in body.decode() and "<script" not in body.decode()  # data: images and nothing to run
+
 
 DB_NAMES = ("db.internal.example", "10.2.3.4", "6543", "drift_reader", "drift_results")
 DB_MESSAGES = [
