@@ -20,6 +20,15 @@ callback returns them), with the daemon's 1 ms GIL switch interval. Phases:
    (connect to last byte), errors.
 5. **scrapers + burn** (``--burn N``): the same while N threads of this process
    run pure-Python loops, as monitor runs hold the GIL in ``driftmon serve``.
+6. **report clients** (``--report-clients N``, item 8 of the hardening issue):
+   N threads in a child process each GET /report/shop ``--report-requests``
+   times, one connection each, from a healthy "database": a stand-in for
+   ``ReportPages`` whose page takes ``--report-render-ms`` (a cached page is its
+   one query, under 1 ms on SQLite; an uncached one seconds). Counts each status:
+   a busy server must answer 429 with Retry-After, never 503, which means the
+   database is down. ``--report-clients 0`` skips it.
+
+    python bench/bench_server.py --idle 0 --slow 0 --scrapers 0 --report-clients 200 --report-requests 20
 
 Every wait is bounded: a probe by ``--probe-timeout``, a scrape by 10 s, the
 scraper child by ``--phase-timeout``.
@@ -150,6 +159,66 @@ def scrapers_phase(port: int, args: argparse.Namespace) -> str:
             f"max {took[-1] * 1000:.1f} ms, errors {result['errors']}, {len(took) / result['seconds']:.0f} scrapes/s")
 
 
+class SlowReports:
+    """What serves /report, as ``ReportPages`` does for one monitor, in ``seconds`` a page (a query's wait)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.page_body = "<!DOCTYPE html><title>shop</title>" + "x" * 20_000
+
+    def index(self, link_prefix: str) -> str:
+        time.sleep(self.seconds)
+        return f"<a href='{link_prefix}shop'>shop</a>"
+
+    def page(self, name: str) -> str | None:
+        time.sleep(self.seconds)
+        return self.page_body if name == "shop" else None
+
+
+def report_client(port: int, clients: int, requests: int) -> None:
+    """The child process: print one JSON object of statuses, Retry-After values and latencies (s)."""
+    statuses, retry_after, latencies, lock, began = {}, set(), [], threading.Lock(), time.perf_counter()
+
+    def client() -> None:
+        for _ in range(requests):
+            start = time.perf_counter()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                connection.request("GET", "/report/shop")
+                response = connection.getresponse()
+                response.read()
+                status, wait = str(response.status), response.headers.get("Retry-After")
+            except OSError as exc:
+                status, wait = type(exc).__name__, None
+            finally:
+                connection.close()
+            with lock:
+                statuses[status] = statuses.get(status, 0) + 1
+                latencies.append(time.perf_counter() - start)
+                if wait is not None:
+                    retry_after.add(wait)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    print(json.dumps({"statuses": statuses, "retry_after": sorted(retry_after), "latencies": latencies,
+                      "seconds": time.perf_counter() - began}))
+
+
+def report_phase(port: int, args: argparse.Namespace) -> str:
+    child = subprocess.run(
+        [sys.executable, __file__, "--report-client", str(port), str(args.report_clients), str(args.report_requests)],
+        capture_output=True, text=True, timeout=args.phase_timeout, check=True)
+    result = json.loads(child.stdout)
+    took = sorted(result["latencies"])
+    p99 = took[min(len(took) - 1, int(0.99 * len(took)))]
+    statuses = ", ".join(f"{status}: {count:,}" for status, count in sorted(result["statuses"].items()))
+    return (f"{len(took):,} requests in {result['seconds']:.1f} s: {statuses}; Retry-After {result['retry_after']}; "
+            f"p50 {statistics.median(took) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {took[-1] * 1000:.1f} ms")
+
+
 def burn(stop: threading.Event) -> None:
     while not stop.is_set():
         sum(range(10_000))
@@ -160,7 +229,8 @@ def run(args: argparse.Namespace) -> None:
     content_type = "text/plain; version=0.0.4; charset=utf-8"
     server_class = load_server_class(args.server_file)
     server = server_class("127.0.0.1", 0, CollectorRegistry(), lambda: None, lambda: None,
-                          exposition=lambda accept: (body, content_type))
+                          exposition=lambda accept: (body, content_type),
+                          reports=SlowReports(args.report_render_ms / 1000))
     port = server.server_address[1]
     sys.setswitchinterval(0.001)  # as driftmon serve sets it
     server.start()
@@ -175,8 +245,9 @@ def run(args: argparse.Namespace) -> None:
                 for sock in held:
                     sock.close()
             time.sleep(args.settle)  # let the server notice the closed connections
-        print(f"{args.scrapers} scrapers: {scrapers_phase(port, args)}")
-        if args.burn:
+        if args.scrapers:
+            print(f"{args.scrapers} scrapers: {scrapers_phase(port, args)}")
+        if args.burn and args.scrapers:
             stop = threading.Event()
             burners = [threading.Thread(target=burn, args=(stop,), daemon=True) for _ in range(args.burn)]
             for thread in burners:
@@ -185,6 +256,9 @@ def run(args: argparse.Namespace) -> None:
                 print(f"{args.scrapers} scrapers, {args.burn} GIL burners: {scrapers_phase(port, args)}")
             finally:
                 stop.set()
+        if args.report_clients:
+            print(f"{args.report_clients} report clients, {args.report_render_ms:g} ms a page: "
+                  f"{report_phase(port, args)}")
     finally:
         server.stop()
 
@@ -201,11 +275,18 @@ def main() -> None:
     parser.add_argument("--probe-timeout", type=float, default=5.0)
     parser.add_argument("--phase-timeout", type=float, default=300.0)
     parser.add_argument("--settle", type=float, default=1.0)
+    parser.add_argument("--report-clients", type=int, default=0, help="concurrent /report clients (0: no phase)")
+    parser.add_argument("--report-requests", type=int, default=20, help="per report client")
+    parser.add_argument("--report-render-ms", type=float, default=5.0, help="what a page takes to render")
     parser.add_argument("--scrape-client", nargs=3, type=int, metavar=("PORT", "SCRAPERS", "SCRAPES"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--report-client", nargs=3, type=int, metavar=("PORT", "CLIENTS", "REQUESTS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scrape_client:
         scrape_client(*args.scrape_client)
+    elif args.report_client:
+        report_client(*args.report_client)
     else:
         run(args)
 

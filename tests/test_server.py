@@ -422,7 +422,7 @@ def test_report_says_503_when_the_results_database_is_down(tmp_path):
         engine.dispose()
 
 
-# --- hardening: security headers, /readyz's words ---------------------------------------------
+# --- hardening: security headers, /readyz's words, busy renderers ------------------------------
 
 REQUESTS_OF_EVERY_KIND = [
     b"GET /metrics HTTP/1.1\r\n\r\n", b"GET /healthz HTTP/1.1\r\n\r\n",
@@ -524,3 +524,74 @@ def test_readyz_names_nothing_of_a_real_postgresql_url_that_refuses(caplog):
         engine.dispose()
     assert (status, body) == (503, "results database does not answer: connection refused\n")
     assert f"port {port}" in caplog.text
+
+
+@pytest.fixture
+def slow_renders(report_server, monkeypatch):
+    """Each report page waits for ``release`` (10 s at most) before it renders."""
+    release = threading.Event()
+    page = report_server.reports.page
+
+    def slow_page(name):
+        release.wait(10)
+        return page(name)
+
+    monkeypatch.setattr(report_server.reports, "page", slow_page)
+    yield release
+    release.set()
+
+
+def get_all(server: MetricsServer, paths: list[str],
+            headers: dict[str, str] | None = None) -> tuple[list, list[threading.Thread]]:
+    """GET every path at once, each on a thread of its own: the answers (status, headers, body) as
+    they come, in order, and the threads to join."""
+    answers: list = [None] * len(paths)
+
+    def get(number: int, path: str) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=20)
+        try:
+            connection.request("GET", path, headers=headers or {})
+            response = connection.getresponse()
+            answers[number] = (response.status, dict(response.headers), response.read())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=get, args=(n, p)) for n, p in enumerate(paths)]
+    for thread in threads:
+        thread.start()
+    return answers, threads
+
+
+def test_saturated_report_renderers_answer_429_with_retry_after_never_503(report_server, slow_renders,
+                                                                          monkeypatch):
+    monkeypatch.setattr(server_module, "REPORT_WAIT_SECONDS", 0.3)
+    clients = server_module.REPORT_THREADS + 12
+    answers, threads = get_all(report_server, ["/report/shop"] * clients)
+    deadline = time.monotonic() + 10  # past the waits, all but the rendering ones are answered
+    while sum(answer is not None for answer in answers) < 12 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # and nothing more, while the renders are held
+    busy = [answer for answer in answers if answer is not None]
+    slow_renders.set()
+    for thread in threads:
+        thread.join(timeout=20)
+    statuses = sorted(answer[0] for answer in answers)
+    assert statuses == [200] * server_module.REPORT_THREADS + [429] * 12, statuses
+    assert len(busy) == 12 and all(int(headers["Retry-After"]) > 0 for _, headers, _ in busy)
+    assert all(b"busy" in body for _, _, body in busy)
+    assert raw_get(report_server, "/report/shop")[0] == 200  # every slot came back
+
+
+def test_report_requests_beyond_the_renderers_wait_their_turn(report_server, monkeypatch):
+    # A burst of a healthy database's clients is served a little later, not turned away.
+    page = report_server.reports.page
+
+    def slowish_page(name):
+        time.sleep(0.2)
+        return page(name)
+
+    monkeypatch.setattr(report_server.reports, "page", slowish_page)
+    answers, threads = get_all(report_server, ["/report/shop"] * (3 * server_module.REPORT_THREADS))
+    for thread in threads:
+        thread.join(timeout=20)
+    assert [answer[0] for answer in answers] == [200] * (3 * server_module.REPORT_THREADS)
