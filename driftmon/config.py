@@ -121,6 +121,19 @@ class ServerConfig(_Model):
     # How long a replica's claim on a window lasts unless renewed (every third of it)
     # while its run is alive: a crashed replica's window is taken over after this.
     lease_ttl: Annotated[Duration, Field(ge=timedelta(seconds=1))] = timedelta(seconds=30)
+    # /report and /report/<monitor>: false answers 404 there (driftmon/report_access.py).
+    report: bool = True
+    # The NAME of the environment variable holding the bearer token /report then requires
+    # (never the token: it does not belong in the file). Unset: the pages need none.
+    report_token_env: str | None = None
+
+    @field_validator("report_token_env")
+    @classmethod
+    def _names_a_variable(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("expected the name of an environment variable (letters, digits, _), e.g. "
+                             "DRIFTMON_REPORT_TOKEN; the token goes in that variable, never in this file")
+        return value
 
 
 class Schedule(_Model):

@@ -160,7 +160,8 @@ class Daemon:
         host, port = self.config.server.host, self.config.server.port
         try:
             server = MetricsServer(host, port, self.registry, self.health_problem, self.ready_problem,
-                                   exposition=self.exposition, reports=self._report_pages())
+                                   exposition=self.exposition, reports=self._report_pages(),
+                                   config=self.config.server)
         except OSError as exc:
             raise ConfigError(f"server.port: cannot listen on {host}:{port}: {exc.strerror}") from exc
         device = str(resolve_device(self.config.compute.device))

@@ -30,7 +30,8 @@ server is not a database that is down, which alone answers 503 (200 clients of
 a healthy database got 4,626 503s in 31,337 requests when a full house was
 refused at once). A monitor's name is looked up among the configured ones and
 nothing else, so a path that names no configured monitor (``../``, quotes, a
-10 kB name) is a 404.
+10 kB name) is a 404. ``server.report`` and ``server.report_token_env`` turn
+the pages off or put them behind a bearer token (``driftmon.report_access``).
 
 Every response carries ``SECURITY_HEADERS``: a Content-Security-Policy that
 allows what the self-contained report uses (inline styles, data: images) and
@@ -51,14 +52,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftmon.errors import StoreError
+from driftmon.report_access import ReportAccess
 from driftmon.slots import Slots
+
+if TYPE_CHECKING:
+    from driftmon.config import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,7 @@ Check = Callable[[], str | None]
 # exposition(accept) -> (body, content type)
 Exposition = Callable[[str | None], tuple[bytes, str]]
 NOT_FOUND = b"not found: try /metrics, /healthz, /readyz or /report\n"
+NOT_FOUND_WITHOUT_REPORT = b"not found: try /metrics, /healthz or /readyz\n"
 # On every response. The policy is the report's own <meta> one (default-src 'none'; inline
 # styles; data: images, which its favicon is) plus what only a header can say: no framing.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
@@ -146,10 +152,15 @@ class MetricsServer:
     """Listens from the constructor on (so a busy port fails there); serves from ``start()`` to ``stop()``."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Check, ready: Check,
-                 exposition: Exposition | None = None, reports: Reports | None = None):
+                 exposition: Exposition | None = None, reports: Reports | None = None,
+                 config: ServerConfig | None = None):
+        """``config``: the ``server`` section, for who may see /report (its token is read here, from the
+        environment: a missing one is a ConfigError before the port is taken)."""
         # The exposition is a faster /metrics than encoding the registry.
         self.registry, self.health, self.ready, self.exposition = registry, health, ready, exposition
-        self.reports = reports  # None: /report is a 404
+        self.access = ReportAccess.from_config(config)
+        self.reports = reports if self.access.enabled else None  # None: /report is a 404
+        self.not_found = NOT_FOUND if self.reports is not None else NOT_FOUND_WITHOUT_REPORT
         self.socket = socket.create_server((host, port), backlog=LISTEN_BACKLOG)
         self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
         per_loop = connection_limit() // EVENT_LOOPS
@@ -176,7 +187,7 @@ class MetricsServer:
             return Response(HTTPStatus.METHOD_NOT_ALLOWED, b"only GET and HEAD\n")
         try:
             if request.path == "/report" or request.path.startswith("/report/"):
-                return await self._report(request.path)
+                return await self._report(request)
             return self._answer(request)
         except Exception as exc:  # a bug: say so, keep serving
             log.error("request failed", exc_info=exc, extra={"event": "http.request_failed",
@@ -196,17 +207,20 @@ class MetricsServer:
             problem = (self.health if request.path == "/healthz" else self.ready)()
             return Response(HTTPStatus.SERVICE_UNAVAILABLE if problem else HTTPStatus.OK,
                             f"{problem or 'ok'}\n".encode())
-        return Response(HTTPStatus.NOT_FOUND, NOT_FOUND)
+        return Response(HTTPStatus.NOT_FOUND, self.not_found)
 
-    async def _report(self, path: str) -> Response:
-        """Off, busy, or the page: each checked before any database is read."""
+    async def _report(self, request: Request) -> Response:
+        """Off, unauthorised, busy, or the page: each checked before any database is read."""
         if self.reports is None:
-            return Response(HTTPStatus.NOT_FOUND, NOT_FOUND)
+            return Response(HTTPStatus.NOT_FOUND, self.not_found)
+        if challenge := self.access.challenge(request.headers.get("authorization")):
+            return Response(HTTPStatus.UNAUTHORIZED, b"unauthorized: /report needs its bearer token\n",
+                            headers=(("WWW-Authenticate", challenge),))
         if not await self._report_slots.acquire(REPORT_WAIT_SECONDS):
             return Response(HTTPStatus.TOO_MANY_REQUESTS,
                             f"busy: every report renderer is in use; retry after {RETRY_AFTER_SECONDS} s\n".encode(),
                             headers=(("Retry-After", str(RETRY_AFTER_SECONDS)),))
-        return await in_thread(self._render_report, path)
+        return await in_thread(self._render_report, request.path)
 
     def _render_report(self, path: str) -> Response:
         try:

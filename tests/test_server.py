@@ -14,8 +14,12 @@ import time
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
+from pydantic import ValidationError
 
+from driftmon import report_access
 from driftmon import server as server_module
+from driftmon.config import ServerConfig, parse_config
+from driftmon.errors import ConfigError
 from driftmon.server import MetricsServer
 from driftmon.store.database import create_db_engine
 from driftmon.store_health import StoreHealth
@@ -46,7 +50,8 @@ def test_endpoints_answer(server):
     server.problems["ready"] = None
     assert http_get(url(server, "/readyz")) == (200, "ok\n")
     status, body = http_get(url(server, "/nowhere?x=1"))
-    assert status == 404 and "/metrics" in body and "/report" in body
+    assert status == 404 and "/metrics" in body
+    assert "/report" not in body  # this server has no report pages: the 404 does not point at them
 
 
 def test_head_answers_the_headers_of_get_without_a_body(server):
@@ -342,12 +347,12 @@ def stored(engine):
     return engine
 
 
-def serve_reports(engine) -> MetricsServer:
+def serve_reports(engine, config: ServerConfig | None = None) -> MetricsServer:
     from driftmon.report import ReportPages
     from tests.test_explain import settings
 
     server = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: None, lambda: None,
-                           reports=ReportPages([settings()], engine))
+                           reports=ReportPages([settings()], engine), config=config)
     server.start()
     return server
 
@@ -422,7 +427,7 @@ def test_report_says_503_when_the_results_database_is_down(tmp_path):
         engine.dispose()
 
 
-# --- hardening: security headers, /readyz's words, busy renderers ------------------------------
+# --- hardening: security headers, /readyz's words, busy renderers, who may see /report -------
 
 REQUESTS_OF_EVERY_KIND = [
     b"GET /metrics HTTP/1.1\r\n\r\n", b"GET /healthz HTTP/1.1\r\n\r\n",
@@ -595,3 +600,104 @@ def test_report_requests_beyond_the_renderers_wait_their_turn(report_server, mon
     for thread in threads:
         thread.join(timeout=20)
     assert [answer[0] for answer in answers] == [200] * (3 * server_module.REPORT_THREADS)
+
+
+def test_report_false_turns_the_pages_off_and_nothing_names_them(stored, report_server):
+    status, body = raw_get(report_server, "/nowhere")
+    assert status == 404 and "/report" in body  # on, the 404 points at it
+    server = serve_reports(stored, ServerConfig(report=False))
+    try:
+        for path in ("/report", "/report/", "/report/shop"):
+            assert raw_get(server, path)[0] == 404, path
+        status, body = raw_get(server, "/nowhere")
+        assert status == 404 and "report" not in body and "/metrics" in body
+        assert raw_get(server, "/metrics")[0] == 200 and raw_get(server, "/healthz")[0] == 200
+    finally:
+        server.stop()
+
+
+TOKEN = "k3H9-vY2_pQ7.wZ4~rT8+sL1/mN6xB5="
+
+
+def bearer_get(server: MetricsServer, path: str, authorization: str | None) -> tuple[int, dict[str, str], bytes]:
+    header = f"Authorization: {authorization}\r\n" if authorization is not None else ""
+    return raw_request(server, f"GET {path} HTTP/1.1\r\nHost: x\r\n{header}\r\n".encode("latin-1"))
+
+
+@pytest.mark.parametrize("authorization, error", [
+    (None, False), ("", False), (f"Basic {TOKEN}", False), ("Bearer", False), ("Bearer ", False),
+    ("Bearer wrong-token-of-some-length", True), (f"Bearer {TOKEN[:-1]}", True), (f"Bearer {TOKEN}x", True),
+    (f"Bearer {TOKEN.lower()}", True), ("Bearer \xe9t\xe9", True),
+], ids=["none", "empty", "basic", "bare-scheme", "scheme-space", "wrong", "prefix", "longer", "case", "latin-1"])
+def test_report_pages_need_the_bearer_token_from_the_environment(stored, monkeypatch, authorization, error):
+    monkeypatch.setenv("DRIFTMON_REPORT_TOKEN", TOKEN)
+    server = serve_reports(stored, ServerConfig(report_token_env="DRIFTMON_REPORT_TOKEN"))
+    try:
+        for path in ("/report", "/report/shop", "/report/no-such-monitor", "/report/../metrics"):
+            status, headers, body = bearer_get(server, path, authorization)
+            assert status == 401, (path, status, body)
+            assert headers["www-authenticate"].startswith("Bearer ")
+            assert ('error="invalid_token"' in headers["www-authenticate"]) is error
+            assert_security_headers(headers)
+            assert b"shop" not in body
+        for path in ("/metrics", "/healthz", "/readyz"):  # the probes and the scrape stay open
+            assert bearer_get(server, path, None)[0] == 200, path
+    finally:
+        server.stop()
+
+
+def test_the_right_token_opens_the_pages_compared_in_constant_time(stored, monkeypatch):
+    monkeypatch.setenv("DRIFTMON_REPORT_TOKEN", TOKEN)
+    compared = []
+    real_compare = report_access.hmac.compare_digest
+    monkeypatch.setattr(report_access.hmac, "compare_digest", lambda a, b: compared.append(1) or real_compare(a, b))
+    server = serve_reports(stored, ServerConfig(report_token_env="DRIFTMON_REPORT_TOKEN"))
+    try:
+        status, _, body = bearer_get(server, "/report", f"bearer  {TOKEN} ")
+        assert status == 200 and b"<a href='report/shop'>shop</a>" in body
+        status, _, body = bearer_get(server, "/report/shop", f"Bearer {TOKEN}")
+        assert status == 200 and body.startswith(b"<!DOCTYPE html>")
+        assert bearer_get(server, "/report/nobody", f"Bearer {TOKEN}")[0] == 404
+    finally:
+        server.stop()
+    assert len(compared) == 3
+
+
+@pytest.mark.parametrize("value", [None, "", "   ", "short-token", "has space in the middle of it", "tōken" * 5])
+def test_a_named_token_variable_unset_empty_or_weak_stops_the_server_before_it_listens(monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("DRIFTMON_REPORT_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("DRIFTMON_REPORT_TOKEN", value)
+    port = free_port()
+    with pytest.raises(ConfigError, match=r"^server\.report_token_env: .*DRIFTMON_REPORT_TOKEN") as raised:
+        MetricsServer("127.0.0.1", port, CollectorRegistry(), lambda: None, lambda: None,
+                      config=ServerConfig(report_token_env="DRIFTMON_REPORT_TOKEN"))
+    assert not (value or "").strip() or value.strip() not in str(raised.value)  # never echoes a token
+    socket.create_server(("127.0.0.1", port)).close()  # the port was not taken
+
+
+@pytest.mark.parametrize("value", ["", "has space", "1STARTS_WITH_A_DIGIT", "k3H9-vY2_pQ7.wZ4"])
+def test_report_token_env_must_name_a_variable(value):
+    with pytest.raises(ValidationError, match="report_token_env"):
+        ServerConfig(report_token_env=value)
+
+
+def test_serve_passes_the_report_settings_to_the_server(db_url, tmp_path):
+    from driftmon.daemon import Daemon
+
+    raw = {"database": {"url": db_url}, "server": {"host": "127.0.0.1", "port": free_port(), "report": False},
+           "monitors": [{"name": "shop", "features": [{"column": "amount"}],
+                         "source": {"kind": "events", "table": "orders", "timestamp_column": "ts"}}]}
+    daemon = Daemon(parse_config(raw, {}), CollectorRegistry())
+    daemon.open()
+    try:
+        server = daemon._bind()
+        server.start()
+        try:
+            assert raw_get(server, "/report")[0] == 404
+        finally:
+            server.stop()
+    finally:
+        daemon.store_health.close()
+        daemon.app.close()
