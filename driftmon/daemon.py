@@ -2,12 +2,14 @@
 
 One APScheduler job per monitor, never overlapping itself (``max_instances=1``),
 with missed runs coalesced into one and a misfire grace as long as the
-schedule's interval, so a busy pool delays a run instead of dropping it. Each
-run computes the monitor's due windows: the latest ``catch_up`` windows that
-have no results yet, so a stalled daemon catches up once instead of in a burst.
-A window that failed is retried with backoff before the next tick, and one held
-by another replica is looked at again when that replica's lease would have run
-out (driftmon/retries.py).
+schedule's interval, so a busy pool delays a run instead of dropping it. The
+loop only schedules; which windows a run computes is ``WindowClaims``'
+(driftmon/claims.py): the latest ``catch_up`` windows, every tick since the
+monitor's previous run, and the windows still pending, claimed with a lease
+on PostgreSQL. A window that failed is retried with backoff before the next
+tick, one held by another replica is looked at again when that replica's lease
+would have run out, and a window given up is counted in
+``driftmon_windows_missed_total`` (driftmon/retries.py says when).
 
 ``every:`` schedules fire on the epoch-aligned ticks (multiples of the interval
 since 1970-01-01 UTC), also after the catch-up run at start-up, which is off the
@@ -15,9 +17,11 @@ grid; cron schedules fire on their lines.
 
 Several replicas may share one PostgreSQL results database: a lease row per
 (monitor, window), claimed atomically and renewed while the run is alive
-(driftmon/leases.py), decides which one computes a window, and
-every replica refreshes its gauges from the results database once per cycle, so
-all of them export the same latest state, whichever computed it.
+(driftmon/leases.py), decides which one computes a window. Once per cycle
+every replica refreshes its gauges from the results database, so all of them
+export the same latest state, whichever computed it, and sweeps the expired
+lease rows: a crashed replica's window is taken over, the rest deleted.
+/healthz and /readyz read ``Health`` (driftmon/health.py).
 """
 
 from __future__ import annotations
@@ -28,9 +32,8 @@ import os
 import socket
 import sys
 import threading
-import time
 import uuid
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import torch
@@ -44,19 +47,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import driftmon
 from driftmon.app import App, open_app
+from driftmon.claims import CLAIMED, WindowClaims
 from driftmon.config import Config, MonitorSettings, Schedule
 from driftmon.cron import crontab_trigger
 from driftmon.divergence import resolve_device
 from driftmon.errors import ConfigError
+from driftmon.health import Health
 from driftmon.leases import Leases
 from driftmon.metrics import DriftCollector, DriftState, RunMetrics
 from driftmon.pipeline import RunOutcome
-from driftmon.retries import Retries
 from driftmon.server import MetricsServer
 from driftmon.signals import stop_on_signals
 from driftmon.store.database import sqlite_daemon_lock
 from driftmon.store_health import StoreHealth
-from driftmon.windows import EPOCH, TimeRange, latest_tick, ticks
+from driftmon.windows import EPOCH
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,6 @@ HEARTBEAT_SECONDS = 2.0
 # (CPython's default: 5 ms). An HTTP handler waits at every socket call while
 # runs compute; 1 ms bounds each wait (bench_daemon.py: /metrics p99 on SQLite).
 GIL_SWITCH_SECONDS = 0.001
-WEDGED_AFTER_SECONDS = 30.0
 ABANDON_WAIT_SECONDS = 5.0
 # The gauges are refreshed from the results database once per shortest schedule
 # interval, but at least this often (one query each time, never one per scrape).
@@ -123,14 +126,12 @@ class Daemon:
         self.app: App | None = None
         self.scheduler: BackgroundScheduler | None = None
         self.stuck = False  # runs still going after the grace period and the abandon wait
-        self._beat = time.monotonic()
-        self._ready_problem: str | None = "starting"
         self._inflight = 0
         self._inflight_changed = threading.Condition()
         self._monitor_locks: dict[str, threading.Lock] = {}
-        self.retries = Retries()
         self.store_health = StoreHealth(self._ping)
-        self.leases: Leases | None = None
+        self.health = Health(self.store_health, self.stop_event)
+        self.claims: WindowClaims | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -148,10 +149,13 @@ class Daemon:
         return 0
 
     def open(self) -> None:
-        """The results database, migrated, and this replica's leases on it."""
+        """The results database, migrated, and this replica's claims on it (leases on PostgreSQL)."""
         self.app = open_app(self.config)
-        self.leases = Leases(self.app.results, self.app.pipeline.repository, self.owner,
-                             self.config.server.lease_ttl)
+        repository, ttl = self.app.pipeline.repository, self.config.server.lease_ttl
+        # SQLite: one daemon per database file (a file lock), so no leases.
+        leases = Leases(self.app.results, repository, self.owner, ttl) \
+            if self.app.results.dialect.name == "postgresql" else None
+        self.claims = WindowClaims(self.app.results, repository, leases, ttl, self.run_metrics.record_missed)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -159,7 +163,7 @@ class Daemon:
     def _bind(self) -> MetricsServer:
         host, port = self.config.server.host, self.config.server.port
         try:
-            server = MetricsServer(host, port, self.registry, self.health_problem, self.ready_problem,
+            server = MetricsServer(host, port, self.registry, self.health.health_problem, self.health.ready_problem,
                                    exposition=self.exposition, reports=self._report_pages(),
                                    config=self.config.server)
         except OSError as exc:
@@ -197,7 +201,7 @@ class Daemon:
         gc.collect()
         gc.freeze()
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
-        self.scheduler = self._start_scheduler()
+        self.scheduler = self.health.scheduler = self._start_scheduler()
         try:
             while not self.stop_event.wait(HEARTBEAT_SECONDS):
                 pass
@@ -208,7 +212,7 @@ class Daemon:
         """Gauges come back from the latest stored results before /readyz turns ready."""
         rows, successes = self._read_latest()
         self.state.restore(rows, successes)
-        self._ready_problem = None
+        self.health.restored()
         log.info("restored", extra={"event": "daemon.restored", "results": len(rows)})
 
     def _read_latest(self) -> tuple[list[dict], dict[str, datetime]]:
@@ -230,6 +234,17 @@ class Daemon:
             return
         self.state.restore(rows, successes)
 
+    def sweep_leases(self) -> None:
+        """Once per cycle: windows whose lease expired (a replica died) are taken over now,
+        the other expired lease rows deleted."""
+        try:
+            taking_over = self.claims.sweep(self.monitors)
+        except SQLAlchemyError as exc:
+            log.warning("could not sweep the expired leases", exc_info=exc, extra={"event": "lease.sweep_failed"})
+            return
+        for monitor in taking_over:
+            self._retry_at(monitor, datetime.now(UTC))
+
     def _start_scheduler(self) -> BackgroundScheduler:
         scheduler = BackgroundScheduler(
             timezone=UTC,
@@ -248,14 +263,16 @@ class Daemon:
                           executor="heartbeat", next_run_time=now, misfire_grace_time=None)
         # Half a cycle after the ticks: by then the replica that claimed a window has stored it.
         every = refresh_interval(self.monitors)
-        scheduler.add_job(self.refresh, EpochIntervalTrigger(every, offset=every / 2), id="refresh",
-                          executor="refresh", misfire_grace_time=None)
+        for job in (self.refresh, self.sweep_leases):
+            scheduler.add_job(job, EpochIntervalTrigger(every, offset=every / 2), id=job.__name__,
+                              executor="refresh", misfire_grace_time=None)
         scheduler.add_listener(self._missed, EVENT_JOB_MISSED)
         scheduler.start()
         return scheduler
 
     def _missed(self, event: JobExecutionEvent) -> None:
-        # Later than its misfire grace: the next run's catch-up covers the window.
+        # Later than its misfire grace: the next run still computes the window (every tick
+        # since the previous run is due), unless the take-over rule gave it up by then.
         log.warning("run missed its start", extra={
             "event": "run.missed", "monitor": event.job_id,
             "scheduled_at": event.scheduled_run_time.isoformat()})
@@ -284,48 +301,36 @@ class Daemon:
             return  # a run of this monitor is going on: it covers the due windows
         try:
             self._run_due(monitor)
+            self._retry_at(monitor, self.claims.next_retry(monitor))
         except SQLAlchemyError as exc:
             self.store_health.write_failed(str(exc).strip().splitlines()[0])
             self.state.store_up = False
             self.run_metrics.record_failure(monitor.name, "store")
             log.error("results database unavailable", exc_info=exc,
                       extra={"event": "run.store_unavailable", "monitor": monitor.name})
-            self._retry_later(monitor, self.retries.failed(monitor, None))
+            self._retry_at(monitor, self.claims.store_failed(monitor, datetime.now(UTC)))
         finally:
             lock.release()
 
     def _run_due(self, monitor: MonitorSettings) -> None:
-        for window in self.due_windows(monitor, datetime.now(UTC)):
+        for window in self.claims.due(monitor, datetime.now(UTC)):
             if self.stop_event.is_set():
                 return
-            claim = self._claim(monitor, window)
-            if claim == "held":
-                # Another replica holds it: if that one died, its lease runs out within
-                # lease_ttl, and this replica takes the window over then.
-                self._retry_later(monitor, self.retries.claimed_elsewhere(monitor, window, self.leases.ttl))
-            if claim != "claimed":
-                continue
-            with self._in_flight(), self._lease(monitor, window):
+            if self.claims.claim(monitor, window, datetime.now(UTC)) != CLAIMED:
+                continue  # held by another replica (looked at again when its lease would end), or stored
+            with self._in_flight(), self.claims.running(monitor, window):
                 outcome = self.app.pipeline.run(monitor, self.config.source_url(monitor.source),
                                                 window, scheduled_at=window.end)
-            if outcome.status == "ok":
-                self.retries.done(monitor, window)
-            else:
-                self._retry_later(monitor, self.retries.failed(monitor, window))
+            self.claims.finished(monitor, window, outcome.status == "ok", datetime.now(UTC))
             if outcome.status != "abandoned":
                 self._record(outcome)
 
-    def _lease(self, monitor: MonitorSettings, window: TimeRange):
-        if self.app.results.dialect.name != "postgresql":
-            return nullcontext()
-        return self.leases.held(monitor.name, window.end)
-
-    def _retry_later(self, monitor: MonitorSettings, delay: timedelta | None) -> None:
+    def _retry_at(self, monitor: MonitorSettings, when: datetime | None) -> None:
         """One retry job per monitor, replaced by a newer one; none when nothing is pending."""
-        if delay is None or self.scheduler is None or self.stop_event.is_set():
+        if when is None or self.scheduler is None or self.stop_event.is_set():
             return
         self.scheduler.add_job(
-            self.run_monitor, "date", run_date=datetime.now(UTC) + delay, args=[monitor],
+            self.run_monitor, "date", run_date=max(when, datetime.now(UTC)), args=[monitor],
             id=f"{monitor.name}:retry", name=f"retry {monitor.name}", replace_existing=True,
             misfire_grace_time=None)
 
@@ -342,44 +347,6 @@ class Daemon:
         elif outcome.reason == "store":
             self.store_health.write_failed(outcome.error or "unknown error")
         self.state.store_up = self.store_health.problem is None
-
-    def due_windows(self, monitor: MonitorSettings, now: datetime) -> list[TimeRange]:
-        """The latest ``catch_up`` complete windows, and windows pending a retry, without results."""
-        end = latest_tick(monitor.schedule, now)
-        interval = schedule_interval(monitor.schedule)
-        recent = list(ticks(monitor.schedule, end - interval * (monitor.catch_up - 1), end))
-        windows = [TimeRange(t - monitor.window.size, t) for t in recent[-monitor.catch_up:]]
-        # Pending windows (failed, or held by a replica that may have died) stay due one
-        # tick longer than catch_up: a take-over happens after the next tick has come.
-        windows = sorted(set(windows) | self.retries.pending(monitor, end - interval * monitor.catch_up))
-        span = TimeRange(windows[0].end - timedelta(microseconds=1), windows[-1].end)
-        with self.app.results.connect() as connection:
-            stored = self.app.pipeline.repository.stored_window_ends(connection, monitor.name, span)
-        for window in windows:
-            if window.end in stored:
-                self.retries.done(monitor, window)
-        return [w for w in windows if w.end not in stored]
-
-    def _claim(self, monitor: MonitorSettings, window: TimeRange) -> str:
-        """``claimed`` (run it), ``held`` by another replica, or already ``stored``."""
-        if self.app.results.dialect.name != "postgresql":
-            return "claimed"  # SQLite: one daemon per database file, held by a file lock
-        if not self.leases.claim(monitor.name, window.end):
-            log.debug("window claimed by another replica", extra={
-                "event": "run.skipped_claimed", "monitor": monitor.name,
-                "window_end": window.end.isoformat()})
-            return "held"
-        if self._stored(monitor, window):
-            # Another replica stored it and let go of its lease since we looked: done.
-            self.leases.release(monitor.name, window.end)
-            self.retries.done(monitor, window)
-            return "stored"
-        return "claimed"
-
-    def _stored(self, monitor: MonitorSettings, window: TimeRange) -> bool:
-        span = TimeRange(window.end - timedelta(microseconds=1), window.end)
-        with self.app.results.connect() as connection:
-            return bool(self.app.pipeline.repository.stored_window_ends(connection, monitor.name, span))
 
     @contextmanager
     def _in_flight(self):
@@ -400,28 +367,13 @@ class Daemon:
 
     def heartbeat(self) -> None:
         """Runs on the scheduler's own thread: proves the scheduler ticks, checks the store."""
-        self._beat = time.monotonic()
+        self.health.beat()
         self.store_health.check()
         self.state.store_up = self.store_health.problem is None
 
     def _ping(self) -> None:
         with self.app.results.connect() as connection:
             self.app.pipeline.repository.ping(connection)
-
-    def health_problem(self) -> str | None:
-        if self.scheduler is not None and not self.scheduler.running and not self.stop_event.is_set():
-            return "scheduler is not running"
-        silence = time.monotonic() - self._beat
-        if self.scheduler is not None and silence > WEDGED_AFTER_SECONDS:
-            return f"scheduler has not ticked for {silence:.0f} s"
-        return None
-
-    def ready_problem(self) -> str | None:
-        if self._ready_problem:
-            return self._ready_problem
-        if self.stop_event.is_set():
-            return "shutting down"
-        return self.store_health.problem
 
 
 def _trigger(schedule: Schedule):

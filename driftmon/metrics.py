@@ -340,8 +340,11 @@ class _MonitorRunMetrics:
                            ["monitor", "reason"], registry=self.registry)
         duration = Histogram("driftmon_run_duration_seconds", "Duration of monitor runs",
                              ["monitor"], buckets=RUN_DURATION_BUCKETS, registry=self.registry)
-        self.metrics = (runs, failures, duration)  # in registration order, as encoded
-        self.runs, self.duration = runs.labels(monitor), duration.labels(monitor)
+        missed = Counter("driftmon_windows_missed", "Windows given up without results (never computed: "
+                         "late or skipped runs, failures, a crashed replica); driftmon backfill fills them",
+                         ["monitor"], registry=self.registry)
+        self.metrics = (runs, failures, duration, missed)  # in registration order, as encoded
+        self.runs, self.duration, self.missed = runs.labels(monitor), duration.labels(monitor), missed.labels(monitor)
         # Every reason from the start, so that increase() sees the first failure of each.
         self.failures = {reason: failures.labels(monitor, reason) for reason in FAILURE_REASONS}
         self.version = 0  # bumped by every change
@@ -349,7 +352,7 @@ class _MonitorRunMetrics:
 
 
 class RunMetrics(Collector):
-    """The daemon's own counters: runs, failures by reason, run durations.
+    """The daemon's own counters: runs, failures by reason, run durations, missed windows.
 
     Each monitor's series live on a registry of their own, and /metrics
     re-encodes a monitor's only after it changed: prometheus_client encodes
@@ -389,6 +392,12 @@ class RunMetrics(Collector):
         metrics = self._of(monitor)
         metrics.runs.inc()
         metrics.failures[reason].inc()
+        metrics.version += 1
+
+    def record_missed(self, monitor: str, windows: int) -> None:
+        """Windows of the monitor given up without results (driftmon/claims.py)."""
+        metrics = self._of(monitor)
+        metrics.missed.inc(windows)
         metrics.version += 1
 
     def describe(self) -> Iterator[Metric]:

@@ -51,7 +51,8 @@ needs_stack = pytest.mark.skipif(
            "'prometheus-alertmanager' (binaries prometheus and prometheus-alertmanager)")
 
 ALERTS = {"DriftmonDriftCritical", "DriftmonDriftWarning", "DriftmonInsufficientData",
-          "DriftmonMonitorStale", "DriftmonMonitorFailing", "DriftmonStoreDown", "DriftmonDown"}
+          "DriftmonMonitorStale", "DriftmonMonitorFailing", "DriftmonWindowsMissed", "DriftmonStoreDown",
+          "DriftmonDown"}
 
 
 def _tool(*args: str, cwd: Path = ROOT) -> str:

@@ -186,6 +186,16 @@ def test_run_counters(registry):
     assert registry.get_sample_value("driftmon_run_duration_seconds_count", {"monitor": "fraud"}) == 2
 
 
+def test_missed_windows_are_counted_from_zero(registry):
+    metrics = RunMetrics(registry)
+    metrics.prepare(["fraud"])
+    assert registry.get_sample_value("driftmon_windows_missed_total", {"monitor": "fraud"}) == 0
+    metrics.record_missed("fraud", 3)
+    metrics.record_missed("fraud", 1)
+    assert registry.get_sample_value("driftmon_windows_missed_total", {"monitor": "fraud"}) == 4
+    assert b'driftmon_windows_missed_total{monitor="fraud"} 4.0' in b"".join(metrics.exposition_parts())
+
+
 def test_run_counters_exposition_equals_prometheus_client_rendering(registry):
     from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -204,6 +214,8 @@ def test_run_counters_exposition_equals_prometheus_client_rendering(registry):
     metrics.record(outcome(status="failed"))
     metrics.record_failure("third", "store")
     metrics.record(outcome(status="failed", monitor="late"))  # not prepared: series of its own
+    metrics.record_missed("third", 2)
+    metrics.record_missed("missed only", 1)
     check()
     assert registry.get_sample_value("driftmon_run_failures_total", {"monitor": "third", "reason": "store"}) == 1
     assert registry.get_sample_value("driftmon_runs_total", {"monitor": "third"}) == 1  # counted as a run too

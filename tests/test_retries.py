@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from driftmon.config import parse_config
 from driftmon.daemon import Daemon
 from driftmon.leases import Leases
-from driftmon.retries import FIRST_DELAY, Retries
+from driftmon.retries import FIRST_DELAY, PendingWindows
 from driftmon.store.models import Lease, Result
 from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange
@@ -52,11 +52,12 @@ def test_backoff_doubles_up_to_half_the_interval():
     monitor = parse_config({"monitors": [{"name": "m", "features": [{"column": "x"}], "schedule": {"every": "1m"},
                                           "source": {"kind": "events", "table": "t", "timestamp_column": "ts"}}]},
                            {}).resolved_monitors()[0]
-    retries, window = Retries(), TimeRange(END - timedelta(hours=1), END)
-    delays = [retries.failed(monitor, window) for _ in range(4)]
+    pending, window = PendingWindows(), TimeRange(END - timedelta(hours=1), END)
+    delays = [pending.failed(monitor, window, END) - END for _ in range(4)]
     assert delays == [FIRST_DELAY, 2 * FIRST_DELAY, 4 * FIRST_DELAY, timedelta(seconds=30)]
-    assert retries.pending(monitor, END - timedelta(minutes=1)) == {window}
-    assert retries.pending(monitor, END) == set()  # out of catch_up: given up
+    assert pending.next_retry("m") == END + timedelta(seconds=30)
+    pending.done("m", window)
+    assert pending.windows("m") == {} and pending.next_retry("m") is None
 
 
 def daemon_for(db_url, tmp_path, table="inference_log", lease_ttl="2s"):
@@ -96,14 +97,14 @@ def test_a_failed_window_is_released_and_retried(engine, db_url, tmp_path):
     try:
         monitor = daemon.monitors[0]
         daemon.run_monitor(monitor)  # the table does not exist yet
-        (window,) = daemon.retries.pending(monitor, datetime(1970, 1, 1, tzinfo=UTC))
+        (window,) = daemon.claims.pending.windows(monitor.name)
         assert stored_window_ends(engine) == set() and leases_left(engine) == 0
         job = daemon.scheduler.get_job("fraud:retry")
         assert job is not None and job.trigger.run_date - datetime.now(UTC) <= FIRST_DELAY
         fill_log(engine)  # the table is back
         daemon.run_monitor(monitor)  # the retry job's call
         assert stored_window_ends(engine) == {window.end}
-        assert daemon.retries.pending(monitor, datetime(1970, 1, 1, tzinfo=UTC)) == set()
+        assert daemon.claims.pending.windows(monitor.name) == {}
         assert leases_left(engine) == 0
     finally:
         daemon.app.close()
@@ -115,14 +116,14 @@ def test_a_crashed_replicas_window_is_taken_over(engine, db_url, tmp_path, backe
     daemon = daemon_for(db_url, tmp_path)
     try:
         monitor = daemon.monitors[0]
-        (window,) = daemon.due_windows(monitor, datetime.now(UTC))
-        crashed = Leases(engine, Repository(), "crashed", daemon.leases.ttl)
+        (window,) = daemon.claims.due(monitor, datetime.now(UTC))
+        crashed = Leases(engine, Repository(), "crashed", daemon.claims.lease_ttl)
         assert crashed.claim(monitor.name, window.end)  # then SIGKILLed: no renewal, no release
         daemon.run_monitor(monitor)
         assert stored_window_ends(engine) == set()
         job = daemon.scheduler.get_job("fraud:retry")
-        assert job.trigger.run_date - datetime.now(UTC) <= daemon.leases.ttl + timedelta(seconds=1)
-        time.sleep(daemon.leases.ttl.total_seconds() + 0.2)
+        assert job.trigger.run_date - datetime.now(UTC) <= daemon.claims.lease_ttl + timedelta(seconds=1)
+        time.sleep(daemon.claims.lease_ttl.total_seconds() + 0.2)
         daemon.run_monitor(monitor)  # the retry job's call
         assert stored_window_ends(engine) == {window.end}
     finally:
@@ -194,7 +195,7 @@ def test_failed_writes_and_a_hung_store_make_readyz_say_so(engine, db_url, tmp_p
         daemon.store_health.timeout = 1.0
         daemon._restore()  # ready once the gauges are back, as serve does
         daemon.heartbeat()
-        assert daemon.ready_problem() is None and daemon.state.store_up
+        assert daemon.health.ready_problem() is None and daemon.state.store_up
 
         def full_disk(connection, row):
             raise sa.exc.OperationalError("INSERT INTO runs", {}, Exception("database or disk is full"))
@@ -202,8 +203,8 @@ def test_failed_writes_and_a_hung_store_make_readyz_say_so(engine, db_url, tmp_p
         monkeypatch.setattr(daemon.app.pipeline.repository, "insert_run", full_disk)
         daemon.run_monitor(daemon.monitors[0])
         daemon.heartbeat()  # reads still answer: the failed write is what counts
-        assert daemon.ready_problem().startswith("the last write to the results database failed:")
-        assert "database or disk is full" in daemon.ready_problem() and not daemon.state.store_up
+        assert daemon.health.ready_problem().startswith("the last write to the results database failed:")
+        assert "database or disk is full" in daemon.health.ready_problem() and not daemon.state.store_up
         monkeypatch.undo()
 
         hung = threading.Event()
@@ -211,13 +212,13 @@ def test_failed_writes_and_a_hung_store_make_readyz_say_so(engine, db_url, tmp_p
         began = time.monotonic()
         daemon.heartbeat()
         assert time.monotonic() - began < 2.5  # bounded, though the ping never returns
-        assert daemon.ready_problem().startswith("results database has not answered a ping for")
+        assert daemon.health.ready_problem().startswith("results database has not answered a ping for")
         daemon.heartbeat()  # no second ping is stacked on the stuck one
         hung.set()
         monkeypatch.undo()
         daemon.run_monitor(daemon.monitors[0])  # a write that works
         daemon.heartbeat()
-        assert daemon.ready_problem() is None and daemon.state.store_up
+        assert daemon.health.ready_problem() is None and daemon.state.store_up
     finally:
         daemon.store_health.close()
         daemon.app.close()
