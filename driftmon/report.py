@@ -9,6 +9,10 @@ warning and critical lines above a strip coloured by each window's status.
 Charts are matplotlib figures written as inline SVG (text kept as text, unused
 ids dropped), the styles are inline and a Content-Security-Policy forbids every
 fetch: the file opens offline, in any browser, and can be mailed.
+
+Labels and column names come from the data. Every text is drawn as plain text
+(never math text or TeX: a category ``$x^$`` made matplotlib raise) and shown
+through ``driftmon.textsafe.visible`` and ``html.escape``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import math
 import re
 import threading
 import urllib.parse
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import matplotlib
@@ -34,6 +40,7 @@ from driftmon.config import MonitorSettings
 from driftmon.errors import ConfigError
 from driftmon.explain import RANKED_BY, BinContribution, ColumnExplanation, WindowExplanation, load_explanation
 from driftmon.store.repository import Repository
+from driftmon.textsafe import visible
 from driftmon.windows import TimeRange
 
 DEFAULT_SPAN = timedelta(days=7)
@@ -44,8 +51,10 @@ _REFERENCE_COLOUR, _CURRENT_COLOUR, _LINE_COLOUR = "#90a4ae", "#1565c0", "#26323
 _STRIP_PIXELS = 1500  # the status strip's resolution; windows sharing a pixel show the worst
 # matplotlib's global settings are not thread-safe: the daemon's handler threads take turns.
 _RENDER_LOCK = threading.Lock()
+# Text stays plain: no math text (a "$x^$" label raised) and no TeX, whatever the user's matplotlibrc.
 _SVG_SETTINGS = {"svg.fonttype": "none", "svg.hashsalt": "driftmon", "font.size": 8,
-                 "axes.spines.top": False, "axes.spines.right": False}
+                 "axes.spines.top": False, "axes.spines.right": False,
+                 "text.usetex": False, "text.parse_math": False}
 
 
 # --- loading --------------------------------------------------------------------------
@@ -84,10 +93,21 @@ def render_report(monitor: MonitorSettings, explanation: WindowExplanation | Non
         by_column = _history_by_column(history)
         body.append(_summary_table(explanation, by_column))
         shown = _shown_range(history, span)
-        with _RENDER_LOCK, matplotlib.rc_context(_SVG_SETTINGS):
+        with _drawing():
             body += [_column_section(i, c, by_column.get(c.column, []), shown, top)
                      for i, c in enumerate(explanation.columns)]
     return _page(title, "\n".join(body))
+
+
+@contextmanager
+def _drawing() -> Iterator[None]:
+    """Where charts are drawn: one at a time, every text plain, no warning about glyphs."""
+    # matplotlib's settings are global: the daemon's handler threads take turns. The SVG keeps
+    # its text as text (the browser draws it in its own fonts; DejaVu only measures it), so
+    # a category in a script DejaVu lacks is no reason to warn on every report.
+    with _RENDER_LOCK, matplotlib.rc_context(_SVG_SETTINGS), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
+        yield
 
 
 def _shown_range(history: list[dict], span: TimeRange) -> TimeRange:
@@ -210,8 +230,11 @@ def _bars(axes, column: ColumnExplanation, top: int) -> None:
             height = max(item.reference_share, item.current_share)
             axes.annotate(f"#{marked[item.label]}", (position, height), xytext=(0, 2), textcoords="offset points",
                           ha="center", va="bottom", fontsize=7, fontweight="bold", color="#c62828")
-    axes.set_xticks(x, [_short_label(b.label) for b in bins], rotation=40, ha="right", fontsize=6.5)
+    axes.set_xticks(x, [_axis_label(b.label) for b in bins], rotation=40, ha="right", fontsize=6.5)
     for tick, item in zip(axes.get_xticklabels(), bins, strict=True):
+        # Plain text whatever the rc settings say (``_drawing`` sets them too): the labels are data.
+        tick.set_usetex(False)
+        tick.set_parse_math(False)
         if item.label in marked:
             tick.set_fontweight("bold")
     axes.margins(y=0.15)
@@ -280,11 +303,21 @@ def _inline_svg(figure: Figure, prefix: str) -> str:
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
-    referenced = set(re.findall(r"(?:url\(#|href=\"#)([^)\"]+)", svg))
-    svg = re.sub(r' id="([^"]+)"', lambda m: f' id="{prefix}{m[1]}"' if m[1] in referenced else "", svg)
-    svg = re.sub(r'(url\(#|href="#)', rf"\g<1>{prefix}", svg)
-    svg = re.sub(r' d="([^"]*)"', lambda m: f' d="{_short_path(m[1])}"', svg)
+    referenced = {m for tag in _TAG.findall(svg) for m in re.findall(r"(?:url\(#|href=\"#)([^)\"]+)", tag)}
+    svg = _in_tags(svg, r' id="([^"]+)"', lambda m: f' id="{prefix}{m[1]}"' if m[1] in referenced else "")
+    svg = _in_tags(svg, r'(url\(#|href="#)', lambda m: f"{m[1]}{prefix}")
+    svg = _in_tags(svg, r' d="([^"]*)"', lambda m: f' d="{_short_path(m[1])}"')
     return re.sub(r"\n\s*", "\n", svg).strip()
+
+
+# A tag of matplotlib's SVG. Text (a label) is element content, where matplotlib escapes "<" and
+# ">", so it is never inside one: rewriting tags only leaves a label such as ' d="1x"' alone.
+_TAG = re.compile(r"<[^<>]*>")
+
+
+def _in_tags(svg: str, pattern: str, replace: Callable[[re.Match], str]) -> str:
+    """``re.sub(pattern, replace)`` applied inside the SVG's tags, never to its text."""
+    return _TAG.sub(lambda tag: re.sub(pattern, replace, tag[0]), svg)
 
 
 def _short_path(data: str) -> str:
@@ -304,6 +337,11 @@ def _short_path(data: str) -> str:
 # --- formatting ------------------------------------------------------------------------
 
 _NUMERIC_LABEL = re.compile(r"^([\[(])([^,]+), ([^)]+)\)$")
+
+
+def _axis_label(label: str) -> str:
+    """What an axis shows of a bin label: short, and visible (a control character escaped)."""
+    return visible(_short_label(label))
 
 
 def _short_label(label: str) -> str:
@@ -360,7 +398,8 @@ def _when(moment: datetime) -> str:
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    """Text for the page: control and bidi characters shown as escapes, then HTML-escaped."""
+    return html.escape(visible(text), quote=True)
 
 
 # --- the daemon's pages ------------------------------------------------------------------

@@ -23,21 +23,28 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from driftmon.cli import main
 from driftmon.explain import explain_window
-from driftmon.report import ReportPages, build_report, marked_bins
+from driftmon.report import ReportPages, build_report, marked_bins, render_report
 from driftmon.server import MetricsServer
 from driftmon.store.database import create_db_engine
+from driftmon.textsafe import is_visible, visible
+from driftmon.windows import TimeRange
 from tests.test_explain import (  # noqa: F401  config_file is a fixture
     AGE,
     AMOUNT,
     COUNTRY,
+    LABELS,
     NO_BINS,
     WINDOW_END,
     by_movement,
     config_file,
+    label_rows,
     monitor_config,
     settings,
     store,
@@ -200,6 +207,57 @@ def test_a_report_that_cannot_be_written_is_a_usage_error(config_file, engine, t
                                        "--out", str(tmp_path / "shop.html")])
     assert result.exit_code == 2, result.output
     assert "'--out'" in result.output and "Permission denied" in result.output
+
+
+# --- labels from the data --------------------------------------------------------------------
+
+
+def chart_texts(page: str) -> set[str]:
+    """Every text the page's charts draw (kept as text in the SVGs), unescaped."""
+    return {html.unescape(text) for text in re.findall(r"<text\b[^>]*>([^<]*)</text>", page)}
+
+
+def drawn_as(label: str, texts: set[str]) -> bool:
+    """Whether one of ``texts`` is ``label`` as an axis shows it: escaped, and if long, its start and an ellipsis."""
+    shown = visible(label)
+    return shown in texts or any(t.endswith("…") and shown.startswith(t[:-1]) and len(t) > 1 for t in texts)
+
+
+def test_a_label_of_math_text_is_drawn_as_plain_text(config_file, engine):  # noqa: F811  the imported fixture
+    # One source row whose category was $x^$: matplotlib parsed the bin label as math text and
+    # raised, so `driftmon report` exited 1 writing nothing and /report/shop answered 500 for as
+    # long as any window of the range had that bin.
+    store(engine, label_rows("$a$", ["$x^$", "$\\frac{$", "%s {0}", "plain"]))
+    page = report_of(engine)
+    assert {"$x^$", "$\\frac{$", "%s {0}"} <= chart_texts(page)
+    assert "<h2 id='column-0'>$a$ " in page
+    out = config_file.parent / "report.html"
+    result = CliRunner().invoke(main, ["report", "--config", str(config_file), "--monitor", "shop",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "$x^$" in out.read_text()
+    assert ReportPages([settings()], engine).page("shop").startswith("<!DOCTYPE html>")  # not a 500
+
+
+SPAN = TimeRange(WINDOW_END - timedelta(days=1), WINDOW_END)
+
+
+@hypothesis_settings(max_examples=20, deadline=None)
+@given(labels=st.lists(LABELS, min_size=1, max_size=3, unique=True), column=LABELS)
+@example(labels=["$x^$", ' d="1x"', "url(#p1)", "\u202egnp.exe", "\x1b[2J\r\n"], column="$\\frac{$")
+def test_any_label_is_drawn_as_plain_visible_text(labels, column):
+    # Labels are text to matplotlib (never math text or TeX) and to the page (never markup, a
+    # control character or a bidi control); the SVG's ids and paths are rewritten, never its text.
+    rows = label_rows(column, labels)
+    page = render_report(settings(), explain_window(settings(), rows), rows, SPAN)
+    assert is_visible(page.replace("\n", ""))
+    figures = re.findall(r"<figure class='chart'.*?</figure>", page, re.S)
+    assert len(figures) == 1
+    texts = chart_texts(figures[0])
+    numeric = re.compile(r"^[\[(].*\)$")  # drawn with their edges rounded
+    drawn = [label for label in labels if label and not numeric.match(label)]  # "" draws nothing
+    assert all(drawn_as(label, texts) for label in drawn), (labels, texts)
+    assert f"<h2 id='column-0'>{html.escape(visible(column))} " in page
 
 
 # --- in a real browser --------------------------------------------------------------------------
