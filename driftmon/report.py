@@ -13,10 +13,15 @@ fetch: the file opens offline, in any browser, and can be mailed.
 Labels and column names come from the data. Every text is drawn as plain text
 (never math text or TeX: a category ``$x^$`` made matplotlib raise) and shown
 through ``driftmon.textsafe.visible`` and ``html.escape``.
+
+Charts are bounded: at most ``MAX_CHARTS`` columns get one, those that drifted
+most (worst status, then largest statistic); the others are listed in a table,
+and the page says how many it shows. Only the charted columns' history is read.
 """
 
 from __future__ import annotations
 
+import heapq
 import html
 import io
 import math
@@ -26,10 +31,12 @@ import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import matplotlib
 import numpy as np
+import sqlalchemy as sa
 from matplotlib import dates
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.colors import to_rgba
@@ -39,12 +46,16 @@ from sqlalchemy import Connection, Engine
 from driftmon.config import MonitorSettings
 from driftmon.errors import ConfigError
 from driftmon.explain import RANKED_BY, BinContribution, ColumnExplanation, WindowExplanation, load_explanation
+from driftmon.store.models import Result
 from driftmon.store.repository import Repository
 from driftmon.textsafe import visible
 from driftmon.windows import TimeRange
 
 DEFAULT_SPAN = timedelta(days=7)
 TOP_MARKED = 3
+# Columns that get charts (README, "The report"): a chart takes 0.1-0.2 s to draw. A week of
+# 10,000 columns took over 150 s with a chart each; with 50, about 12 s (most of it the charts).
+MAX_CHARTS = 50
 STATUS_COLOURS = {"ok": "#2e7d32", "warning": "#ef8f00", "critical": "#c62828", "insufficient_data": "#9e9e9e"}
 _SEVERITY = ("insufficient_data", "ok", "warning", "critical")
 _REFERENCE_COLOUR, _CURRENT_COLOUR, _LINE_COLOUR = "#90a4ae", "#1565c0", "#263238"
@@ -55,16 +66,32 @@ _RENDER_LOCK = threading.Lock()
 _SVG_SETTINGS = {"svg.fonttype": "none", "svg.hashsalt": "driftmon", "font.size": 8,
                  "axes.spines.top": False, "axes.spines.right": False,
                  "text.usetex": False, "text.parse_math": False}
+_RESULTS = Result.__table__
+_ALARMS = ("warning", "critical")
 
 
 # --- loading --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Tally:
+    """One column's windows in the report's range: how many, how many in warning or critical,
+    and the earliest one's start (where the time axis begins)."""
+
+    windows: int
+    alarms: int
+    earliest: datetime
+
+
 def build_report(connection: Connection, monitor: MonitorSettings, start: datetime | None = None,
                  end: datetime | None = None, repository: Repository | None = None,
-                 back_link: str | None = None, dtype: str = "float64") -> str:
+                 back_link: str | None = None, dtype: str = "float64", charts: int = MAX_CHARTS) -> str:
     """The report of the newest window ending at or before ``end`` (default: the newest stored),
-    with the statistics of the windows ending in (start, end] (default: the 7 days before end)."""
+    with the statistics of the windows ending in (start, end] (default: the 7 days before end).
+
+    Reads the history of the ``charts`` columns that get a chart only; the other columns'
+    windows are counted in the database (a week of 10,000 columns is 1.7 million rows).
+    """
     repository = repository or Repository()
     explanation = load_explanation(connection, monitor, end, repository=repository, dtype=dtype)
     span_end = end or (explanation.window.end if explanation else datetime.now(UTC))
@@ -73,8 +100,62 @@ def build_report(connection: Connection, monitor: MonitorSettings, start: dateti
         raise ConfigError(f"--start ({span_start.isoformat()}) is not before the newest stored window's "
                           f"end ({span_end.isoformat()})")
     span = TimeRange(span_start, span_end)
-    history = repository.result_history(connection, monitor.name, span)
-    return render_report(monitor, explanation, history, span, back_link=back_link)
+    if explanation is None:
+        return render_report(monitor, None, [], span, back_link=back_link, charts=charts)
+    charted = [explanation.columns[i].column for i in most_drifted(explanation.columns, charts)]
+    history = _column_history(connection, monitor.name, span, charted)
+    return render_report(monitor, explanation, history, span, back_link=back_link, charts=charts,
+                         tallies=_tallies(connection, monitor.name, span))
+
+
+def most_drifted(columns: Sequence[ColumnExplanation], limit: int) -> list[int]:
+    """The positions of the ``limit`` columns that drifted most, in the columns' order: the worst
+    status first, then the largest statistic (a column without one last); ties by position."""
+    def drift(position: int) -> tuple[int, float, int]:
+        column = columns[position]
+        severity = _SEVERITY.index(column.status) if column.status in _SEVERITY else -1
+        value = column.value if column.value is not None and not math.isnan(column.value) else -math.inf
+        return -severity, -value, position
+
+    return sorted(heapq.nsmallest(max(limit, 0), range(len(columns)), key=drift))
+
+
+# The report's own two reads (Repository.result_history reads every column's windows): they keep
+# a report of many columns bounded. Both use the results table's column types (UTC times).
+
+def _column_history(connection: Connection, monitor: str, span: TimeRange, columns: Sequence[str]) -> list[dict]:
+    """Stored results of ``columns`` in the windows ending in ``span`` (oldest first), without bins."""
+    wanted = [c for c in _RESULTS.columns if c.name not in ("labels", "reference_counts", "current_counts")]
+    rows: list[dict] = []
+    for first in range(0, len(columns), 500):  # within any database's limit on bound parameters
+        statement = sa.select(*wanted).where(
+            _RESULTS.c.monitor == monitor,
+            _RESULTS.c.column.in_(columns[first:first + 500]),
+            _RESULTS.c.window_end > span.start,
+            _RESULTS.c.window_end <= span.end,
+        )
+        rows += [dict(row) for row in connection.execute(statement).mappings()]
+    return sorted(rows, key=lambda row: (row["window_end"], row["column"]))
+
+
+def _tallies(connection: Connection, monitor: str, span: TimeRange) -> dict[str, Tally]:
+    """Every column's ``Tally`` over the windows ending in ``span``, counted by the database."""
+    alarms = sa.func.sum(sa.case((_RESULTS.c.status.in_(_ALARMS), 1), else_=0))
+    statement = sa.select(
+        _RESULTS.c.column, sa.func.count(), alarms, sa.func.min(_RESULTS.c.window_start),
+    ).where(
+        _RESULTS.c.monitor == monitor,
+        _RESULTS.c.window_end > span.start,
+        _RESULTS.c.window_end <= span.end,
+    ).group_by(_RESULTS.c.column)
+    return {column: Tally(int(windows), int(alarmed or 0), earliest)
+            for column, windows, alarmed, earliest in connection.execute(statement)}
+
+
+def _tally_history(history: Sequence[dict]) -> dict[str, Tally]:
+    """``_tallies`` of result rows at hand."""
+    return {column: Tally(len(rows), sum(r["status"] in _ALARMS for r in rows), min(r["window_start"] for r in rows))
+            for column, rows in _history_by_column(history).items()}
 
 
 # --- the page ---------------------------------------------------------------------------
@@ -82,21 +163,39 @@ def build_report(connection: Connection, monitor: MonitorSettings, start: dateti
 
 def render_report(monitor: MonitorSettings, explanation: WindowExplanation | None, history: list[dict],
                   span: TimeRange, *, top: int = TOP_MARKED, back_link: str | None = None,
-                  generated_at: datetime | None = None) -> str:
-    """The whole HTML page as text."""
+                  generated_at: datetime | None = None, charts: int = MAX_CHARTS,
+                  tallies: dict[str, Tally] | None = None) -> str:
+    """The whole HTML page as text.
+
+    ``history``: the stored results of the range (those of the charted columns suffice);
+    ``tallies``: every column's windows in the range (default: counted from ``history``).
+    """
     generated_at = generated_at or datetime.now(UTC)
     title = f"driftmon report: {monitor.name}"
     body = [f"<h1>{_e(title)}</h1>", _header(monitor, explanation, span, generated_at, back_link)]
     if explanation is None:
         body.append("<p class='note'>No stored results for this monitor in this range yet.</p>")
-    else:
-        by_column = _history_by_column(history)
-        body.append(_summary_table(explanation, by_column))
-        shown = _shown_range(history, span)
-        with _drawing():
-            body += [_column_section(i, c, by_column.get(c.column, []), shown, top)
-                     for i, c in enumerate(explanation.columns)]
+        return _page(title, "\n".join(body))
+    tallies = _tally_history(history) if tallies is None else tallies
+    by_column = _history_by_column(history)
+    charted = most_drifted(explanation.columns, charts)
+    others = sorted(set(range(len(explanation.columns))) - set(charted))
+    if others:
+        body.append(_bound_note(len(charted), len(explanation.columns)))
+    body.append(_column_table(explanation, charted, tallies, charted=True))
+    shown = _shown_range(tallies, span)
+    with _drawing():
+        body += [_column_section(i, explanation.columns[i], by_column.get(explanation.columns[i].column, []),
+                                 shown, top) for i in charted]
+    if others:
+        body.append(_column_table(explanation, others, tallies, charted=False))
     return _page(title, "\n".join(body))
+
+
+def _bound_note(charted: int, columns: int) -> str:
+    return (f"<p class='note bound'>showing the {charted:,} most drifted of {columns:,} columns (worst status "
+            f"first, then the largest statistic); the other {columns - charted:,} are listed "
+            "<a href='#other-columns'>after the charts</a>, without charts.</p>")
 
 
 @contextmanager
@@ -110,11 +209,11 @@ def _drawing() -> Iterator[None]:
         yield
 
 
-def _shown_range(history: list[dict], span: TimeRange) -> TimeRange:
+def _shown_range(tallies: dict[str, Tally], span: TimeRange) -> TimeRange:
     """The time axis: the range asked for, less its leading part without any stored window."""
-    if not history:
+    if not tallies:
         return span
-    earliest = min(row["window_start"] for row in history)
+    earliest = min(tally.earliest for tally in tallies.values())
     return TimeRange(earliest, span.end) if span.start < earliest < span.end else span
 
 
@@ -163,24 +262,34 @@ def _header(monitor: MonitorSettings, explanation: WindowExplanation | None, spa
     return f"<p class='meta'>{' · '.join(parts)}</p>\n<p class='meta legend'>status:{legend}</p>"
 
 
-def _summary_table(explanation: WindowExplanation, history: dict[str, list[dict]]) -> str:
-    header = ("column", "role", "status", "statistic", "value", "warning", "critical", "p-value", "q-value",
-              "samples (ref / cur)", "moved most", "alarms in range")
-    rows = ["<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"]
-    for i, column in enumerate(explanation.columns):
-        top = column.ranked[0] if column.bins and column.ranked[0].psi_term is not None else None
-        alarms = sum(r["status"] in ("warning", "critical") for r in history.get(column.column, []))
-        cells = [
-            f"<a href='#column-{i}'>{_e(column.column)}</a>", _e(column.role), _badge(column.status),
-            _e(column.statistic), _number(column.value), f"{column.threshold_warning:g}",
-            f"{column.threshold_critical:g}", _probability(column.p_value), _probability(column.q_value),
-            f"{_count(column.samples_reference)} / {_count(column.samples_current)}",
-            _e(_short_label(top.label)) + _e(_term_text(top, column.contributions_of)) if top else "–",
-            f"{alarms} of {len(history.get(column.column, []))}",
-        ]
-        rows.append("<tr>" + "".join(f"<td class='text'>{c}</td>" if k in (1, 10) else f"<td>{c}</td>"
-                                     for k, c in enumerate(cells)) + "</tr>")
-    return "<h2>Summary</h2>\n<table class='summary'>\n" + "\n".join(rows) + "\n</table>"
+_TABLE_HEADER = ("column", "role", "status", "statistic", "value", "warning", "critical", "p-value", "q-value",
+                 "samples (ref / cur)", "moved most", "alarms in range")
+
+
+def _column_table(explanation: WindowExplanation, positions: Sequence[int], tallies: dict[str, Tally], *,
+                  charted: bool) -> str:
+    """The summary of the charted columns (each linked to its chart), or the list of the others."""
+    rows = ["<tr>" + "".join(f"<th>{_e(h)}</th>" for h in _TABLE_HEADER) + "</tr>"]
+    rows += [_column_row(i, explanation.columns[i], tallies.get(explanation.columns[i].column), charted)
+             for i in positions]
+    heading = ("<h2>Summary</h2>\n<table class='summary'>" if charted else
+               "<h2 id='other-columns'>Other columns (no charts)</h2>\n<table class='others'>")
+    return heading + "\n" + "\n".join(rows) + "\n</table>"
+
+
+def _column_row(index: int, column: ColumnExplanation, tally: Tally | None, linked: bool) -> str:
+    top = column.ranked[0] if column.bins and column.ranked[0].psi_term is not None else None
+    name = f"<a href='#column-{index}'>{_e(column.column)}</a>" if linked else _e(column.column)
+    cells = [
+        name, _e(column.role), _badge(column.status),
+        _e(column.statistic), _number(column.value), f"{column.threshold_warning:g}",
+        f"{column.threshold_critical:g}", _probability(column.p_value), _probability(column.q_value),
+        f"{_count(column.samples_reference)} / {_count(column.samples_current)}",
+        _e(_short_label(top.label)) + _e(_term_text(top, column.contributions_of)) if top else "–",
+        f"{tally.alarms} of {tally.windows}" if tally else "0 of 0",
+    ]
+    return "<tr>" + "".join(f"<td class='text'>{c}</td>" if k in (1, 10) else f"<td>{c}</td>"
+                            for k, c in enumerate(cells)) + "</tr>"
 
 
 def _column_section(index: int, column: ColumnExplanation, history: list[dict], span: TimeRange,

@@ -28,6 +28,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from driftmon import report
 from driftmon.cli import main
 from driftmon.explain import explain_window
 from driftmon.report import ReportPages, build_report, marked_bins, render_report
@@ -258,6 +259,71 @@ def test_any_label_is_drawn_as_plain_visible_text(labels, column):
     drawn = [label for label in labels if label and not numeric.match(label)]  # "" draws nothing
     assert all(drawn_as(label, texts) for label in drawn), (labels, texts)
     assert f"<h2 id='column-0'>{html.escape(visible(column))} " in page
+
+
+# --- many columns --------------------------------------------------------------------------
+
+WARNING_HIGH = (["a", "b", "c"], [500, 300, 200], [250, 350, 400])  # kl 0.161
+WARNING_LOW = (["a", "b", "c"], [500, 300, 200], [280, 360, 360])  # kl 0.117
+OK_HIGH = (["a", "b", "c"], [500, 300, 200], [300, 350, 350])  # kl 0.097, below the warning line
+
+
+def wide_monitor(count: int, drifted: dict[int, tuple]) -> dict[str, tuple]:
+    """``count`` columns that did not drift (AGE), but for those at the positions of ``drifted``."""
+    return {f"feature_{i:05d}": drifted.get(i, AGE) for i in range(count)}
+
+
+def table_rows(page: str, caption: str) -> list[list[str]]:
+    """The cells of each row of the table that follows ``caption``."""
+    table = page[page.index(caption):]
+    table = table[:table.index("</table>")]
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table)[1:]]
+
+
+def test_many_columns_chart_the_most_drifted_and_list_the_others(engine):
+    # A 10,000-column report did not render in 150 s: one chart per column. Charts now go to the
+    # columns that drifted most, by status, then statistic; the page says so and lists the rest.
+    drifted = {900: COUNTRY, 10: AMOUNT, 500: WARNING_HIGH, 20: WARNING_LOW, 700: OK_HIGH}
+    store_history(engine, hours=3, columns=wide_monitor(1000, drifted))
+    page = report_of(engine, charts=4)
+    assert "showing the 4 most drifted of 1,000 columns" in page
+    charted = ["feature_00010", "feature_00020", "feature_00500", "feature_00900"]  # in the columns' order
+    assert re.findall(r"<figure class='chart' data-column='([^']+)'", page) == charted
+    assert page.count("<svg") == 4
+    summary = table_rows(page, "<h2>Summary</h2>")
+    assert [re.search(r">([^<]+)</a>", row[0])[1] for row in summary] == charted
+    assert [row[-1] for row in summary] == ["3 of 3"] * 4  # every window of the range drifted
+    others = table_rows(page, "<h2 id='other-columns'>")
+    assert [row[0] for row in others] == [f"feature_{i:05d}" for i in range(1000) if f"feature_{i:05d}" not in charted]
+    assert others[0][-1] == "0 of 3" and ">ok<" in others[0][2]
+    assert next(row for row in others if row[0] == "feature_00700")[4] == "0.0970"  # its kl
+    # Fewer charts wanted: the worst status first, then the largest statistic.
+    fewer = report_of(engine, charts=2)
+    assert re.findall(r"<figure class='chart' data-column='([^']+)'", fewer) == ["feature_00010", "feature_00900"]
+
+
+def test_a_monitor_within_the_bound_charts_every_column_without_a_note(engine):
+    store_history(engine, hours=3)
+    page = report_of(engine, charts=3)
+    assert "most drifted" not in page and "other-columns" not in page
+    assert re.findall(r"<figure class='chart' data-column='([^']+)'", page) == list(COLUMNS)
+
+
+def test_ten_thousand_columns_render_a_bounded_number_of_charts(sqlite_engine, monkeypatch):
+    drawn = []
+
+    def count(column, *args, **kwargs):  # the charts themselves are not the subject here
+        drawn.append(column.column)
+        return "<svg></svg>"
+
+    monkeypatch.setattr(report, "_figure_svg", count)
+    store(sqlite_engine, stored_rows(settings(), WINDOW_END, wide_monitor(10_000, {9_999: COUNTRY})))
+    page = report_of(sqlite_engine)
+    assert len(drawn) == report.MAX_CHARTS == 50 and "feature_09999" in drawn
+    assert f"showing the {report.MAX_CHARTS} most drifted of 10,000 columns" in page
+    assert len(table_rows(page, "<h2 id='other-columns'>")) == 10_000 - report.MAX_CHARTS
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert f"the {report.MAX_CHARTS} most drifted columns" in readme
 
 
 # --- in a real browser --------------------------------------------------------------------------
