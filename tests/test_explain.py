@@ -462,3 +462,9 @@ def test_an_unknown_column_error_shows_stored_names_escaped():
     with pytest.raises(ConfigError) as raised:
         only_columns(explanation, ["nope\r"])
     assert is_visible(str(raised.value)) and "\\x1b[2Jcountry" in str(raised.value)
+
+
+def test_an_unknown_monitor_name_is_echoed_escaped(config_file):
+    result = CliRunner().invoke(main, ["explain", "--config", str(config_file), "--monitor", "x\x1b]0;t\x07\u202e"])
+    assert result.exit_code == 2 and "no monitor named x\\x1b]0;t\\x07\\u202e (configured: shop)" in result.output
+    assert is_visible(result.output.replace("\n", ""))

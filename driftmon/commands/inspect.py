@@ -18,6 +18,7 @@ import click
 
 from driftmon.commands.options import Timestamp, config_option, handle_errors
 from driftmon.errors import ConfigError, StoreError
+from driftmon.textsafe import visible
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -124,7 +125,8 @@ def _monitor(config: Config, name: str) -> MonitorSettings:
         if monitor.name == name:
             return monitor
     known = ", ".join(m.name for m in config.monitors) or "none"
-    raise ConfigError(f"--monitor: no monitor named {name} (configured: {known})")
+    # The name is echoed to the terminal: as typed, or as a script took it from somewhere.
+    raise ConfigError(f"--monitor: no monitor named {visible(name)} (configured: {known})")
 
 
 @contextmanager
