@@ -36,7 +36,6 @@ from datetime import UTC, datetime, timedelta
 
 import matplotlib
 import numpy as np
-import sqlalchemy as sa
 from matplotlib import dates
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.colors import to_rgba
@@ -46,7 +45,6 @@ from sqlalchemy import Connection, Engine
 from driftmon.config import MonitorSettings
 from driftmon.errors import ConfigError
 from driftmon.explain import RANKED_BY, BinContribution, ColumnExplanation, WindowExplanation, load_explanation
-from driftmon.store.models import Result
 from driftmon.store.repository import Repository
 from driftmon.textsafe import visible
 from driftmon.windows import TimeRange
@@ -66,7 +64,6 @@ _RENDER_LOCK = threading.Lock()
 _SVG_SETTINGS = {"svg.fonttype": "none", "svg.hashsalt": "driftmon", "font.size": 8,
                  "axes.spines.top": False, "axes.spines.right": False,
                  "text.usetex": False, "text.parse_math": False}
-_RESULTS = Result.__table__
 _ALARMS = ("warning", "critical")
 
 
@@ -103,9 +100,11 @@ def build_report(connection: Connection, monitor: MonitorSettings, start: dateti
     if explanation is None:
         return render_report(monitor, None, [], span, back_link=back_link, charts=charts)
     charted = [explanation.columns[i].column for i in most_drifted(explanation.columns, charts)]
-    history = _column_history(connection, monitor.name, span, charted)
+    history = repository.result_history(connection, monitor.name, span, charted)
+    tallies = {column: Tally(windows, alarmed, earliest) for column, windows, alarmed, earliest
+               in repository.result_tallies(connection, monitor.name, span, _ALARMS)}
     return render_report(monitor, explanation, history, span, back_link=back_link, charts=charts,
-                         tallies=_tallies(connection, monitor.name, span))
+                         tallies=tallies)
 
 
 def most_drifted(columns: Sequence[ColumnExplanation], limit: int) -> list[int]:
@@ -118,38 +117,6 @@ def most_drifted(columns: Sequence[ColumnExplanation], limit: int) -> list[int]:
         return -severity, -value, position
 
     return sorted(heapq.nsmallest(max(limit, 0), range(len(columns)), key=drift))
-
-
-# The report's own two reads (Repository.result_history reads every column's windows): they keep
-# a report of many columns bounded. Both use the results table's column types (UTC times).
-
-def _column_history(connection: Connection, monitor: str, span: TimeRange, columns: Sequence[str]) -> list[dict]:
-    """Stored results of ``columns`` in the windows ending in ``span`` (oldest first), without bins."""
-    wanted = [c for c in _RESULTS.columns if c.name not in ("labels", "reference_counts", "current_counts")]
-    rows: list[dict] = []
-    for first in range(0, len(columns), 500):  # within any database's limit on bound parameters
-        statement = sa.select(*wanted).where(
-            _RESULTS.c.monitor == monitor,
-            _RESULTS.c.column.in_(columns[first:first + 500]),
-            _RESULTS.c.window_end > span.start,
-            _RESULTS.c.window_end <= span.end,
-        )
-        rows += [dict(row) for row in connection.execute(statement).mappings()]
-    return sorted(rows, key=lambda row: (row["window_end"], row["column"]))
-
-
-def _tallies(connection: Connection, monitor: str, span: TimeRange) -> dict[str, Tally]:
-    """Every column's ``Tally`` over the windows ending in ``span``, counted by the database."""
-    alarms = sa.func.sum(sa.case((_RESULTS.c.status.in_(_ALARMS), 1), else_=0))
-    statement = sa.select(
-        _RESULTS.c.column, sa.func.count(), alarms, sa.func.min(_RESULTS.c.window_start),
-    ).where(
-        _RESULTS.c.monitor == monitor,
-        _RESULTS.c.window_end > span.start,
-        _RESULTS.c.window_end <= span.end,
-    ).group_by(_RESULTS.c.column)
-    return {column: Tally(int(windows), int(alarmed or 0), earliest)
-            for column, windows, alarmed, earliest in connection.execute(statement)}
 
 
 def _tally_history(history: Sequence[dict]) -> dict[str, Tally]:

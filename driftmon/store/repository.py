@@ -145,15 +145,41 @@ class Repository:
         ).order_by(_results.c.id)
         return [dict(row) for row in connection.execute(statement).mappings()]
 
-    def result_history(self, connection: Connection, monitor: str, span: TimeRange) -> list[dict]:
-        """Stored results of the windows ending in ``span`` (oldest first), without their bins."""
+    def result_history(self, connection: Connection, monitor: str, span: TimeRange,
+                       columns: list[str] | None = None) -> list[dict]:
+        """Stored results of the windows ending in ``span`` (oldest first), without their bins;
+        only those of ``columns`` when given (a report of many columns reads those it charts)."""
         wanted = [c for c in _results.columns if c.name not in ("labels", "reference_counts", "current_counts")]
         statement = sa.select(*wanted).where(
             _results.c.monitor == monitor,
             _results.c.window_end > span.start,
             _results.c.window_end <= span.end,
-        ).order_by(_results.c.window_end, _results.c.column)
-        return [dict(row) for row in connection.execute(statement).mappings()]
+        )
+        if columns is None:
+            return self._ordered(connection, statement)
+        rows: list[dict] = []
+        for first in range(0, len(columns), 500):  # within any database's limit on bound parameters
+            rows += self._ordered(connection, statement.where(_results.c.column.in_(columns[first:first + 500])))
+        return sorted(rows, key=lambda row: (row["window_end"], row["column"]))
+
+    def _ordered(self, connection: Connection, statement) -> list[dict]:
+        ordered = statement.order_by(_results.c.window_end, _results.c.column)
+        return [dict(row) for row in connection.execute(ordered).mappings()]
+
+    def result_tallies(self, connection: Connection, monitor: str, span: TimeRange,
+                       alarms: tuple[str, ...]) -> list[tuple[str, int, int, datetime]]:
+        """Per column over the windows ending in ``span``: windows, those with an ``alarms`` status,
+        the earliest window start; counted by the database."""
+        alarmed = sa.func.sum(sa.case((_results.c.status.in_(alarms), 1), else_=0))
+        statement = sa.select(
+            _results.c.column, sa.func.count(), alarmed, sa.func.min(_results.c.window_start),
+        ).where(
+            _results.c.monitor == monitor,
+            _results.c.window_end > span.start,
+            _results.c.window_end <= span.end,
+        ).group_by(_results.c.column)
+        return [(column, int(windows), int(count or 0), _utc(earliest))
+                for column, windows, count, earliest in connection.execute(statement)]
 
     def ping(self, connection: Connection) -> None:
         connection.execute(sa.select(sa.func.count()).select_from(_runs).where(sa.false()))
