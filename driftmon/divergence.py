@@ -199,9 +199,12 @@ class Divergences:
 
     ``valid`` is False where either window is empty; those rows hold ``nan``.
     ``g_statistic``, ``dof`` and ``p_value`` are the G-test of homogeneity on
-    the raw counts (``driftmon.significance.g_test``): p is 1.0 where a window
-    is empty or only one bin is non-empty (dof 0), and exactly 0.0 below
-    2.2e-308. All three are None when the call asked for no significance.
+    the raw counts (``driftmon.significance.g_test``): ``g_statistic`` is the
+    uncorrected G, ``p_value`` the decision's, with Williams' correction (and a
+    permutation p-value for small tables), so not ``chi2.sf(g_statistic, dof)``;
+    p is 1.0 where a window is empty or only one bin is non-empty (dof 0), and
+    exactly 0.0 below 2.2e-308. All three are None when the call asked for no
+    significance.
     """
 
     kl: Tensor

@@ -35,7 +35,10 @@ LN2 = math.log(2.0)
 FLOAT64_TOL = {"rtol": 1e-9, "atol": 1e-9}
 # float32 rounds each log term to ~1e-7 absolute, so a purely relative bound
 # cannot hold for divergences near 0; 1e-6 absolute covers that, no more.
-FLOAT32_TOL = {"rtol": 1e-5, "atol": 1e-6}
+# float32 keeps about 7 digits: near zero (two nearly equal tables) the terms p ln(p/q) cancel, and
+# their rounding (~6e-8 each, relative to p |ln p| <= 0.37) adds up over the bins: all-1 against
+# all-217 counts gave 1.0e-6 where scipy's float64 gives 2e-9.
+FLOAT32_TOL = {"rtol": 1e-5, "atol": 5e-6}
 # Same arithmetic on a different layout (padding, batch) may reorder a sum.
 SAME_TOL = {"rtol": 1e-12, "atol": 1e-15}
 PROPERTY = settings(deadline=None, max_examples=100)
