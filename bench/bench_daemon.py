@@ -3,6 +3,10 @@
 Not a timed test: run it by hand (see bench/README.md).
 
     python bench/bench_daemon.py [--backend sqlite|postgresql|both] [--monitors 100] [--columns 50]
+    python bench/bench_daemon.py --schedule 5s --schedule-monitors 25 50 100   # sustained load
+
+``--schedule EVERY`` measures instead how many monitors one daemon sustains on
+a short schedule without missing a window: bench/bench_daemon_schedule.py.
 
 For each backend it generates ONE shared events table (``ts`` + ``--columns``
 watched columns: mostly numeric ``quantile`` 10 bins, some ``categorical``
@@ -766,9 +770,10 @@ def bench_backend(backend: str, args, columns: list[Column], workdir: Path) -> l
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default=None,
+                        help="[default: both; postgresql with --schedule]")
     parser.add_argument("--monitors", type=int, default=100)
-    parser.add_argument("--columns", type=int, default=50)
+    parser.add_argument("--columns", type=int, default=None, help="[default: 50; 10 with --schedule]")
     parser.add_argument("--rows", type=int, default=200_000, help="rows of the shared events table (8 days)")
     parser.add_argument("--cold-monitors", type=int, default=0,
                         help="monitors of the cold phase [default: 2 on SQLite, 10 on PostgreSQL]")
@@ -789,10 +794,20 @@ def main() -> int:
                         help="run `python -m driftmon` from this checkout (e.g. a patched copy)")
     parser.add_argument("--keep", action="store_true", help="keep the database and the work folder")
     parser.add_argument("--profile-config", type=Path, default=None, help=argparse.SUPPRESS)
+    schedule = parser.add_argument_group("sustained load (--schedule)")
+    schedule.add_argument("--schedule", metavar="EVERY", default=None,
+                          help="measure how many monitors `every: EVERY` (e.g. 5s) sustains, instead of the phases")
+    schedule.add_argument("--schedule-monitors", type=int, nargs="+", default=[25, 50, 100],
+                          help="monitor counts, one serve run each")
+    schedule.add_argument("--duration", type=float, default=180.0, help="seconds each serve run lasts")
+    schedule.add_argument("--warmup", type=float, default=30.0, help="seconds after /readyz not measured")
+    schedule.add_argument("--window", default="1h", help="window size of the monitors")
     args = parser.parse_args()
     if args.profile_config:
         profile_collector(args.profile_config, args.profile_repeat)
         return 0
+    args.backend = args.backend or ("postgresql" if args.schedule else "both")
+    args.columns = args.columns or (10 if args.schedule else 50)
     if args.monitors < 1 or args.columns < 1 or args.rows < 1000:
         parser.error("--monitors and --columns must be >= 1, --rows >= 1000")
     if not 1 <= args.steady_cycles <= 7:
@@ -805,6 +820,17 @@ def main() -> int:
                                                              "categorical")}
     print(f"columns: {kinds}; daemon from {args.daemon_root}; workdir {workdir}; {os.cpu_count()} CPUs, "
           f"load {loadavg()}", flush=True)
+    if args.schedule:
+        import bench_daemon_schedule  # this folder is on sys.path: the script's own
+
+        try:
+            return bench_daemon_schedule.run(args, columns, workdir)
+        finally:
+            if not args.keep:
+                if args.backend != "sqlite":
+                    drop_database(args.pg_url)
+                if args.workdir is None:
+                    shutil.rmtree(workdir, ignore_errors=True)
     results: list[tuple[str, Phase]] = []
     began = time.perf_counter()
     try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
@@ -46,13 +46,16 @@ class WindowClaims:
     """Due windows, claims and give-ups of every monitor of one replica."""
 
     def __init__(self, results: Engine, repository: Repository, leases: Leases | None, lease_ttl: timedelta,
-                 missed: Callable[[str, int], None]):
+                 missed: Callable[[str, int], None], started: datetime | None = None):
         self.results = results
         self.repository = repository
         self.leases = leases  # None on SQLite: one daemon per database file, held by a file lock
         self.lease_ttl = lease_ttl
         self.missed = missed  # (monitor, windows given up without results)
         self.pending = PendingWindows()
+        # The windows owed start with the catch-up windows at start-up, however late a
+        # monitor's first run comes (a busy pool at start-up runs the last ones minutes later).
+        self.started = started or datetime.now(UTC)
         self._looked_at: dict[str, datetime] = {}  # per monitor: the newest tick a run looked at
 
     # --- which windows ---------------------------------------------------------------
@@ -74,11 +77,14 @@ class WindowClaims:
         return sorted(kept)
 
     def _new_ticks(self, monitor: MonitorSettings, latest: datetime, now: datetime) -> list[datetime]:
-        """The latest ``catch_up`` ticks, and every tick after the one the previous run looked at."""
+        """The latest ``catch_up`` ticks, and every tick after the one the previous run looked at
+        (for the first run: the ticks from the catch-up windows at start-up on)."""
         interval = interval_after(monitor.schedule, now)
         first = latest - interval * (monitor.catch_up - 1)
         previous = self._looked_at.get(monitor.name)
-        if previous is not None and previous < first:
+        if previous is None:
+            previous = latest_tick(monitor.schedule, self.started) - interval * monitor.catch_up
+        if previous < first:
             oldest = latest - interval * LOOK_BACK_TICKS
             if previous < oldest:
                 # Not counted: other replicas may have stored them; backfill fills the rest.

@@ -252,7 +252,7 @@ class Daemon:
                        "heartbeat": ThreadPoolExecutor(1), "refresh": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1},
         )
-        now = datetime.now(UTC)
+        now = self.claims.started = datetime.now(UTC)  # the windows owed start with this start's catch-up
         for monitor in self.monitors:
             scheduler.add_job(
                 self.run_monitor, _trigger(monitor.schedule), args=[monitor], id=monitor.name,

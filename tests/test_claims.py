@@ -124,7 +124,8 @@ class Replica:
         self.missed: dict[str, int] = {}
         leases = Leases(rows, owner, clock) if rows is not None else None
         self.claims = WindowClaims(store, store, leases, LEASE,
-                                   lambda name, n: self.missed.__setitem__(name, self.missed.get(name, 0) + n))
+                                   lambda name, n: self.missed.__setitem__(name, self.missed.get(name, 0) + n),
+                                   started=clock.now)
 
     def run(self, monitor, fail: set[datetime] = frozenset()) -> dict[datetime, str]:
         """One run, as Daemon._run_due does it: what happened to each due window."""
@@ -187,6 +188,19 @@ def test_late_and_skipped_runs_compute_every_tick_since_the_previous_run():
     clock.now = T + 60.1 * S  # a stall: T + 25 s is past catch_up + the lease time
     assert sorted(single.run(every_5s)) == [T + k * 5 * S for k in range(6, 13)]
     assert single.missed == {"fraud": 1} and T + 25 * S not in store.ends
+
+
+def test_a_monitor_whose_first_run_comes_late_owes_every_window_since_start_up():
+    """100 monitors' catch-up runs on 2 workers: the last ones start a minute after /readyz.
+    Their windows since start-up were never looked at, so never counted when lost."""
+    every_5s, clock, store = monitor(), Clock(T + 0.1 * S), Store()
+    single = Replica(store, None, clock)  # started at T + 0.1 s
+    clock.now = T + 20.1 * S
+    assert single.run(every_5s) == {T + k * 5 * S: "computed" for k in range(5)}  # from the catch-up window on
+    late = Replica(Store(), None, Clock(T + 0.1 * S))
+    late.clock.now = T + 60.1 * S
+    assert sorted(late.run(monitor(name="late"))) == [T + k * 5 * S for k in range(6, 13)]
+    assert late.missed == {"late": 6}  # T to T + 25 s: past catch_up plus the lease time
 
 
 def test_a_failed_window_is_retried_until_the_rule_gives_it_up_and_counted_once():
