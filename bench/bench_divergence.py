@@ -192,11 +192,13 @@ def make_case(case: str, rows: int, bins: int, drifted: bool, seed: int = 0) -> 
     return tuple(counts.astype(dtype) for counts in draw(np.random.default_rng(seed), rows, bins, drifted))
 
 
-def engine_runner(reference, current, device: torch.device, dtype: torch.dtype, significance: bool = True, fn=None):
+def engine_runner(
+    reference, current, device: torch.device, dtype: torch.dtype, significance: bool = True, fn=None, **options
+):
     ref = torch.as_tensor(reference, device=device)
     cur = torch.as_tensor(current, device=device)
     fn = fn or divergences
-    return lambda: fn(ref, cur, device=device, dtype=dtype, significance=significance)
+    return lambda: fn(ref, cur, device=device, dtype=dtype, significance=significance, **options)
 
 
 def baseline_divergences(checkout: str) -> Callable:
@@ -286,8 +288,12 @@ def measure_g_cost(rows, bins, device, rounds, sync, baseline=None, cases=None) 
     for case in cases or G_CASES:
         for data, drifted in (("null", False), ("drift", True)):
             reference, current = make_case(case, rows, bins, drifted)
+            # As the pipeline calls it on an events source's counts (whole, from SQL COUNT).
+            whole = {"whole_counts": True} if reference.dtype.kind == "f" else {}
             for name, significance in (("with", True), ("without", False)):
-                contenders[case, data, name] = engine_runner(reference, current, device, torch.float64, significance)
+                contenders[case, data, name] = engine_runner(
+                    reference, current, device, torch.float64, significance, **whole
+                )
                 if baseline is not None:
                     contenders[case, data, f"baseline {name}"] = engine_runner(
                         reference, current, device, torch.float64, significance, baseline

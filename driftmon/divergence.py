@@ -250,6 +250,7 @@ def divergences(
     device: str | torch.device = "auto",
     dtype: torch.dtype | str = torch.float64,
     significance: bool = True,
+    whole_counts: bool = False,
 ) -> Divergences:
     """KL, PSI, JS and the G-test for every row of two ``[F, B]`` count tables, in one pass.
 
@@ -264,7 +265,11 @@ def divergences(
     as ``nan`` with ``valid`` False. With ``significance`` (default), the same
     call runs the G-test of homogeneity on the raw, unsmoothed counts, always
     in float64 (see ``driftmon.significance``; fractional counts give G on
-    the weights' scale, and a p-value meaningful only for counts). Negative, NaN or infinite counts raise
+    the weights' scale, and a p-value meaningful only for counts).
+    ``whole_counts=True`` says float counts are whole numbers (counts from
+    SQL COUNT): the test then takes its lookup tables after one comparison
+    of sums instead of an exact check of every count (``significance.g_test``'s
+    ``whole``), which catches any fraction the row totals can see. Negative, NaN or infinite counts raise
     ``ValueError`` naming the rows; so do mismatched shapes. The results are
     inference tensors (computed under ``torch.inference_mode``): read them
     freely, ``clone()`` them to modify in place.
@@ -279,7 +284,7 @@ def divergences(
         pairs = _pair_index(counts) if significance else None
         terms = _row_terms(counts, options, pairs)
         # After the engine: its table lookup has rejected negative counts by now.
-        test = _significance(counts, options, pairs) if significance else None
+        test = _significance(counts, options, pairs, whole_counts) if significance else None
         return _assemble(terms, counts, test)
 
 
@@ -692,9 +697,11 @@ def _pair_index(counts: _Counts) -> PairIndex | None:
     return pair_index(*counts.windows, counts.totals, _g_workspace)
 
 
-def _significance(counts: _Counts, options: _Options, pairs: PairIndex | None = None) -> GTest:
+def _significance(counts: _Counts, options: _Options, pairs: PairIndex | None = None, whole: bool = False) -> GTest:
     # ``largest`` bounds every count (float counts: their checked maximum), which spares the test a pass.
-    return g_test(*counts.windows, counts.totals, workspace=_g_workspace, pairs=pairs, largest=counts.largest)
+    return g_test(
+        *counts.windows, counts.totals, workspace=_g_workspace, pairs=pairs, largest=counts.largest, whole=whole
+    )
 
 
 def _assemble(terms: _RowTerms, counts: _Counts, test: GTest | None) -> Divergences:

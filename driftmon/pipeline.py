@@ -112,7 +112,12 @@ class RunOutcome:
 
 
 def compute_statistics(counts: WindowCounts, monitor: MonitorSettings, compute: ComputeConfig) -> Divergences:
-    """ONE engine call for every column of the monitor."""
+    """ONE engine call for every column of the monitor.
+
+    Events sources' counts come from SQL COUNT, so they are whole: saying so
+    (``whole_counts``) spares the G-test its exact check of every count.
+    Histogram sources may carry fractional weights and are checked.
+    """
     smoothing = monitor.smoothing
     return divergences(
         counts.reference,
@@ -124,6 +129,7 @@ def compute_statistics(counts: WindowCounts, monitor: MonitorSettings, compute: 
         kl_direction=monitor.kl_direction,
         device=compute.device,
         dtype=compute.dtype,
+        whole_counts=monitor.source.kind == "events",
     )
 
 

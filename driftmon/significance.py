@@ -56,7 +56,8 @@ F = 10 000, B = 64, one thread): the test must stay a small share of the
 batched pass, so
 
 * whole counts, integer tensors or float arrays whose every count is a whole
-  number (what the pipeline passes: float64; checked exactly, two passes),
+  number (what the pipeline passes: float64; checked exactly, two passes,
+  or, where the caller says they are whole, by their row totals, one),
   take lookup tables, never a log per bin. Where every count is below
   ``PAIR_MAX``, ONE gather per bin from a table of the whole per-bin term,
   T(a, b) = a ln a + b ln b - (a + b) ln(a + b), indexed by a * width + b
@@ -153,6 +154,7 @@ def g_test(
     pairs: PairIndex | None = None,
     largest: float | None = None,
     permutation: bool = True,
+    whole: bool = False,
 ) -> GTest:
     """The G-test of homogeneity for every row of two ``[F, B]`` count tables.
 
@@ -165,6 +167,10 @@ def g_test(
     every count if the caller knows one (float counts: saves a pass). G is
     always computed in float64. ``permutation=False`` keeps the Williams-
     corrected chi-square p-value everywhere (the permutation test is skipped).
+    ``whole=True`` is the caller's word that float counts are whole numbers
+    (the pipeline's events counts, from SQL COUNT): the exact check, two
+    passes over the counts, gives way to one comparison of sums
+    (``_whole_counts``).
 
     Whole counts, integer tensors or float tensors whose every count is a
     whole number (``_whole_counts``), take lookup tables: where every count
@@ -184,7 +190,7 @@ def g_test(
         totals = torch.stack([_row_total(w) for w in (reference, current)])
     if pairs is None and not floating:
         pairs = pair_index(reference, current, totals, workspace)
-    sums = _bin_sums(reference, current, totals, pairs, largest, workspace)
+    sums = _bin_sums(reference, current, totals, pairs, largest, workspace, whole)
     half_g = sums.terms + _row_sums(totals)
     tested = totals.amin(dim=0) > 0
     dof = sums.kept.sub_(1).mul_(tested)  # int64 (it indexes the survival tables); 0 where a window is empty
@@ -623,8 +629,8 @@ class _BinSums:
     inverse_columns: Tensor
 
 
-def _bin_sums(reference, current, totals, pairs: PairIndex | None, largest, workspace: Workspace) -> _BinSums:
-    """The per-row bin sums by the cheapest path the counts allow (see ``g_test``)."""
+def _bin_sums(reference, current, totals, pairs: PairIndex | None, largest, workspace: Workspace, trusted=False):
+    """The per-row bin sums (``_BinSums``) by the cheapest path the counts allow (see ``g_test``)."""
     if pairs is not None:
         sums = _pair_bin_sums(pairs, workspace)
         if sums is not None:
@@ -632,7 +638,7 @@ def _bin_sums(reference, current, totals, pairs: PairIndex | None, largest, work
     if reference.is_floating_point():
         if largest is None and reference.numel():
             largest = max(torch.amax(w).item() for w in (reference, current))
-        whole = _whole_counts(reference, current, largest, workspace)
+        whole = _whole_counts(reference, current, totals, largest, workspace, trusted)
         if whole is None:
             return _log_bin_sums(reference, current, workspace)
         sums = _small_whole_bin_sums(whole, largest, workspace)
@@ -647,28 +653,54 @@ def _bin_sums(reference, current, totals, pairs: PairIndex | None, largest, work
     return _table_bin_sums(windows, columns, tables, workspace)
 
 
-def _whole_counts(reference: Tensor, current: Tensor, largest: float | None, workspace: Workspace) -> Tensor | None:
+def _whole_counts(reference, current, totals: Tensor, largest, workspace: Workspace, trusted=False) -> Tensor | None:
     """Float64 counts as one int32 [2, F, B] block; None unless every count is a whole number below ``TABLE_MAX / 2``.
 
-    The check is exact: fractional parts are each >= 0, so their sum is 0
-    only if every one is (a nan count makes it nan). Both windows' fractional
-    parts go through one [F, B] buffer, the one the gathers write next: the
-    fewer big buffers the test touches, the more of them the cache holds.
+    Unless ``trusted``, the check is exact (``_fractions_zero``). Trusted
+    counts (the caller says they are whole) are checked by their row totals
+    instead (``_totals_match``).
     """
     if reference.numel() == 0 or largest is None:
         return None
     if not 0 <= 2 * largest < TABLE_MAX:  # (then the table covers every column total too)
         return None
-    fractions = workspace("terms", tuple(reference.shape), torch.float64, reference.device)
-    fraction_sums = [torch.frac(counts, out=fractions).sum() for counts in (reference, current)]
-    if (fraction_sums[0] + fraction_sums[1]).item() != 0:
+    trusted = trusted and reference.shape[1] * largest < 2.0**31  # (int32 row sums cannot wrap around)
+    if not trusted and not _fractions_zero(reference, current, workspace):
         return None
     # In the float64 buffer the engine has just used (still in cache), as int32: [F, B] float64 = [2, F, B] int32.
     whole = workspace("column_terms", tuple(reference.shape), torch.float64, reference.device)
     whole = whole.view(torch.int32).view(2, *reference.shape)
     for counts, out in zip((reference, current), whole, strict=True):
         out.copy_(counts)
+    if trusted and not _totals_match(whole, totals):
+        return None  # fractional after all: the log path
     return whole
+
+
+def _totals_match(whole: Tensor, totals: Tensor) -> bool:
+    """Whether the int32 counts, truncated, still sum to the float64 row totals: the check of trusted counts.
+
+    Truncation only lowers a count, so a row keeps its total only if none
+    of its counts had a fraction that total can see (whole counts always
+    do: their sums are exact). A fraction below the total's rounding (~1e-16
+    of it) would be truncated unseen: hence the caller's word. Int32 row
+    sums, a tenth of the time of the two passes the exact check takes (an
+    int64 sum of int32 took 10x longer than this).
+    """
+    return bool(torch.equal(whole.sum(dim=2, dtype=torch.int32).to(torch.float64), totals))
+
+
+def _fractions_zero(reference: Tensor, current: Tensor, workspace: Workspace) -> bool:
+    """Whether every count is a whole number, exactly: two passes over the counts.
+
+    Fractional parts are each >= 0, so their sum is 0 only if every one is
+    (a nan count makes it nan). Both windows' fractional parts go through
+    one [F, B] buffer, the one the gathers write next: the fewer big buffers
+    the test touches, the more of them the cache holds.
+    """
+    fractions = workspace("terms", tuple(reference.shape), torch.float64, reference.device)
+    fraction_sums = [torch.frac(counts, out=fractions).sum() for counts in (reference, current)]
+    return (fraction_sums[0] + fraction_sums[1]).item() == 0
 
 
 def _small_whole_bin_sums(whole: Tensor, largest: float | None, workspace: Workspace) -> _BinSums | None:

@@ -248,6 +248,32 @@ def test_a_fraction_anywhere_keeps_the_counts_as_they_are():
     torch.testing.assert_close(result.g_statistic[[0, 2]], truncated.g_statistic[[0, 2]], rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("scale", [(50, 50), (1_000, 1_000), (20_000, 200), (10**6, 10**4)])
+def test_whole_counts_said_whole_give_the_checked_values(scale):
+    # The pipeline says an events source's float64 counts are whole: the same tables, bit for bit.
+    rng = np.random.default_rng(scale[1])
+    shares = rng.dirichlet(np.ones(12), size=60)
+    reference, current = (rng.poisson(shares * 12 * mean).astype(np.float64) for mean in scale)
+    mask = np.ones(reference.shape, dtype=bool)
+    mask[:5, 9:] = False
+    checked = divergences(reference, current, mask, device="cpu")
+    trusted = divergences(reference, current, mask, device="cpu", whole_counts=True)
+    for name in ("kl", "psi", "js", "g_statistic", "dof", "p_value"):
+        assert torch.equal(getattr(trusted, name), getattr(checked, name)), name
+
+
+def test_whole_counts_said_whole_still_see_a_fraction():
+    # One comparison of sums: a fraction the totals see sends the counts to the log path, as they are.
+    rng = np.random.default_rng(6)
+    reference, current = rng.poisson(30, (2, 4, 6)).astype(np.float64)
+    current[3, 0] += 0.5
+    reference[1, 2] += 2.0**-30
+    trusted = divergences(reference, current, device="cpu", whole_counts=True)
+    checked = divergences(reference, current, device="cpu")
+    assert_matches_scipy(trusted, reference, current)
+    assert torch.equal(trusted.g_statistic, checked.g_statistic)
+
+
 # --------------------------------------------------------------------------
 # The permutation test of small tables
 # --------------------------------------------------------------------------
