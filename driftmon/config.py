@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from driftmon.errors import ConfigError
+from driftmon.urls import results_url_problem, scheme_problem
 
 DATABASE_URL_ENV = "DRIFTMON_DATABASE_URL"
 CONFIG_PATH_ENV = "DRIFTMON_CONFIG"
@@ -105,6 +106,19 @@ class _Model(BaseModel):
 
 class DatabaseConfig(_Model):
     url: str = "sqlite:///driftmon.db"
+
+    @field_validator("url")
+    @classmethod
+    def _results_url(cls, value: str) -> str:
+        """A URL with a scheme, of SQLite or PostgreSQL; the message never quotes it (its password).
+
+        Refused here, not at the first connection, so that explain, report and db status
+        fail as check-config does (a hive:// one had them connect, and print a traceback).
+        """
+        problem = results_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class ComputeConfig(_Model):
@@ -328,6 +342,18 @@ class _Source(_Model):
     timestamp_unit: Literal["s", "ms", "us", "ns"] | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("url")
+    @classmethod
+    def _has_scheme(cls, value: str | None) -> str | None:
+        """A URL with a scheme; the message never quotes it (``alice:PW@host/db`` holds a password).
+
+        Empty is unset, as ``${SOURCE_DATABASE_URL:-}`` writes it: the source is database.url.
+        """
+        problem = scheme_problem(value) if value and value.strip() else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class EventsSource(_Source):

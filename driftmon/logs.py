@@ -7,6 +7,8 @@ Messages and fields carry text from the data (column names, source errors). A te
 line shows it through ``driftmon.textsafe.visible``, so that a CR LF cannot forge a
 line nor an escape sequence or bidi control reach the terminal; a JSON line keeps it
 exact, ``json.dumps`` escaping those characters itself (its ``ensure_ascii``).
+Every line is masked (driftmon.urls.mask_credentials): a driver's error or a
+traceback may quote a URL with its password (``user:password@host``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from driftmon.textsafe import visible
+from driftmon.urls import mask_credentials
 
 LOG_FORMAT_ENV = "DRIFTMON_LOG_FORMAT"
 LOG_LEVEL_ENV = "DRIFTMON_LOG_LEVEL"
@@ -43,7 +46,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return mask_credentials(json.dumps(line, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -58,7 +61,7 @@ class TextFormatter(logging.Formatter):
             # A traceback is lines of its own; only what is inside each line is escaped (a
             # message's own line break still starts a line, as in any Python traceback).
             line += "\n" + "\n".join(visible(part) for part in self.formatException(record.exc_info).split("\n"))
-        return line
+        return mask_credentials(line)
 
 
 def configure_logging(stream=None) -> None:

@@ -33,6 +33,7 @@ from driftmon.sources.profile import ReferenceProfile, WindowCounts
 from driftmon.sources.sql import statement_timeout
 from driftmon.store.database import EngineRegistry
 from driftmon.store.repository import Repository
+from driftmon.urls import mask_credentials
 from driftmon.windows import TimeRange, reference_range
 
 log = logging.getLogger(__name__)
@@ -400,7 +401,8 @@ def _reason(exc: BaseException) -> str:
 
 
 def _describe(monitor: MonitorSettings, exc: BaseException) -> str:
-    message = str(exc)
+    """The run's error as stored in runs.error and logged; a URL's password in it is masked."""
+    message = mask_credentials(str(exc))
     if isinstance(exc, RuntimeError):  # torch's errors, CUDA's out-of-memory included
         message = f"compute failed: {message.splitlines()[0] if message else type(exc).__name__}"
     elif not isinstance(exc, DriftmonError | ValueError):  # a defect: say what kind

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
 from driftmon.errors import ConfigError
 from driftmon.store.database import check_url, create_db_engine, parse_url, safe_url, sqlite_daemon_lock
+from driftmon.urls import mask_credentials
 
 SECRET = "s3cr3t-value"
 
@@ -21,10 +23,47 @@ SECRET = "s3cr3t-value"
     f"bigquery://project?credentials_base64={SECRET}",
     f"postgresql://user:{SECRET}@db:abc/x",  # unparseable: a bad port
     f"postgresql://user:{SECRET}@db:abc/x?api_key={SECRET}",
+    f"user:{SECRET}@db:5432/x",  # the scheme forgotten
+    f"user:{SECRET}@db/x?sslpassword={SECRET}",
+    f"postgresql://user:p@{SECRET}@db/x",  # an unencoded @ in the password
+    f"postgresql://user@server:{SECRET}@db/x",  # Azure's user@server
 ])
 def test_safe_url_hides_every_form_of_secret(url):
     shown = safe_url(url)
     assert SECRET not in shown and "***" in shown
+
+
+@pytest.mark.parametrize("text, masked", [
+    (f"alice:{SECRET}@host/db", "alice:***@host/db"),
+    (f"could not connect to alice:{SECRET}@db.internal:5432: refused",
+     "could not connect to alice:***@db.internal:5432: refused"),
+    (f"host name '{'alice:' + SECRET}@db' unknown", "host name 'alice:***@db' unknown"),
+    (f'{{"url": "alice:{SECRET}@h", "mail": "bob@example.com"}}', '{"url": "alice:***@h", "mail": "bob@example.com"}'),
+    (f"x=postgresql+psycopg://alice:{SECRET}@h/db", "x=postgresql+psycopg://alice:***@h/db"),
+    (f"postgresql://:{SECRET}@h/db", "postgresql://:***@h/db"),
+    (f"(alice:{SECRET}/with/slashes@h)", "(alice:***@h)"),
+    (f"postgresql://u@h/x?password={SECRET}&sslmode=require", "postgresql://u@h/x?password=***&sslmode=require"),
+])
+def test_credentials_are_masked_in_any_text(text, masked):
+    assert mask_credentials(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    "sqlite:////data/a:b@c/results.db",  # a path, not credentials
+    "postgresql://u@db:5432/x?application_name=driftmon",
+    "window [2024-03-01T12:00:00+00:00, 2024-03-01T13:00:00+00:00): mail bob@example.com",
+])
+def test_text_without_credentials_is_left_as_it_is(text):
+    assert mask_credentials(text) == text
+
+
+@pytest.mark.parametrize("text", ["/" + "a" * 200_000 + ":x@", "'a:" * 200_000 + "@", "?a" * 200_000,
+                                  "?" + "pass" * 100_000])
+def test_masking_stays_linear_on_long_text(text):
+    """Log lines and driver errors go through it: no backtracking blow-up (these took minutes)."""
+    started = time.perf_counter()
+    mask_credentials(text)
+    assert time.perf_counter() - started < 2
 
 
 def test_safe_url_keeps_what_is_not_secret():
@@ -36,6 +75,13 @@ def test_a_bad_port_is_a_config_error_naming_the_key():
     with pytest.raises(ConfigError, match=r"^database.url: not a valid database URL \(bad port\)") as info:
         parse_url(f"postgresql://u:{SECRET}@db:abc/x", "database.url")
     assert SECRET not in str(info.value)
+
+
+def test_a_url_without_scheme_is_a_config_error_naming_the_key_not_the_url():
+    with pytest.raises(ConfigError, match=r"^monitors\[0\].source.url: is not a database URL: it has no "
+                                          r"scheme") as info:
+        parse_url(f"alice:{SECRET}@db/x", "monitors[0].source.url")
+    assert SECRET not in str(info.value) and "alice" not in str(info.value)
 
 
 def test_an_unknown_driver_is_a_config_error_naming_the_key():
@@ -91,12 +137,14 @@ def test_a_mariadb_results_database_is_refused_naming_why_and_what_works():
             migrate.upgrade(engine)  # before any connection: nothing is created there
     finally:
         engine.dispose()
-    config = parse_config({"database": {"url": url}, "monitors": [{
-        "name": "m", "features": [{"column": "x"}],
-        "source": {"kind": "events", "table": "t", "timestamp_column": "ts", "url": url}}]}, {})
-    problems = offline_checks(config).problems
-    assert [p for p in problems if p.startswith("database.url: driftmon keeps its results")], problems
-    assert not [p for p in problems if p.startswith("monitors[0].source.url")], problems  # a fine source
+    monitors = [{"name": "m", "features": [{"column": "x"}],
+                 "source": {"kind": "events", "table": "t", "timestamp_column": "ts", "url": url}}]
+    # Refused where the config is loaded, so that explain, report and db status refuse it too.
+    with pytest.raises(ConfigError) as info:
+        parse_config({"database": {"url": url}, "monitors": monitors}, {})
+    assert [p for p in info.value.problems if p.startswith("database.url: driftmon keeps its results")]
+    config = parse_config({"monitors": monitors}, {})
+    assert not offline_checks(config).problems  # a fine source
 
 
 def _installed(module: str) -> bool:

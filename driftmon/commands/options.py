@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from driftmon.errors import ConfigError, DriftmonError
+from driftmon.urls import mask_credentials
 
 if TYPE_CHECKING:
     from driftmon.config import Config
@@ -47,7 +48,11 @@ config_option = click.option(
 
 
 def handle_errors(command: Callable) -> Callable:
-    """Turn driftmon's errors into a message and an exit code, without a traceback."""
+    """Turn driftmon's errors into a message and an exit code, without a traceback.
+
+    Every message is masked (driftmon/urls.py): a driver's error may quote a URL
+    with its password.
+    """
 
     @wraps(command)
     def wrapper(*args, **kwargs):
@@ -56,10 +61,10 @@ def handle_errors(command: Callable) -> Callable:
         except ConfigError as exc:
             click.echo("driftmon: configuration error:", err=True)
             for problem in exc.problems:
-                click.echo(f"  {problem}", err=True)
+                click.echo(f"  {mask_credentials(problem)}", err=True)
             sys.exit(EXIT_USAGE)
         except DriftmonError as exc:
-            click.echo(f"driftmon: {_cause_chain(exc)}", err=True)
+            click.echo(f"driftmon: {mask_credentials(_cause_chain(exc))}", err=True)
             sys.exit(EXIT_FAILED)
 
     return wrapper

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,15 +13,14 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from driftmon.errors import ConfigError, StoreError
-
-# Query parameters that carry secrets (psycopg takes ?password=, libpq ?sslpassword=, and
-# warehouse drivers tokens and keys): hidden wherever a URL is shown.
-_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|key|credential|auth", re.IGNORECASE)
-_HIDDEN = "***"
+from driftmon.urls import HIDDEN, SECRET_PARAMETER, backend_problem, mask_credentials, respelled, scheme_problem
 
 
 def parse_url(url: str | URL, key: str = "database URL") -> URL:
     """A parsed URL, or a ConfigError naming ``key`` (never echoing a password)."""
+    problem = scheme_problem(url) if isinstance(url, str) else None
+    if problem:  # SQLAlchemy's "could not parse" would be the message, the URL shown whole
+        raise ConfigError(f"{key}: {problem}")
     try:
         parsed = make_url(url)
         parsed.port  # noqa: B018  make_url parses the port lazily on some versions
@@ -44,7 +42,7 @@ def check_url(url: str | URL, key: str) -> None:
     try:
         dialect = parsed.get_dialect()
     except (NoSuchModuleError, ImportError) as exc:
-        spelling = _respelled(parsed.drivername)
+        spelling = respelled(parsed.drivername)
         if spelling:
             raise ConfigError(f"{key}: SQLAlchemy has no {parsed.drivername}:// scheme; "
                               f"did you mean {spelling}://?") from None
@@ -71,24 +69,11 @@ _DIALECT_PACKAGES = {
     "snowflake": "snowflake-sqlalchemy", "bigquery": "sqlalchemy-bigquery", "trino": "trino",
     "databricks": "databricks-sqlalchemy", "redshift": "sqlalchemy-redshift",
 }
-# Spellings SQLAlchemy does not take, with the one it does.
-_DIALECT_SPELLINGS = {"postgres": "postgresql", "pgsql": "postgresql", "psql": "postgresql",
-                      "mariadb+mysqldb": "mysql+mysqldb", "sqlite3": "sqlite"}
-
-
 def _driver_hint(parsed: URL, module: str) -> str:
     hint = f"pip install {_DRIVER_PACKAGES.get(module, module)}"
     if parsed.get_backend_name() == "postgresql" and module != "psycopg":
         hint += " (or use postgresql+psycopg://, the driver installed with driftmon)"
     return hint
-
-
-def _respelled(drivername: str) -> str | None:
-    """``postgresql+psycopg2`` for ``postgres+psycopg2``: the scheme SQLAlchemy takes, or None."""
-    backend, plus, driver = drivername.partition("+")
-    if drivername in _DIALECT_SPELLINGS:
-        return _DIALECT_SPELLINGS[drivername]
-    return _DIALECT_SPELLINGS[backend] + plus + driver if backend in _DIALECT_SPELLINGS else None
 
 
 def _dialect_hint(parsed: URL) -> str:
@@ -97,41 +82,26 @@ def _dialect_hint(parsed: URL) -> str:
     return f": pip install {_DIALECT_PACKAGES[backend]}" if backend in _DIALECT_PACKAGES else ""
 
 
-RESULTS_BACKENDS = ("sqlite", "postgresql")
-# Why a backend cannot hold driftmon's results (it may still be a source).
-_NOT_A_STORE = {
-    "mysql": "MariaDB/MySQL upsert with ON DUPLICATE KEY UPDATE, where driftmon's leases, results and "
-             "slices rely on INSERT ... ON CONFLICT with a condition and RETURNING, and their DATETIME keeps "
-             "no fraction of a second unless declared DATETIME(6)",
-}
-
-
 def results_backend_problem(url: str | URL) -> str | None:
     """Why ``url`` cannot be the results database, or None. Sources may use any engine."""
-    backend = parse_url(url).get_backend_name()
-    if backend in RESULTS_BACKENDS:
-        return None
-    why = _NOT_A_STORE.get(backend, f"{backend} is not one of them")
-    return (f"driftmon keeps its results in SQLite or PostgreSQL ({why}); "
-            f"{backend} works as a source: monitors[].source.url")
+    return backend_problem(parse_url(url).get_backend_name())
 
 
 def safe_url(url: str | URL) -> str:
-    """The URL as text with its password and secret query parameters hidden."""
+    """The URL as text with its password and secret query parameters hidden.
+
+    What SQLAlchemy does not parse (a URL without its scheme, a bad port) is masked as
+    text; what it does is masked again as text too: an unencoded ``@`` in a password
+    (``alice:p@ss@host``) leaves the rest of the password in what SQLAlchemy calls the host.
+    """
     try:
         parsed = make_url(url)
-        secrets = {name: _HIDDEN for name in parsed.query if _SECRET_PARAMETER.search(name)}
+        secrets = {name: HIDDEN for name in parsed.query if SECRET_PARAMETER.search(name)}
         text = parsed.update_query_dict(secrets).render_as_string(hide_password=True)
-        return text.replace(quote(_HIDDEN, safe=""), _HIDDEN)
+        text = text.replace(quote(HIDDEN, safe=""), HIDDEN)
     except (ArgumentError, ValueError):
-        return _masked_text(str(url))
-
-
-def _masked_text(url: str) -> str:
-    """An unparseable URL with what looks like a password or a secret parameter masked."""
-    url = re.sub(r"(://[^/@?#]*?:)[^/@?#]*@", rf"\1{_HIDDEN}@", url)
-    return re.sub(r"([?&][^=&#]*(?:pass|pwd|secret|token|key|credential|auth)[^=&#]*=)[^&#]*",
-                  rf"\1{_HIDDEN}", url, flags=re.IGNORECASE)
+        text = str(url)
+    return mask_credentials(text)
 
 
 def create_db_engine(url: str | URL) -> Engine:
