@@ -32,7 +32,7 @@ def offline_checks(config: Config, now: datetime | None = None) -> CheckReport:
     report = CheckReport()
     try:
         resolve_device(config.compute.device)
-    except DeviceUnavailableError as exc:
+    except (DeviceUnavailableError, ValueError) as exc:  # ValueError: a device torch does not know
         report.problems.append(f"compute.device: {exc}")
     report.problems.extend(url_problems(config))
     if not config.monitors:

@@ -8,6 +8,7 @@ and every error names the key path it concerns (``monitors[1].features[0].bins``
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from driftmon import limits
 from driftmon.errors import ConfigError
 from driftmon.urls import results_url_problem, scheme_problem
 
@@ -46,17 +48,45 @@ _DURATION_UNITS = {
 
 
 def parse_duration(value: Any) -> timedelta:
-    """``"5m"`` → 5 minutes; plain numbers are seconds."""
+    """``"5m"`` → 5 minutes; plain numbers are seconds. At most 100 years either way.
+
+    Raises ValueError (never OverflowError) for anything else: ``9999999w`` fits a
+    timedelta but not the datetime arithmetic of windows (driftmon/limits.py).
+    """
+    longest = limits.MAX_DURATION.total_seconds()
     if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like 30s, 5m, 1h or 7d, got {value!r}")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"expected a duration like 30s, 5m, 1h or 7d, got {value!r}")
-    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        duration = value
+    elif isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+        raise ValueError(f"expected a duration like 30s, 5m, 1h or 7d, got {_shown(value)}")
+    elif isinstance(value, int | float):
+        if abs(value) > longest:  # exact for any int: no conversion to float
+            raise ValueError(_too_long(value))
+        duration = timedelta(seconds=value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"expected a duration like 30s, 5m, 1h or 7d, got {_shown(value)}")
+        digits, unit = match.group(1), _DURATION_UNITS[match.group(2)]
+        # 16 digits exceed 100 years in any unit; int() would refuse 4,300.
+        if len(digits) > 15 or int(digits) * unit.total_seconds() > longest:
+            raise ValueError(_too_long(value))
+        duration = int(digits) * unit
+    if abs(duration) > limits.MAX_DURATION:
+        raise ValueError(_too_long(value))
+    return duration
+
+
+def _too_long(value: Any) -> str:
+    return (f"{_shown(value)} is too long: durations are at most {limits.MAX_DURATION_TEXT}, "
+            f"which keeps the times of windows and references within what dates can be")
+
+
+def _shown(value: Any, width: int = 40) -> str:
+    """``repr(value)``, cut to ``width`` characters: a 4,000-digit number is not echoed whole."""
+    if isinstance(value, int) and abs(value) >= 10**width:
+        return f"a number of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def format_duration(value: timedelta) -> str:
@@ -98,6 +128,7 @@ SliceSetting = Annotated[
     PlainSerializer(lambda v: v if isinstance(v, str) else format_duration(v), when_used="json"),
 ]
 Significance = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+MinSamples = Annotated[int, Field(ge=1, le=10**12)]  # rows; bounded so that no database overflows on it
 
 
 class _Model(BaseModel):
@@ -126,6 +157,15 @@ class ComputeConfig(_Model):
     dtype: Literal["float64", "float32"] = "float64"
     threads: Annotated[int, Field(ge=1, le=256)] = 1
     workers: Annotated[int, Field(ge=1, le=256)] = 2  # monitor runs side by side in `serve`
+
+    @field_validator("device")
+    @classmethod
+    def _device_number(cls, value: str) -> str:
+        """torch numbers CUDA devices 0 to 127 (``cuda:200`` became ``cuda:-56``, a longer one a ValueError)."""
+        number = value.partition(":")[2]
+        if number and (len(number) > 3 or int(number) > 127):
+            raise ValueError("cuda:N takes a device number from 0 to 127")
+        return value
 
 
 class ServerConfig(_Model):
@@ -175,6 +215,27 @@ class Schedule(_Model):
         return value
 
 
+def longest_interval(schedule: Schedule) -> timedelta:
+    """The longest time between two ticks of ``schedule``: ``every``, or a bound for a crontab line.
+
+    The bound is coarse but safe: a day when every day fires, a week when some weekday
+    does, 62 days when days of the month are picked (31 comes in 7 months), a year when
+    months are, and eight years for February 29th alone (1896 -> 1904).
+    """
+    if schedule.every is not None:
+        return schedule.every
+    from driftmon.cron import parse_crontab
+
+    line = parse_crontab(schedule.cron)
+    every_day, every_weekday = line.days >= set(range(1, 32)), line.weekdays >= set(range(7))
+    if line.months < set(range(1, 13)):
+        february_29th = line.months == {2} and min(line.days) >= 29 and not line.day_or
+        return timedelta(days=366 * 8 + 1) if february_29th else timedelta(days=366)
+    if not every_day and not line.day_or:
+        return timedelta(days=62)
+    return timedelta(days=1) if every_day and every_weekday else timedelta(days=7)
+
+
 class Window(_Model):
     size: PositiveDuration = timedelta(hours=1)
 
@@ -194,7 +255,12 @@ class FixedReference(_Model):
     @field_validator("start", "end")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return _as_utc(value)
+        """In UTC, and within driftmon/limits.py's years: 0001-01-01 overflowed the runs' arithmetic."""
+        value = _as_utc(value)
+        problem = limits.time_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> FixedReference:
@@ -254,7 +320,7 @@ class Defaults(_Model):
     smoothing: Smoothing = PseudocountSmoothing()
     kl_direction: Literal["reference_current", "current_reference"] = "reference_current"
     thresholds: Thresholds = Thresholds()
-    min_samples: Annotated[int, Field(ge=1)] = 100
+    min_samples: MinSamples = 100
     catch_up: Annotated[int, Field(ge=1, le=10_000)] = 1
     slice: SliceSetting = "auto"
     lateness: NonNegativeDuration | None = None  # None: one schedule interval
@@ -292,7 +358,7 @@ class Feature(_Model):
                 raise ValueError("binning 'explicit' needs 'edges'")
             if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
                 raise ValueError("edges must be strictly increasing")
-            if any(e != e or e in (float("inf"), float("-inf")) for e in self.edges):
+            if not all(map(math.isfinite, self.edges)):
                 raise ValueError("edges must be finite numbers")
             if self.bins is not None and self.bins != len(self.edges) + 1:
                 raise ValueError(f"{len(self.edges)} edges make {len(self.edges) + 1} bins")
@@ -302,6 +368,8 @@ class Feature(_Model):
             if binning != "uniform":
                 raise ValueError("range applies to binning 'uniform' only")
             low, high = self.range
+            if not (math.isfinite(low) and math.isfinite(high)):  # [-inf, inf] made bins of NaN edges
+                raise ValueError(f"range [{low}, {high}] must be finite numbers")
             if not low < high:
                 raise ValueError(f"range [{low}, {high}] must have low < high")
 
@@ -322,13 +390,29 @@ class Feature(_Model):
         return self.top_k if self.top_k is not None else 20
 
 
+_INT64 = 2**63
+
+
 def _scalar_filter(value: Any) -> Any:
+    """One string, number or boolean that every database compares the same way.
+
+    An integer beyond 64 bits made SQLite's driver raise OverflowError in every run;
+    NaN equals nothing in SQLite and itself in PostgreSQL.
+    """
     if value is None or not isinstance(value, str | int | float | bool):
         raise ValueError("must be a single string, number or boolean (equality filters only)")
+    if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
+        raise ValueError(f"{_shown(value)} does not fit in 64 bits, as database integers do")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number: databases do not agree on what equals it")
     return value
 
 
 _Filter = Annotated[Any, AfterValidator(_scalar_filter)]
+
+
+# PostgreSQL's statement_timeout and MySQL's max_execution_time are 32-bit milliseconds.
+_LONGEST_TIMEOUT = timedelta(milliseconds=2**31 - 1)
 
 
 class _Source(_Model):
@@ -353,6 +437,14 @@ class _Source(_Model):
         problem = scheme_problem(value) if value and value.strip() else None
         if problem:
             raise ValueError(problem)
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_fits(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value > _LONGEST_TIMEOUT:
+            raise ValueError("at most 24d: PostgreSQL and MySQL bound a statement by a 32-bit count of "
+                             "milliseconds (24.8 days); leave it out for no bound")
         return value
 
 
@@ -383,7 +475,7 @@ class Monitor(_Model):
     smoothing: Smoothing | None = None
     kl_direction: Literal["reference_current", "current_reference"] | None = None
     thresholds: MonitorThresholds | None = None
-    min_samples: Annotated[int, Field(ge=1)] | None = None
+    min_samples: MinSamples | None = None
     catch_up: Annotated[int, Field(ge=1, le=10_000)] | None = None
     slice: SliceSetting | None = None
     lateness: NonNegativeDuration | None = None
@@ -546,6 +638,8 @@ def parse_config(raw: Any, environ: dict[str, str] | None = None) -> Config:
     except ValidationError as exc:
         problems, config = _describe_errors(exc), None
     problems += _inherited_threshold_problems(raw) + _duplicate_monitor_names(raw)
+    if config is not None:
+        problems += _catch_up_problems(config)
     if problems:
         raise ConfigError(problems)
     return config
@@ -580,6 +674,35 @@ def _inherited_threshold_problems(raw: dict) -> list[str]:
             except ValidationError as exc:
                 problems.append(f"{path}.per_feature.{column}: {_first_message(exc)}")
     return problems
+
+
+def _catch_up_problems(config: Config) -> list[str]:
+    """``catch_up`` windows reach back at most 1000 years (driftmon/limits.py).
+
+    The daemon subtracts catch_up intervals from now: ``every: 100w`` with
+    ``catch_up: 10000`` passed check-config and then crashed serve with
+    OverflowError. Said once at ``defaults.catch_up`` when the defaults alone
+    reach too far, else at each monitor whose own settings do.
+    """
+    defaults = config.defaults
+    problem = _catch_up_problem(defaults.schedule, defaults.catch_up)
+    problems = [f"defaults.catch_up: {problem}"] if problem else []
+    for index, monitor in enumerate(config.monitors):
+        if monitor.schedule is None and monitor.catch_up is None:
+            continue  # the defaults' own, checked above
+        problem = _catch_up_problem(monitor.schedule or defaults.schedule, monitor.catch_up or defaults.catch_up)
+        if problem:
+            problems.append(f"monitors[{index}].catch_up: {problem}")
+    return problems
+
+
+def _catch_up_problem(schedule: Schedule, catch_up: int) -> str | None:
+    interval = longest_interval(schedule)
+    if interval * catch_up <= limits.MAX_CATCH_UP_SPAN:
+        return None
+    what = f"every {format_duration(interval)}" if schedule.every else f"up to {interval.days} days apart"
+    return (f"{catch_up} windows {what} reach back {interval * catch_up / timedelta(days=365.25):,.0f} years: "
+            f"catch_up × the schedule's interval must be at most 1000 years")
 
 
 def _duplicate_monitor_names(raw: dict) -> list[str]:
@@ -617,6 +740,12 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
 
 # A config of 100 monitors with 50 columns each is about 20 000 values: far below this.
 MAX_CONFIG_VALUES = 200_000
+# The deepest key a config has is 5 levels down (monitors[0].thresholds.per_feature.x.warning).
+MAX_CONFIG_DEPTH = 32
+# No setting takes a number of more digits (a 64-bit integer has 19); Python refuses to
+# read one of over 4,300 (ValueError from inside the YAML loader).
+MAX_NUMBER_DIGITS = 100
+_YAML_INT = "tag:yaml.org,2002:int"
 
 
 def read_yaml(text: str, name: str = "the configuration") -> Any:
@@ -624,9 +753,12 @@ def read_yaml(text: str, name: str = "the configuration") -> Any:
 
     YAML aliases share nodes, so a few hundred bytes can stand for billions of
     values once expanded (and ``${ENV}`` interpolation expands them). The node
-    graph is walked first, counting values as if expanded, with a bound.
+    graph is walked first, counting values as if expanded, with a bound. Nesting
+    is bounded too, before the (recursive) composer runs: ``[[[[...]]]]`` 5,000
+    deep raised RecursionError from it.
     """
     try:
+        _check_depth(text, name)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{name} is not valid YAML: {exc}") from exc
@@ -638,6 +770,22 @@ def read_yaml(text: str, name: str = "the configuration") -> Any:
         raise ConfigError(f"{name} is not valid YAML: {exc}") from exc
 
 
+def _check_depth(text: str, name: str) -> None:
+    """Refuse collections nested more than MAX_CONFIG_DEPTH deep, from the parser's events.
+
+    The parser keeps its own stack (no recursion), so it reads any depth safely.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"{name}: line {event.start_mark.line + 1}: lists and mappings nested more "
+                                  f"than {MAX_CONFIG_DEPTH} deep; no setting is")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def _check_nodes(root: yaml.Node, name: str) -> None:
     seen = 0
     stack: list[tuple[yaml.Node, tuple]] = [(root, ())]
@@ -647,9 +795,14 @@ def _check_nodes(root: yaml.Node, name: str) -> None:
         if seen > MAX_CONFIG_VALUES:
             raise ConfigError(f"{name}: more than {MAX_CONFIG_VALUES} values once its aliases are "
                               f"expanded (a YAML alias bomb?)")
+        if len(location) > MAX_CONFIG_DEPTH:  # aliases of aliases nest without the text doing so
+            raise ConfigError(f"{format_key_path(location[:3])}...: nested more than "
+                              f"{MAX_CONFIG_DEPTH} deep once its aliases are expanded; no setting is")
+        _check_number(node, location)
         if isinstance(node, yaml.MappingNode):
             first: dict = {}
             for key, value in node.value:
+                _check_number(key, location)
                 label = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark.line + 1)
                 if label in first:
                     raise ConfigError(f"{format_key_path((*location, label))}: duplicate key (lines "
@@ -658,6 +811,13 @@ def _check_nodes(root: yaml.Node, name: str) -> None:
                 stack.append((value, (*location, label)))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((item, (*location, i)) for i, item in enumerate(node.value))
+
+
+def _check_number(node: yaml.Node, location: tuple) -> None:
+    """Refuse an integer of more than MAX_NUMBER_DIGITS characters, naming where it is."""
+    if isinstance(node, yaml.ScalarNode) and node.tag == _YAML_INT and len(node.value) > MAX_NUMBER_DIGITS:
+        raise ConfigError(f"{format_key_path(location)}: a number of {len(node.value)} digits (line "
+                          f"{node.start_mark.line + 1}); no setting takes one of more than {MAX_NUMBER_DIGITS}")
 
 
 def _describe_errors(exc: ValidationError) -> list[str]:

@@ -24,6 +24,7 @@ from driftmon.checks import CheckReport
 from driftmon.config import Config, MonitorSettings
 from driftmon.errors import ConfigError, SourceError
 from driftmon.store.database import EngineRegistry, safe_url
+from driftmon.urls import mask_credentials
 
 _LABEL = "check-config --connect"
 
@@ -72,7 +73,7 @@ def check_results_database(url: str, report: CheckReport) -> None:
     try:
         report.notes.append(f"results database {safe_url(url)}: {_revision_state(engine)}")
     except SQLAlchemyError as exc:
-        report.problems.append(f"database.url: cannot open {safe_url(url)}: {_first_line(exc)}")
+        report.problems.append(f"database.url: cannot open {safe_url(url)}: {mask_credentials(_first_line(exc))}")
     finally:
         engine.dispose()
 
@@ -130,7 +131,7 @@ def open_source_engine(config: Config, index: int, monitor: MonitorSettings, eng
     try:
         return engines.get(url)
     except (ConfigError, SQLAlchemyError, ValueError, ImportError) as exc:
-        report.problems.append(f"monitors[{index}].source.url: cannot open it: {exc}")
+        report.problems.append(f"monitors[{index}].source.url: cannot open it: {mask_credentials(str(exc))}")
         return None
 
 
@@ -144,11 +145,25 @@ def check_columns(index: int, monitor: MonitorSettings, engine: Engine, report: 
         with reader.reading(_LABEL) as connection:
             dialect = connection.dialect.name
     except SourceError as exc:
-        report.problems.append(f"monitors[{index}].source: {exc}")
+        report.problems.append(f"monitors[{index}].source: {mask_credentials(str(exc))}")
+        return False
+    except Exception as exc:  # noqa: BLE001  a driver's own error, e.g. thrift's TTransportException for Hive
+        report.problems.append(f"monitors[{index}].source: {driver_failure(exc)}")
         return False
     problems = column_problems(index, monitor, reader.column_types or {}, dialect)
     report.problems.extend(problems)
     return not problems
+
+
+def driver_failure(exc: Exception) -> str:
+    """``cannot connect: TTransportException: ...``: an error that SQLAlchemy did not translate.
+
+    Drivers that are not DB-API ones (PyHive's thrift transport) raise their own
+    exceptions when the server cannot be reached; SQLAlchemy passes them through,
+    and check-config --connect printed a traceback. The message is masked: a
+    driver may quote the URL it was given.
+    """
+    return f"cannot connect or read: {type(exc).__name__}: {mask_credentials(_first_line(exc))}"
 
 
 def column_problems(index: int, monitor: MonitorSettings, types: dict, dialect: str) -> list[str]:

@@ -360,3 +360,113 @@ def test_yaml_anchors_within_bounds_still_work(tmp_path):
     path.write_text("monitors:\n  - name: a\n    source: &src {kind: events, table: t, timestamp_column: ts}\n"
                     "    features: [{column: x}]\n  - name: b\n    source: *src\n    features: [{column: y}]\n")
     assert [m.source.table for m in load_config(path, {}).monitors] == ["t", "t"]
+
+
+# --- bounds: what datetime arithmetic, databases and Python can handle -------------------
+
+
+@pytest.mark.parametrize("value", ["9999999w", "99999999999999w", "9" * 5000 + "s", "36526d", 1e300, 10**30,
+                                   -(10**30), timedelta(days=10**6), "99999999999999999999ms"])
+def test_durations_beyond_100_years_are_refused_without_overflow(value):
+    """9999999w fit a timedelta and then overflowed every window's arithmetic (OverflowError, exit 1)."""
+    with pytest.raises(ValueError, match=r"is too long: durations are at most 100 years \(36525d\)"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), True])
+def test_durations_that_are_not_numbers_are_refused(value):
+    with pytest.raises(ValueError, match="expected a duration like 30s"):
+        parse_duration(value)
+
+
+def test_a_duration_of_100_years_is_taken():
+    assert parse_duration("36525d") == parse_duration(36525 * 86400) == timedelta(days=36525)
+    assert parse_duration("5217w") == timedelta(weeks=5217)
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "words"),
+    [
+        (with_change("monitors.0.window", {"size": "9999999w"}), "monitors[0].window.size", "at most 100 years"),
+        (with_change("defaults.schedule", {"every": "99999999999999w"}), "defaults.schedule.every", "at most 100 years"),
+        (with_change("monitors.0.reference", {"kind": "fixed", "start": "0001-01-01", "end": "2024-01-01"}),
+         "monitors[0].reference.start", "from 1900-01-01 to before 2200-01-01"),
+        (with_change("monitors.0.source.timeout", "25d"), "monitors[0].source.timeout", "at most 24d"),
+        (with_change("monitors.0.source.where", {"v": 2**63}), "monitors[0].source.where.v", "64 bits"),
+        (with_change("monitors.0.source.where", {"v": float("nan")}), "monitors[0].source.where.v", "finite"),
+        (with_change("monitors.0.features.0", {"column": "x", "binning": "uniform", "range": [0, float("inf")]}),
+         "monitors[0].features[0]", "finite"),
+        (with_change("monitors.0.min_samples", 10**30), "monitors[0].min_samples", "less than or equal to"),
+        (with_change("compute.device", "cuda:128"), "compute.device", "from 0 to 127"),
+        (with_change("compute.device", "cuda:99999999999999999999"), "compute.device", "from 0 to 127"),
+        (with_change("database.url", "alice:pw@db/x"), "database.url", "no scheme"),
+        (with_change("database.url", "hive://h/default"), "database.url", "keeps its results in SQLite or PostgreSQL"),
+        (with_change("monitors.0.source.url", "alice:pw@db/x"), "monitors[0].source.url", "no scheme"),
+    ],
+)
+def test_settings_out_of_bounds_name_the_key_path(raw, path, words):
+    problems = [p for p in errors_of(raw) if p.startswith(f"{path}:")]
+    assert any(words in p for p in problems), errors_of(raw)
+    assert "pw" not in " ".join(problems)
+
+
+def test_an_empty_source_url_means_the_results_database():
+    """``url: ${SOURCE_DATABASE_URL:-}`` (the shipped config) with the variable unset."""
+    config = parse_config(with_change("monitors.0.source.url", ""), {})
+    assert config.source_url(config.monitors[0].source) == config.database.url
+
+
+@pytest.mark.parametrize(("schedule", "catch_up", "refused"), [
+    ({"every": "5200w"}, 10, False), ({"every": "5200w"}, 11, True),
+    ({"cron": "*/5 * * * *"}, 10_000, False), ({"cron": "0 0 31 * *"}, 5_000, False),
+    ({"cron": "0 0 1 1 *"}, 997, False), ({"cron": "0 0 1 1 *"}, 1_000, True),
+    ({"cron": "0 0 29 2 *"}, 124, False), ({"cron": "0 0 29 2 *"}, 126, True),
+])
+def test_catch_up_reaches_back_at_most_1000_years(schedule, catch_up, refused):
+    """every: 100y with catch_up 10000 passed check-config, then serve overflowed (retries.horizon)."""
+    raw = with_change("monitors.0.schedule", schedule)
+    raw["monitors"][0]["catch_up"] = catch_up
+    problems = [p for p in (errors_of(raw) if refused else []) if p.startswith("monitors[0].catch_up:")]
+    if refused:
+        assert problems and "must be at most 1000 years" in problems[0], errors_of(raw)
+    else:
+        parse_config(raw, {})
+
+
+@pytest.mark.parametrize(("cron", "span"), [
+    ("*/7 * * * *", timedelta(days=3)), ("0 9-17 * * 1-5", timedelta(days=30)), ("0 0 31 * *", timedelta(days=800)),
+    ("0 0 1,15 * fri", timedelta(days=400)), ("0 0 1 1,7 *", timedelta(days=3000)),
+    ("0 0 29 2 *", timedelta(days=366 * 12)), ("@monthly", timedelta(days=800)),
+])
+def test_the_longest_interval_bounds_every_gap_between_ticks(cron, span):
+    from driftmon.config import Schedule, longest_interval
+    from driftmon.windows import ticks
+
+    schedule = Schedule(cron=cron)
+    start = datetime(2095, 1, 1, tzinfo=UTC)  # 2100 is no leap year: February 29th's longest gap
+    times = list(ticks(schedule, start, start + span))
+    assert max(b - a for a, b in zip(times, times[1:], strict=False)) <= longest_interval(schedule)
+
+
+def test_yaml_nested_too_deep_is_refused_before_the_composer_recurses(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("monitors: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"line 1: lists and mappings nested more than 32 deep"):
+        load_config(path, {})
+
+
+def test_yaml_nested_too_deep_by_aliases_is_refused(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("".join(f"x{i}: &x{i} [{f'*x{i - 1}' if i else ''}]\n" for i in range(40)))
+    with pytest.raises(ConfigError, match="nested more than 32 deep once its aliases are expanded"):
+        load_config(path, {})
+
+
+def test_an_integer_of_thousands_of_digits_names_its_key(tmp_path):
+    """PyYAML's int() raised ValueError (Python's 4,300-digit limit) from inside the loader."""
+    path = tmp_path / "config.yaml"
+    path.write_text("compute:\n  threads: " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    assert info.value.problems == ["compute.threads: a number of 5000 digits (line 2); no setting takes one of "
+                                   "more than 100"]

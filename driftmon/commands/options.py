@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from driftmon import limits
 from driftmon.errors import ConfigError, DriftmonError
 from driftmon.urls import mask_credentials
 
@@ -88,9 +89,14 @@ class Timestamp(click.ParamType):
             return value
         try:
             moment = datetime.fromisoformat(value)
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         except ValueError:
             self.fail(f"{value!r} is not an ISO 8601 time such as 2024-03-01T12:00:00Z", param, ctx)
-        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+05:00 is before the first datetime once in UTC
+            self.fail(limits.out_of_range(value), param, ctx)
+        problem = limits.time_problem(moment)
+        if problem:  # backfill --start 0001-01-01 overflowed its window arithmetic
+            self.fail(problem, param, ctx)
         now = datetime.now(UTC)
         if self.past and moment > now:
             self.fail(f"{moment.isoformat()} is in the future (now is {now.replace(microsecond=0).isoformat()}): "
