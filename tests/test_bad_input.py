@@ -222,3 +222,22 @@ def test_times_out_of_range_are_usage_errors(option, tmp_path, monkeypatch):
     result = CliRunner().invoke(main, [*option, "--config", str(path)])
     assert result.exit_code == 2, result.output
     assert "is outside the times driftmon handles: from 1900-01-01 to before 2200-01-01" in result.stderr
+
+
+def test_an_unexpected_error_is_exit_3_in_one_line_and_a_traceback_with_debug(tmp_path, monkeypatch):
+    """The backstop: a defect is exit 3 (failed), never Python's exit 1 (critical drift)."""
+    from driftmon import checks
+
+    def broken(config, now=None):
+        raise KeyError("a defect")
+
+    monkeypatch.setattr(checks, "offline_checks", broken)
+    path = tmp_path / "config.yaml"
+    path.write_text(config())
+    result = CliRunner().invoke(main, ["check-config", "--config", str(path)])
+    assert result.exit_code == 3, result.output
+    assert result.stderr.strip().splitlines() == [
+        "driftmon: unexpected error (a defect in driftmon, please report it; DRIFTMON_DEBUG=1 shows the "
+        "traceback): KeyError: 'a defect'"]
+    debug = CliRunner().invoke(main, ["check-config", "--config", str(path)], env={"DRIFTMON_DEBUG": "1"})
+    assert isinstance(debug.exception, KeyError)

@@ -6,6 +6,7 @@ Exit codes: 0 success (run-once: nothing critical), 1 drift is critical,
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -32,6 +33,8 @@ DEFAULT_CONFIG_PATH = "config.yaml"
 
 EXIT_OK, EXIT_CRITICAL, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's code for Ctrl-C
+# Set to 1, an unexpected error shows its traceback (it is a defect: see handle_errors).
+DEBUG_ENV = "DRIFTMON_DEBUG"
 EXIT_CODES_HELP = (
     "Exit codes: 0 nothing critical, 1 at least one column critical, "
     "2 bad configuration or usage, 3 a monitor run failed."
@@ -52,7 +55,12 @@ def handle_errors(command: Callable) -> Callable:
     """Turn driftmon's errors into a message and an exit code, without a traceback.
 
     Every message is masked (driftmon/urls.py): a driver's error may quote a URL
-    with its password.
+    with its password. Bad input is caught where it is read (the config's
+    validation, the options' types) and is a ConfigError, exit 2. Anything else
+    that escapes a command is a defect: one line naming it and exit 3 ("failed"),
+    never Python's exit 1, which reads as critical drift to a CI gate, and no
+    traceback unless DRIFTMON_DEBUG=1. It is deliberately not exit 2: mapping
+    unknown errors to "bad configuration" would hide defects behind the user's input.
     """
 
     @wraps(command)
@@ -66,6 +74,15 @@ def handle_errors(command: Callable) -> Callable:
             sys.exit(EXIT_USAGE)
         except DriftmonError as exc:
             click.echo(f"driftmon: {mask_credentials(_cause_chain(exc))}", err=True)
+            sys.exit(EXIT_FAILED)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # usage errors and exits, which click reports itself
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV) == "1":
+                raise
+            click.echo(f"driftmon: unexpected error (a defect in driftmon, please report it; "
+                       f"{DEBUG_ENV}=1 shows the traceback): {type(exc).__name__}: "
+                       f"{mask_credentials(_first_line(exc))}", err=True)
             sys.exit(EXIT_FAILED)
 
     return wrapper
