@@ -78,6 +78,9 @@ def configure_logging(stream=None) -> None:
     # driftmon logs each outcome itself. Their warnings and errors still show.
     for chatty in ("alembic", "apscheduler.executors", "apscheduler.scheduler"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    # PyHive's thrift logs its own traceback at ERROR when a Spark server is down;
+    # driftmon reports that failure itself, once, naming the monitor and table.
+    logging.getLogger("thrift").setLevel(logging.CRITICAL)
 
 
 class _AboveBar:
