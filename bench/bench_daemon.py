@@ -660,7 +660,7 @@ def profile_collector(config_path: Path, repeat: int) -> None:
 
     import driftmon
     from driftmon.config import load_config
-    from driftmon.metrics import DriftCollector, DriftState, RunMetrics
+    from driftmon.serving.metrics import DriftCollector, DriftState, RunMetrics
     from driftmon.store.database import create_db_engine
     from driftmon.store.repository import Repository
 

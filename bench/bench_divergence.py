@@ -62,7 +62,7 @@ from scipy.stats import chi2_contingency, entropy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from driftmon.divergence import divergences, resolve_device, set_threads  # noqa: E402
+from driftmon.stats.divergence import divergences, resolve_device, set_threads  # noqa: E402
 
 ALPHA = 0.5
 SCIPY_MAX_ROWS = 10_000
@@ -215,14 +215,17 @@ def baseline_divergences(checkout: str) -> Callable:
     for name in ours:
         del sys.modules[name]
     sys.path.insert(0, str(Path(checkout).resolve()))
-    try:
-        module = importlib.import_module("driftmon.divergence")
+    try:  # checkouts from before driftmon/stats/ have the engine at the top of the package
+        try:
+            module = importlib.import_module("driftmon.stats.divergence")
+        except ModuleNotFoundError:
+            module = importlib.import_module("driftmon.divergence")
     finally:
         del sys.path[0]
         for name in loaded():
             del sys.modules[name]
         sys.modules.update(ours)
-    if Path(module.__file__).resolve().parents[1] != Path(checkout).resolve():
+    if Path(checkout).resolve() not in Path(module.__file__).resolve().parents:
         raise SystemExit(f"--baseline {checkout}: no driftmon package there")
     return module.divergences
 

@@ -69,7 +69,7 @@ def exposition_bytes(megabytes: float) -> bytes:
 
 def load_server_class(path: str | None):
     if path is None:
-        from driftmon.server import MetricsServer
+        from driftmon.serving.server import MetricsServer
         return MetricsServer
     spec = importlib.util.spec_from_file_location("bench_server_under_test", path)
     module = importlib.util.module_from_spec(spec)
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> None:
     port = server.server_address[1]
     sys.setswitchinterval(0.001)  # as driftmon serve sets it
     server.start()
-    print(f"server: {args.server_file or 'driftmon.server'}; exposition {len(body) / 1e6:.2f} MB")
+    print(f"server: {args.server_file or 'driftmon.serving.server'}; exposition {len(body) / 1e6:.2f} MB")
     try:
         print(f"probes, nothing else connected: {probes(port, args.probe_timeout)}")
         for name, count, send in (("idle", args.idle, b""), ("slow", args.slow, b"GET /metr")):
@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server-file", help="a file defining MetricsServer (default: driftmon.server)")
+    parser.add_argument("--server-file", help="a file defining MetricsServer (default: driftmon.serving.server)")
     parser.add_argument("--exposition-mb", type=float, default=3.0)
     parser.add_argument("--idle", type=int, default=4)
     parser.add_argument("--slow", type=int, default=200)

@@ -509,7 +509,7 @@ def session_settings(connection, settings: dict[str, str]):
 
 
 def bench_size(args, rows: int, evidently_ok: bool) -> dict:
-    from driftmon.profiles import reference_profile
+    from driftmon.counting.profiles import reference_profile
     from driftmon.sources import open_source
     from driftmon.store import migrate
     from driftmon.store.database import create_db_engine

@@ -12,12 +12,12 @@ from sqlalchemy import Engine
 from tqdm import tqdm
 
 from driftmon.config import Config, MonitorSettings
-from driftmon.divergence import DeviceUnavailableError, resolve_device, set_threads
 from driftmon.errors import ConfigError
 from driftmon.fingerprints import results_fingerprint
 from driftmon.logs import above_progress_bar
 from driftmon.pipeline import Pipeline, RunOutcome
-from driftmon.signals import stop_on_signals
+from driftmon.serving.signals import stop_on_signals
+from driftmon.stats.divergence import DeviceUnavailableError, resolve_device, set_threads
 from driftmon.store import migrate
 from driftmon.store.database import EngineRegistry
 from driftmon.windows import TimeRange, backfill_windows, current_window

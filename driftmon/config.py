@@ -120,7 +120,7 @@ def _slice_setting(value: Any) -> Any:
     return parse_duration(value)
 
 
-# `auto` (derived from the schedule and the window: driftmon/slices.py), `off`
+# `auto` (derived from the schedule and the window: driftmon/counting/slices.py), `off`
 # (count the whole window each cycle), or a duration.
 SliceSetting = Annotated[
     Literal["auto", "off"] | PositiveDuration,
@@ -175,7 +175,7 @@ class ServerConfig(_Model):
     # How long a replica's claim on a window lasts unless renewed (every third of it)
     # while its run is alive: a crashed replica's window is taken over after this.
     lease_ttl: Annotated[Duration, Field(ge=timedelta(seconds=1))] = timedelta(seconds=30)
-    # /report and /report/<monitor>: false answers 404 there (driftmon/report_access.py).
+    # /report and /report/<monitor>: false answers 404 there (driftmon/serving/report_access.py).
     report: bool = True
     # The NAME of the environment variable holding the bearer token /report then requires
     # (never the token: it does not belong in the file). Unset: the pages need none.

@@ -21,16 +21,16 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftmon.config import ComputeConfig, MonitorSettings
-from driftmon.divergence import Divergences, divergences
+from driftmon.counting.incremental import SliceCounter, SlicedWindow
+from driftmon.counting.profiles import Completeness, reference_profile
+from driftmon.counting.slices import lateness
 from driftmon.errors import DriftmonError, SourceError, StoreError
 from driftmon.fingerprints import results_fingerprint
-from driftmon.incremental import SliceCounter, SlicedWindow
-from driftmon.profiles import Completeness, reference_profile
-from driftmon.significance import benjamini_hochberg
-from driftmon.slices import lateness
 from driftmon.sources import Source, open_source
 from driftmon.sources.profile import ReferenceProfile, WindowCounts
 from driftmon.sources.sql import statement_timeout
+from driftmon.stats.divergence import Divergences, divergences
+from driftmon.stats.significance import benjamini_hochberg
 from driftmon.store.database import EngineRegistry
 from driftmon.store.repository import Repository
 from driftmon.urls import mask_credentials

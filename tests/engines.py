@@ -302,7 +302,7 @@ def results_store(monkeypatch, results_engine, source_engine) -> None:
     one database; DuckDB and ClickHouse are sources only, so the slices and
     profiles they would store go to the SQLite results database instead.
     """
-    from driftmon import incremental, profiles
+    from driftmon.counting import incremental, profiles
     from tests import test_slices
 
     def results(candidate):

@@ -138,7 +138,7 @@ CORPUS: dict[str, tuple[str | bytes, str, dict[str, int | None]]] = {
 @pytest.fixture
 def no_daemon(monkeypatch):
     """`serve` in-process must stop at the config; a daemon that starts fails the test, not hangs it."""
-    from driftmon.daemon import Daemon
+    from driftmon.serving.daemon import Daemon
 
     monkeypatch.setattr(Daemon, "serve", lambda self: 99)
 
@@ -226,7 +226,7 @@ def test_times_out_of_range_are_usage_errors(option, tmp_path, monkeypatch):
 
 def test_an_unexpected_error_is_exit_3_in_one_line_and_a_traceback_with_debug(tmp_path, monkeypatch):
     """The backstop: a defect is exit 3 (failed), never Python's exit 1 (critical drift)."""
-    from driftmon import checks
+    from driftmon.commands import setup_checks as checks
 
     def broken(config, now=None):
         raise KeyError("a defect")

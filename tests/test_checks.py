@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 import torch
 
-from driftmon.checks import connect_checks, offline_checks
+from driftmon.commands.setup_checks import connect_checks, offline_checks
 from driftmon.config import parse_config
 from tests.sourcedata import START, create_and_fill, events_table, random_events
 

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from driftmon.claims import CLAIMED, HELD, STORED, WindowClaims
 from driftmon.config import parse_config
-from driftmon.retries import Pending, PendingWindows, horizon, keeps
+from driftmon.serving.claims import CLAIMED, HELD, STORED, WindowClaims
+from driftmon.serving.retries import Pending, PendingWindows, horizon, keeps
 from driftmon.windows import TimeRange
 
 T = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a tick of every 5 s
@@ -251,7 +251,7 @@ def test_the_sweep_takes_over_expired_windows_and_deletes_the_other_expired_rows
 def test_leases_expired_and_alive_on_postgresql(engine):
     import time
 
-    from driftmon.leases import Leases as RealLeases
+    from driftmon.serving.leases import Leases as RealLeases
     from driftmon.store.repository import Repository
 
     end = datetime(2024, 3, 8, tzinfo=UTC)

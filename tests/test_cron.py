@@ -123,7 +123,7 @@ def test_readme_example_fires_monday_to_friday_at_nine():
 
 
 def test_the_daemons_trigger_fires_on_crontabs_days():
-    from driftmon.daemon import _trigger
+    from driftmon.serving.daemon import _trigger
 
     trigger = _trigger(Schedule(cron="0 0 * * 0"))
     assert trigger.get_next_fire_time(None, datetime(2024, 1, 1, tzinfo=UTC)) == datetime(2024, 1, 7, tzinfo=UTC)

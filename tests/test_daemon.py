@@ -288,8 +288,8 @@ def test_recomputed_windows_are_recorded_before_the_run_itself(tmp_path):
     from prometheus_client import CollectorRegistry
 
     from driftmon.config import load_config
-    from driftmon.daemon import Daemon
     from driftmon.pipeline import RunOutcome
+    from driftmon.serving.daemon import Daemon
     from tests.test_metrics import REFERENCE, WINDOW, result
 
     registry = CollectorRegistry()
@@ -307,7 +307,7 @@ def test_recomputed_windows_are_recorded_before_the_run_itself(tmp_path):
 
 
 def test_epoch_interval_trigger_fires_on_the_grid_after_any_previous_run():
-    from driftmon.daemon import EpochIntervalTrigger
+    from driftmon.serving.daemon import EpochIntervalTrigger
 
     every_minute = EpochIntervalTrigger(timedelta(minutes=1))
     catch_up = datetime(2026, 11, 24, 8, 12, 49, 250000, tzinfo=UTC)  # the start-up

@@ -523,7 +523,7 @@ def test_every_query_names_scraped_metrics_and_labels(tmp_path, db_url, engine, 
 def test_dashboard_shows_every_family_the_collector_can_export():
     """Offline, so that families the test daemon's data cannot produce (the significance
     gauges before the engine computes them) are covered too."""
-    from driftmon.metrics import DriftCollector, DriftState
+    from driftmon.serving.metrics import DriftCollector, DriftState
 
     families = {family.name for family in DriftCollector(DriftState(), [], {}).describe()}
     used = set().union(*(metric_names(expr) for _, expr in queries(load_dashboard())))

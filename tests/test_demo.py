@@ -73,7 +73,7 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
 
 
 def test_demo_replaces_only_the_files_it_made(tmp_path):
-    from driftmon.demo import MARKER, demo_files, prepare_directory
+    from driftmon.commands.demo import MARKER, demo_files, prepare_directory
 
     prepare_directory(tmp_path / "new")  # a new folder: made, and marked
     assert [p.name for p in (tmp_path / "new").iterdir()] == [MARKER]
@@ -98,8 +98,8 @@ def test_demo_config_keeps_the_default_kl_direction(tmp_path):
     `explain`; it shows what a user gets with the defaults instead (explain ranks by movement)."""
     from datetime import UTC, datetime
 
+    from driftmon.commands.demo import Timeline, demo_config
     from driftmon.config import parse_config
-    from driftmon.demo import Timeline, demo_config
 
     raw = demo_config(tmp_path, Timeline.around(datetime(2024, 3, 8, tzinfo=UTC)), "127.0.0.1", 9847)
     assert "kl_direction" not in raw["defaults"] and "kl_direction" not in raw["monitors"][0]
@@ -116,7 +116,7 @@ def test_a_copy_of_the_demo_config_works_from_anywhere(tmp_path, monkeypatch):
     import numpy as np
     import yaml
 
-    from driftmon.demo import Timeline, seed
+    from driftmon.commands.demo import Timeline, seed
 
     monkeypatch.chdir(tmp_path)
     written = seed(Path("demo"), Timeline.around(datetime.now(UTC)), "127.0.0.1", 9847, np.random.default_rng(1))

@@ -20,7 +20,7 @@ from hypothesis.extra.numpy import arrays
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy
 
-from driftmon.divergence import (
+from driftmon.stats.divergence import (
     DeviceUnavailableError,
     Divergences,
     contributions,

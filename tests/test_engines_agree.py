@@ -20,9 +20,9 @@ import pytest
 import sqlalchemy as sa
 
 from driftmon.config import parse_config
-from driftmon.divergence import divergences
-from driftmon.incremental import SliceCounter
+from driftmon.counting.incremental import SliceCounter
 from driftmon.sources import open_source
+from driftmon.stats.divergence import divergences
 from driftmon.store.database import create_db_engine
 from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange

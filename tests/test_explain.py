@@ -18,10 +18,10 @@ from scipy.special import rel_entr
 
 from driftmon.cli import main
 from driftmon.config import MonitorSettings, parse_config
-from driftmon.divergence import divergences
 from driftmon.errors import ConfigError
-from driftmon.explain import NO_BINS, as_dict, as_json, as_table, explain_window, load_explanation, only_columns
+from driftmon.inspect.explain import NO_BINS, as_dict, as_json, as_table, explain_window, load_explanation, only_columns
 from driftmon.pipeline import classify
+from driftmon.stats.divergence import divergences
 from driftmon.store.repository import Repository
 from driftmon.textsafe import is_visible, visible
 

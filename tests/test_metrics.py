@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from driftmon.config import parse_config
-from driftmon.metrics import DriftCollector, DriftState, RunMetrics
 from driftmon.pipeline import ColumnResult, RunOutcome
+from driftmon.serving.metrics import DriftCollector, DriftState, RunMetrics
 from driftmon.windows import TimeRange
 
 END = datetime(2024, 3, 8, 1, tzinfo=UTC)

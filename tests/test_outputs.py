@@ -6,7 +6,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from driftmon.outputs import as_json, as_table
+from driftmon.commands.outputs import as_json, as_table
 from driftmon.pipeline import ColumnResult, RunOutcome
 from driftmon.textsafe import is_visible
 from driftmon.windows import TimeRange

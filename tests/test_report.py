@@ -28,11 +28,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from driftmon import report
 from driftmon.cli import main
-from driftmon.explain import explain_window
-from driftmon.report import ReportPages, build_report, marked_bins, render_report
-from driftmon.server import MetricsServer
+from driftmon.inspect import report
+from driftmon.inspect.explain import explain_window
+from driftmon.inspect.report import ReportPages, build_report, marked_bins, render_report
+from driftmon.serving.server import MetricsServer
 from driftmon.store.database import create_db_engine
 from driftmon.textsafe import is_visible, visible
 from driftmon.windows import TimeRange

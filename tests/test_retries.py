@@ -12,9 +12,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 
 from driftmon.config import parse_config
-from driftmon.daemon import Daemon
-from driftmon.leases import Leases
-from driftmon.retries import FIRST_DELAY, PendingWindows
+from driftmon.serving.daemon import Daemon
+from driftmon.serving.leases import Leases
+from driftmon.serving.retries import FIRST_DELAY, PendingWindows
 from driftmon.store.models import Lease, Result
 from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange

@@ -16,13 +16,13 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
 
-from driftmon import report_access
-from driftmon import server as server_module
 from driftmon.config import ServerConfig, parse_config
 from driftmon.errors import ConfigError
-from driftmon.server import MetricsServer
+from driftmon.serving import report_access
+from driftmon.serving import server as server_module
+from driftmon.serving.server import MetricsServer
+from driftmon.serving.store_health import StoreHealth
 from driftmon.store.database import create_db_engine
-from driftmon.store_health import StoreHealth
 from tests.live import free_port, http_get
 
 
@@ -348,7 +348,7 @@ def stored(engine):
 
 
 def serve_reports(engine, config: ServerConfig | None = None) -> MetricsServer:
-    from driftmon.report import ReportPages
+    from driftmon.inspect.report import ReportPages
     from tests.test_explain import settings
 
     server = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: None, lambda: None,
@@ -410,7 +410,7 @@ def test_report_is_404_when_the_server_has_no_reports(server):
 
 
 def test_report_says_503_when_the_results_database_is_down(tmp_path):
-    from driftmon.report import ReportPages
+    from driftmon.inspect.report import ReportPages
     from driftmon.store.database import create_db_engine
     from tests.test_explain import settings
 
@@ -684,7 +684,7 @@ def test_report_token_env_must_name_a_variable(value):
 
 
 def test_serve_passes_the_report_settings_to_the_server(db_url, tmp_path):
-    from driftmon.daemon import Daemon
+    from driftmon.serving.daemon import Daemon
 
     raw = {"database": {"url": db_url}, "server": {"host": "127.0.0.1", "port": free_port(), "report": False},
            "monitors": [{"name": "shop", "features": [{"column": "amount"}],

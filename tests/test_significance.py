@@ -24,8 +24,8 @@ from scipy.special import comb, xlogy
 from scipy.stats import binom, chi2, chi2_contingency, false_discovery_control, nbinom
 from torch import Tensor
 
-from driftmon.divergence import divergences
-from driftmon.significance import (
+from driftmon.stats.divergence import divergences
+from driftmon.stats.significance import (
     EXCEEDANCES,
     PAIR_MAX,
     PERMUTATION_MAX,

@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from driftmon.config import ComputeConfig, parse_config
-from driftmon.incremental import SliceCounter
+from driftmon.counting.incremental import SliceCounter
+from driftmon.counting.profiles import reference_profile
+from driftmon.counting.slices import derived_length, grid_problem, is_sealed, slice_length, slices_of
 from driftmon.pipeline import Pipeline
-from driftmon.profiles import reference_profile
-from driftmon.slices import derived_length, grid_problem, is_sealed, slice_length, slices_of
 from driftmon.sources import open_source
 from driftmon.store.database import EngineRegistry
 from driftmon.store.models import Result, Run, SliceCounts

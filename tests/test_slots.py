@@ -1,4 +1,4 @@
-"""driftmon.slots: a few slots shared by several event loops, released from other threads."""
+"""driftmon.serving.slots: a few slots shared by several event loops, released from other threads."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from driftmon.slots import Slots
+from driftmon.serving.slots import Slots
 
 
 def on_new_loop(coroutine_function, *args):

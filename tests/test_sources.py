@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from driftmon.config import parse_config
+from driftmon.counting.profiles import reference_profile
 from driftmon.errors import SourceError
-from driftmon.profiles import reference_profile
 from driftmon.sources import open_source
 from driftmon.sources.profile import MISSING, OTHER
 from driftmon.sources.sql import WindowStatement, in_range
@@ -463,7 +463,7 @@ def test_histograms_bad_counts_fail_only_their_column(source_engine):
     (None, 1, sa.BigInteger), ("ms", 1_000, sa.BigInteger), ("us", 1_000_000, sa.BigInteger),
     ("ns", 1_000_000_000, sa.BigInteger), (None, 1, sa.Double)])
 def test_numeric_timestamps_are_time_since_the_epoch(source_engine, unit, scale, column_type):
-    from driftmon.incremental import SliceCounter
+    from driftmon.counting.incremental import SliceCounter
 
     table = sa.Table("epoch_log", sa.MetaData(), sa.Column("ts", column_type), sa.Column("x", sa.Double))
     origin = int((CURRENT.start - START).total_seconds()) + int(START.timestamp())

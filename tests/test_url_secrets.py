@@ -59,7 +59,7 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def no_daemon(monkeypatch):
     """`serve` in-process must stop at the config; a daemon that starts fails the test, not hangs it."""
-    from driftmon.daemon import Daemon
+    from driftmon.serving.daemon import Daemon
 
     monkeypatch.setattr(Daemon, "serve", lambda self: 99)
 

@@ -29,7 +29,7 @@ def check_config(config_path: str | None, connect: bool) -> None:
     and the rows of each reference range and latest window. Warnings (on stderr)
     name setups that run but likely not as meant. Nothing is created or written.
     """
-    from driftmon.checks import connect_checks, offline_checks
+    from driftmon.commands.setup_checks import connect_checks, offline_checks
 
     config = load_config(config_path)
     report = offline_checks(config)

@@ -96,7 +96,7 @@ def db_status(config_path: str | None, monitor_name: str | None) -> None:
     profile or slice is never used (the next run counts afresh); stale windows are
     recomputed by `driftmon backfill`.
     """
-    from driftmon.stored_state import stored_state
+    from driftmon.counting.stored_state import stored_state
 
     with _results_database(config_path) as (config, engine), engine.connect() as connection:
         states = stored_state(config, connection, datetime.now(UTC), monitor_name)

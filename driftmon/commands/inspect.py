@@ -56,8 +56,8 @@ def explain(config_path: str | None, monitor_name: str, columns: tuple[str, ...]
     --statistic); those terms sum to the statistic but a KL term can be negative.
     Each bin shows its label and reference and current count and smoothed share.
     """
-    from driftmon import explain as explaining
     from driftmon.config import load_config
+    from driftmon.inspect import explain as explaining
 
     config = load_config(config_path)
     monitor = _monitor(config, monitor_name)
@@ -99,7 +99,7 @@ def report(config_path: str | None, monitor_name: str, start: datetime | None, e
     and the statistic over time with its thresholds and each window's status.
     """
     from driftmon.config import load_config
-    from driftmon.report import build_report
+    from driftmon.inspect.report import build_report
     from driftmon.windows import TimeRange
 
     if start is not None and end is not None:

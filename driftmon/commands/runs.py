@@ -33,7 +33,7 @@ def run_once(config_path: str | None, monitor_names: tuple[str, ...], at: dateti
              output: str) -> None:
     """Run every (or each named) monitor once for its latest complete window."""
     from driftmon import app as application
-    from driftmon import outputs
+    from driftmon.commands import outputs
 
     config = load_config(config_path)
     monitors = application.select_monitors(config, monitor_names)
@@ -119,7 +119,7 @@ def serve(config_path: str | None) -> None:
 
     from prometheus_client import CollectorRegistry
 
-    from driftmon.daemon import Daemon
+    from driftmon.serving.daemon import Daemon
 
     daemon = Daemon(load_config(config_path), CollectorRegistry())
     code = daemon.serve()
@@ -152,8 +152,8 @@ def demo(directory: str, host: str, port: int, no_serve: bool, seed: int) -> Non
     from prometheus_client import CollectorRegistry
 
     from driftmon import app as application
-    from driftmon import demo as demo_data
-    from driftmon.daemon import Daemon
+    from driftmon.commands import demo as demo_data
+    from driftmon.serving.daemon import Daemon
 
     rng = np.random.default_rng(seed)
     timeline = demo_data.Timeline.around(datetime.now(UTC))

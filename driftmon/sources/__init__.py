@@ -8,7 +8,7 @@ Every kind answers the same two questions, and only bin counts cross the wire:
   bins, aligned with the reference as padded ``[F, B]`` arrays and a mask;
 - ``slice_counts(profile, span, length)``: every slice of ``span`` counted in
   one statement, and ``window_from_slices``: a window as the sum of its
-  slices, equal to ``counts`` (driftmon/incremental.py).
+  slices, equal to ``counts`` (driftmon/counting/incremental.py).
 """
 
 from __future__ import annotations

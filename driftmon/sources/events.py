@@ -101,7 +101,7 @@ class EventsSource(ReferenceBinning):
             counts, rows = self._count(connection, window, cuts, categories)
         return align(profile, counts, window, rows_scanned=rows)
 
-    # --- slices (driftmon/slices.py) ---------------------------------------------
+    # --- slices (driftmon/counting/slices.py) ---------------------------------------------
 
     def slice_key(self, profile: ReferenceProfile) -> str:
         """What slices are counted in: the same bins give the same key, whatever the range."""

@@ -79,7 +79,7 @@ class HistogramsSource:
         counts, roles, rows = self._sum(window, f"window {window}")
         return align(profile, counts, window, rows_scanned=rows, roles=roles)
 
-    # --- slices (driftmon/slices.py) ---------------------------------------------
+    # --- slices (driftmon/counting/slices.py) ---------------------------------------------
 
     def slice_key(self, profile: ReferenceProfile) -> str:
         """Histogram bins come from the data: slices depend only on the source and features."""

@@ -32,7 +32,7 @@ class ColumnProfile:
     other: float = 0.0
     missing: float = 0.0
     error: str | None = None
-    complete: bool = True  # False: counted too early or too small to keep (driftmon/profiles.py)
+    complete: bool = True  # False: counted too early or too small to keep (driftmon/counting/profiles.py)
 
     @property
     def total(self) -> float:

@@ -9,7 +9,7 @@ once. The results' unique constraint stays the backstop.
 
 Expired rows (their holder died, or lost the database for a whole ``ttl``)
 are found by ``expired`` and either taken over or deleted
-(driftmon/claims.py), so none stays behind. Those reads and the delete are
+(driftmon/serving/claims.py), so none stays behind. Those reads and the delete are
 written here, next to the table's other users, on the database's clock.
 """
 

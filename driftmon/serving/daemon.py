@@ -4,12 +4,12 @@ One APScheduler job per monitor, never overlapping itself (``max_instances=1``),
 with missed runs coalesced into one and a misfire grace as long as the
 schedule's interval, so a busy pool delays a run instead of dropping it. The
 loop only schedules; which windows a run computes is ``WindowClaims``'
-(driftmon/claims.py): the latest ``catch_up`` windows, every tick since the
+(driftmon/serving/claims.py): the latest ``catch_up`` windows, every tick since the
 monitor's previous run, and the windows still pending, claimed with a lease
 on PostgreSQL. A window that failed is retried with backoff before the next
 tick, one held by another replica is looked at again when that replica's lease
 would have run out, and a window given up is counted in
-``driftmon_windows_missed_total`` (driftmon/retries.py says when).
+``driftmon_windows_missed_total`` (driftmon/serving/retries.py says when).
 
 ``every:`` schedules fire on the epoch-aligned ticks (multiples of the interval
 since 1970-01-01 UTC), also after the catch-up run at start-up, which is off the
@@ -17,11 +17,11 @@ grid; cron schedules fire on their lines.
 
 Several replicas may share one PostgreSQL results database: a lease row per
 (monitor, window), claimed atomically and renewed while the run is alive
-(driftmon/leases.py), decides which one computes a window. Once per cycle
+(driftmon/serving/leases.py), decides which one computes a window. Once per cycle
 every replica refreshes its gauges from the results database, so all of them
 export the same latest state, whichever computed it, and sweeps the expired
 lease rows: a crashed replica's window is taken over, the rest deleted.
-/healthz and /readyz read ``Health`` (driftmon/health.py).
+/healthz and /readyz read ``Health`` (driftmon/serving/health.py).
 """
 
 from __future__ import annotations
@@ -47,19 +47,19 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import driftmon
 from driftmon.app import App, open_app
-from driftmon.claims import CLAIMED, WindowClaims
 from driftmon.config import Config, MonitorSettings, Schedule
 from driftmon.cron import crontab_trigger
-from driftmon.divergence import resolve_device
 from driftmon.errors import ConfigError
-from driftmon.health import Health
-from driftmon.leases import Leases
-from driftmon.metrics import DriftCollector, DriftState, RunMetrics
 from driftmon.pipeline import RunOutcome
-from driftmon.server import MetricsServer
-from driftmon.signals import stop_on_signals
+from driftmon.serving.claims import CLAIMED, WindowClaims
+from driftmon.serving.health import Health
+from driftmon.serving.leases import Leases
+from driftmon.serving.metrics import DriftCollector, DriftState, RunMetrics
+from driftmon.serving.server import MetricsServer
+from driftmon.serving.signals import stop_on_signals
+from driftmon.serving.store_health import StoreHealth
+from driftmon.stats.divergence import resolve_device
 from driftmon.store.database import sqlite_daemon_lock
-from driftmon.store_health import StoreHealth
 from driftmon.windows import EPOCH
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class Daemon:
 
     def _report_pages(self):
         """/report and /report/<monitor>: the HTML report of each configured monitor, from the store."""
-        from driftmon.report import ReportPages  # matplotlib: imported when serving, not for --help
+        from driftmon.inspect.report import ReportPages  # matplotlib: imported when serving, not for --help
 
         return ReportPages(self.monitors, self.app.results, dtype=self.config.compute.dtype)
 

@@ -749,7 +749,7 @@ class PairIndex:
     table covers, which the lookup itself checks on the CPU (a count past
     it, or a negative one, gives an index out of range). ``divergences()``
     builds it once and shares it: its engine gathers log(a + alpha) -
-    log(b + alpha) with the same index (``driftmon.divergence``).
+    log(b + alpha) with the same index (``driftmon.stats.divergence``).
     """
 
     index: Tensor  # [F, B] int64 (int32 from float counts), in the workspace's "columns" buffer

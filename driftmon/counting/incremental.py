@@ -21,8 +21,8 @@ import numpy as np
 from sqlalchemy import Engine
 
 from driftmon.config import MonitorSettings
+from driftmon.counting.slices import is_sealed, lateness, slice_length
 from driftmon.fingerprints import fingerprint
-from driftmon.slices import is_sealed, lateness, slice_length
 from driftmon.sources import Source
 from driftmon.sources.profile import ReferenceProfile, WindowCounts
 from driftmon.sources.slicing import SliceCount, slice_starts

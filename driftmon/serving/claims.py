@@ -7,9 +7,9 @@ windows that run computes:
   previous run (a run that started late, or was skipped while the worker pool
   was busy, leaves no tick behind) and every window still pending (failed, or
   held by another replica), less the windows with results;
-* on PostgreSQL each one is claimed with a lease (driftmon/leases.py), renewed
+* on PostgreSQL each one is claimed with a lease (driftmon/serving/leases.py), renewed
   while it runs and released after, so one replica computes it;
-* windows older than the take-over rule keeps (driftmon/retries.py: ``catch_up``
+* windows older than the take-over rule keeps (driftmon/serving/retries.py: ``catch_up``
   plus the lease time, and never while a lease on it may be alive) are given
   up: each one without results is counted in ``driftmon_windows_missed_total``
   and logged, and stays without results, so ``driftmon backfill`` fills it;
@@ -28,8 +28,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine
 
 from driftmon.config import MonitorSettings
-from driftmon.leases import Leases
-from driftmon.retries import Pending, PendingWindows, horizon, keeps
+from driftmon.serving.leases import Leases
+from driftmon.serving.retries import Pending, PendingWindows, horizon, keeps
 from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange, interval_after, latest_tick, ticks
 

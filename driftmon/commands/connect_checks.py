@@ -5,7 +5,7 @@ migrated: a SQLite file that does not exist yet is left so). Each source: its
 table, the columns the config names (a typo is reported at the key that holds
 it, with the closest column's name), their types (the timestamp column's too),
 then the rows of the reference range and of the latest window
-(driftmon/source_rows.py), so a setup that would end every run as
+(driftmon/commands/source_rows.py), so a setup that would end every run as
 ``insufficient_data`` is caught before it goes blind.
 """
 
@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from driftmon.checks import CheckReport
+from driftmon.commands.setup_checks import CheckReport
 from driftmon.config import Config, MonitorSettings
 from driftmon.errors import ConfigError, SourceError
 from driftmon.store.database import EngineRegistry, safe_url
@@ -31,7 +31,7 @@ _LABEL = "check-config --connect"
 
 def run(config: Config, now: datetime) -> CheckReport:
     """Every --connect check; ``now`` places the latest windows."""
-    from driftmon.source_rows import check_rows
+    from driftmon.commands.source_rows import check_rows
 
     report = CheckReport()
     check_results_database(config.database.url, report)

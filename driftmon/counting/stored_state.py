@@ -15,9 +15,9 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from driftmon.config import Config, MonitorSettings
+from driftmon.counting.incremental import slice_profile_key
+from driftmon.counting.slices import slice_length
 from driftmon.fingerprints import fingerprint, results_fingerprint
-from driftmon.incremental import slice_profile_key
-from driftmon.slices import slice_length
 from driftmon.sources import Source, open_source
 from driftmon.store.database import EngineRegistry
 from driftmon.store.repository import Repository

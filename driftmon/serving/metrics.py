@@ -395,7 +395,7 @@ class RunMetrics(Collector):
         metrics.version += 1
 
     def record_missed(self, monitor: str, windows: int) -> None:
-        """Windows of the monitor given up without results (driftmon/claims.py)."""
+        """Windows of the monitor given up without results (driftmon/serving/claims.py)."""
         metrics = self._of(monitor)
         metrics.missed.inc(windows)
         metrics.version += 1

@@ -27,7 +27,7 @@ one thread, F = 10 000, B = 64):
   elements, plus F x B int64 for the G-test's pair index or column totals,
   and 4 x F x B float64 more in a float32 call); ``release_workspace()``
   hands it back.
-* The G-test (``driftmon.significance``) runs after the engine in the same
+* The G-test (``driftmon.stats.significance``) runs after the engine in the same
   call, on the same device, and reuses its buffers. For small integer counts
   both windows' counts become one index per bin (``significance.pair_index``)
   before the engine runs: the test gathers its whole per-bin term with it,
@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from driftmon.significance import GTest, PairIndex, g_test, pair_index
+from driftmon.stats.significance import GTest, PairIndex, g_test, pair_index
 
 __all__ = [
     "Contributions",
@@ -199,7 +199,7 @@ class Divergences:
 
     ``valid`` is False where either window is empty; those rows hold ``nan``.
     ``g_statistic``, ``dof`` and ``p_value`` are the G-test of homogeneity on
-    the raw counts (``driftmon.significance.g_test``): ``g_statistic`` is the
+    the raw counts (``driftmon.stats.significance.g_test``): ``g_statistic`` is the
     uncorrected G, ``p_value`` the decision's, with Williams' correction (and a
     permutation p-value for small tables), so not ``chi2.sf(g_statistic, dof)``;
     p is 1.0 where a window is empty or only one bin is non-empty (dof 0), and
@@ -264,7 +264,7 @@ def divergences(
     with M = (P + Q) / 2. A row whose total is 0 in either window comes back
     as ``nan`` with ``valid`` False. With ``significance`` (default), the same
     call runs the G-test of homogeneity on the raw, unsmoothed counts, always
-    in float64 (see ``driftmon.significance``; fractional counts give G on
+    in float64 (see ``driftmon.stats.significance``; fractional counts give G on
     the weights' scale, and a p-value meaningful only for counts).
     ``whole_counts=True`` says float counts are whole numbers (counts from
     SQL COUNT): the test then takes its lookup tables after one comparison

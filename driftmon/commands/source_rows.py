@@ -19,7 +19,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
-from driftmon.checks import CheckReport
+from driftmon.commands.setup_checks import CheckReport
 from driftmon.config import MonitorSettings
 from driftmon.errors import SourceError
 from driftmon.sources.sql import EPOCH_UNITS, Epoch, equality_filters, in_range, source_table

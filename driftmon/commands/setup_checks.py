@@ -1,7 +1,7 @@
 """What ``check-config`` checks beyond the file's own validation.
 
 Offline (no database): the compute device, URLs and their drivers, each monitor's
-slice grid and fixed reference. With ``--connect`` (driftmon/connect_checks.py):
+slice grid and fixed reference. With ``--connect`` (driftmon/commands/connect_checks.py):
 the results database and each source opened, read-only, and their tables,
 columns, types and rows checked as a run would meet them, so a setup that would
 fail, or run blind, at 3 a.m. fails here, naming the key path of each problem.
@@ -26,8 +26,8 @@ class CheckReport:
 
 def offline_checks(config: Config, now: datetime | None = None) -> CheckReport:
     """Every check that needs no database; ``now`` places the current windows (default: now)."""
-    from driftmon.divergence import DeviceUnavailableError, resolve_device
-    from driftmon.slices import grid_problem, lateness, slice_length
+    from driftmon.counting.slices import grid_problem, lateness, slice_length
+    from driftmon.stats.divergence import DeviceUnavailableError, resolve_device
 
     report = CheckReport()
     try:
@@ -95,7 +95,7 @@ def fixed_reference_warnings(index: int, monitor: MonitorSettings, now: datetime
 
 
 def connect_checks(config: Config, now: datetime | None = None) -> CheckReport:
-    """Open the results database and every source, read-only; see driftmon/connect_checks.py."""
-    from driftmon import connect_checks as connecting
+    """Open the results database and every source, read-only; see driftmon/commands/connect_checks.py."""
+    from driftmon.commands import connect_checks as connecting
 
     return connecting.run(config, now or datetime.now(UTC))

@@ -21,17 +21,17 @@ scrapers of 3 MB beside two GIL-bound threads: p99 577 ms with one loop, 94 ms
 with four). The exposition callback and the checks therefore run on a loop:
 they must read memory only, as the daemon's do.
 
-/report and /report/<monitor> are the drift reports (``driftmon.report.ReportPages``),
+/report and /report/<monitor> are the drift reports (``driftmon.inspect.report.ReportPages``),
 rendered on threads of their own, since they read the results database: a
 database that hangs holds those, never the probes. At most ``REPORT_THREADS``
 render at once; a request beyond waits up to ``REPORT_WAIT_SECONDS`` in a short
-queue (``driftmon.slots``), then is answered 429 with ``Retry-After``: a busy
+queue (``driftmon.serving.slots``), then is answered 429 with ``Retry-After``: a busy
 server is not a database that is down, which alone answers 503 (200 clients of
 a healthy database got 4,626 503s in 31,337 requests when a full house was
 refused at once). A monitor's name is looked up among the configured ones and
 nothing else, so a path that names no configured monitor (``../``, quotes, a
 10 kB name) is a 404. ``server.report`` and ``server.report_token_env`` turn
-the pages off or put them behind a bearer token (``driftmon.report_access``).
+the pages off or put them behind a bearer token (``driftmon.serving.report_access``).
 
 Every response carries ``SECURITY_HEADERS``: a Content-Security-Policy that
 allows what the self-contained report uses (inline styles, data: images) and
@@ -59,8 +59,8 @@ from prometheus_client.exposition import choose_encoder
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftmon.errors import StoreError
-from driftmon.report_access import ReportAccess
-from driftmon.slots import Slots
+from driftmon.serving.report_access import ReportAccess
+from driftmon.serving.slots import Slots
 
 if TYPE_CHECKING:
     from driftmon.config import ServerConfig
@@ -87,7 +87,7 @@ _TEXT = "text/plain"
 
 
 class Reports(Protocol):
-    """What serves /report (``driftmon.report.ReportPages``)."""
+    """What serves /report (``driftmon.inspect.report.ReportPages``)."""
 
     def index(self, link_prefix: str) -> str: ...
 

@@ -32,8 +32,8 @@ import numpy as np
 from sqlalchemy import Connection
 
 from driftmon.config import MonitorSettings
-from driftmon.divergence import contributions
 from driftmon.errors import ConfigError, DriftmonError
+from driftmon.stats.divergence import contributions
 from driftmon.store.repository import Repository
 from driftmon.textsafe import visible
 from driftmon.windows import TimeRange

@@ -3,7 +3,7 @@
 Read from the results database only. The page has a summary table of the chosen
 window's columns, then per column the reference and current shares of each bin
 as bars (the bins that moved most marked, by their PSI term: see
-``driftmon.explain``) and the statistic over the range with its
+``driftmon.inspect.explain``) and the statistic over the range with its
 warning and critical lines above a strip coloured by each window's status.
 
 Charts are matplotlib figures written as inline SVG (text kept as text, unused
@@ -44,7 +44,7 @@ from sqlalchemy import Connection, Engine
 
 from driftmon.config import MonitorSettings
 from driftmon.errors import ConfigError
-from driftmon.explain import RANKED_BY, BinContribution, ColumnExplanation, WindowExplanation, load_explanation
+from driftmon.inspect.explain import RANKED_BY, BinContribution, ColumnExplanation, WindowExplanation, load_explanation
 from driftmon.store.repository import Repository
 from driftmon.textsafe import visible
 from driftmon.windows import TimeRange

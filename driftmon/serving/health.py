@@ -3,7 +3,7 @@
 ``Health`` reads state that others keep (the heartbeat's last tick, whether
 the gauges are restored, the scheduler, the stop event, the results
 database's health) and never computes it: the checks themselves run on the
-scheduler's heartbeat job (driftmon/daemon.py).
+scheduler's heartbeat job (driftmon/serving/daemon.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 
 from apscheduler.schedulers.base import BaseScheduler
 
-from driftmon.store_health import StoreHealth
+from driftmon.serving.store_health import StoreHealth
 
 # The heartbeat job ticks every 2 s; this long without one means the scheduler is wedged.
 WEDGED_AFTER_SECONDS = 30.0

@@ -1,0 +1,1 @@
+"""Counting: windows' counts from slices and stored reference profiles."""

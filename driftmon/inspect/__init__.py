@@ -1,0 +1,1 @@
+"""Inspecting stored windows: explain and the HTML report."""

@@ -1,0 +1,1 @@
+"""Serving: the daemon, its HTTP server, metrics, leases, claims and health."""

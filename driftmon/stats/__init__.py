@@ -1,0 +1,1 @@
+"""Statistics: pure tensor math, counts in, statistics out."""
