@@ -9,8 +9,8 @@ once. The results' unique constraint stays the backstop.
 
 Expired rows (their holder died, or lost the database for a whole ``ttl``)
 are found by ``expired`` and either taken over or deleted
-(driftmon/serving/claims.py), so none stays behind. Those reads and the delete are
-written here, next to the table's other users, on the database's clock.
+(driftmon/serving/claims.py), so none stays behind; expiry is judged on the
+database's clock (``Repository``).
 """
 
 from __future__ import annotations
@@ -21,17 +21,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from driftmon.store.models import Lease
 from driftmon.store.repository import Repository
-from driftmon.windows import as_utc
 
 log = logging.getLogger(__name__)
-
-_leases = Lease.__table__
 
 
 class Leases:
@@ -86,26 +81,15 @@ class Leases:
         """Those of ``window_ends`` on which some replica holds a lease that has not expired."""
         if not window_ends:
             return set()
-        statement = sa.select(_leases.c.window_end).where(
-            _leases.c.monitor == monitor, _leases.c.window_end.in_(window_ends), _leases.c.expires_at >= _now())
         with self.results.connect() as connection:
-            return {as_utc(end) for end in connection.execute(statement).scalars()}
+            return self.repository.live_leases(connection, monitor, window_ends)
 
     def expired(self) -> list[tuple[str, datetime]]:
         """(monitor, window end) of every lease that has run out: its holder is gone."""
-        statement = sa.select(_leases.c.monitor, _leases.c.window_end).where(_leases.c.expires_at < _now())
         with self.results.connect() as connection:
-            return [(monitor, as_utc(end)) for monitor, end in connection.execute(statement)]
+            return self.repository.expired_leases(connection)
 
     def delete_expired(self, monitor: str, window_end: datetime) -> bool:
         """Delete the window's lease row if it is still expired (nobody claimed it since)."""
         with self.results.begin() as connection:
-            return connection.execute(_leases.delete().where(
-                _leases.c.monitor == monitor, _leases.c.window_end == window_end,
-                _leases.c.expires_at < _now())).rowcount == 1
-
-
-def _now():
-    # PostgreSQL judges expiry by its own clock, as claim_lease does, so replicas with
-    # skewed clocks agree; leases live on PostgreSQL only (SQLite has one daemon per file).
-    return sa.func.now()
+            return self.repository.delete_expired_lease(connection, monitor, window_end)

@@ -105,6 +105,23 @@ class Repository:
         connection.execute(_leases.delete().where(
             _leases.c.monitor == monitor, _leases.c.window_end == window_end, _leases.c.owner == owner))
 
+    def live_leases(self, connection: Connection, monitor: str, window_ends: list[datetime]) -> set[datetime]:
+        """Those of ``window_ends`` on which some replica holds a lease that has not expired."""
+        statement = sa.select(_leases.c.window_end).where(
+            _leases.c.monitor == monitor, _leases.c.window_end.in_(window_ends), _leases.c.expires_at >= _lease_now())
+        return {_utc(end) for end in connection.execute(statement).scalars()}
+
+    def expired_leases(self, connection: Connection) -> list[tuple[str, datetime]]:
+        """(monitor, window end) of every lease that has run out: its holder is gone."""
+        statement = sa.select(_leases.c.monitor, _leases.c.window_end).where(_leases.c.expires_at < _lease_now())
+        return [(monitor, _utc(end)) for monitor, end in connection.execute(statement)]
+
+    def delete_expired_lease(self, connection: Connection, monitor: str, window_end: datetime) -> bool:
+        """Delete the window's lease row if it is still expired (nobody claimed it since)."""
+        return connection.execute(_leases.delete().where(
+            _leases.c.monitor == monitor, _leases.c.window_end == window_end,
+            _leases.c.expires_at < _lease_now())).rowcount == 1
+
     def latest_results(self, connection: Connection) -> list[dict]:
         """The newest stored result of every (monitor, column)."""
         newest = (
@@ -357,6 +374,12 @@ class Repository:
         for name, table in (("profiles", _profiles), ("slices", _slices)):
             deleted[name] = connection.execute(table.delete().where(table.c.monitor == monitor)).rowcount
         return deleted
+
+
+def _lease_now():
+    # PostgreSQL judges expiry by its own clock, as claim_lease does, so replicas with
+    # skewed clocks agree; these serve replicas, which share PostgreSQL (SQLite: one daemon).
+    return sa.func.now()
 
 
 def _with_utc(row) -> dict:
