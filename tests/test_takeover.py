@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import yaml
 
 from driftmon.store.models import Lease, Run
-from tests.live import free_port, start_daemon, stop, wait_for, wait_ready
+from tests.live import free_port, samples_named, scrape, start_daemon, stop, wait_for, wait_ready
 from tests.test_retries import fill_log, stored_window_ends
 
 DEFAULT_LEASE_SECONDS = 30
@@ -83,6 +83,8 @@ def test_three_replicas_every_5s_take_over_a_sigkilled_replicas_window(tmp_path,
         # Its lease row went with the take-over, and no expired row stays behind.
         wait_for(lambda: not [row for row in leases(engine) if row[0] == window_end or row[2]], 20,
                  "the expired lease rows to be cleaned")
+        # The gap counter across the live replicas: the taken-over window is no gap.
+        missed = [samples_named(scrape(port), "driftmon_windows_missed_total") for _, port in fast]
     finally:
         if first.poll() is None:
             first.kill()
@@ -90,5 +92,6 @@ def test_three_replicas_every_5s_take_over_a_sigkilled_replicas_window(tmp_path,
         codes = [stop(replica) for replica in others]
     assert codes == [0] * len(others)
     assert runs_of(engine, window_end) == ["ok"]  # computed once, by a live replica
+    assert all(samples for samples in missed) and sum(v for samples in missed for v in samples.values()) == 0
     assert taken_over_after < DEFAULT_LEASE_SECONDS + 30
     print(f"taken over {taken_over_after:.1f} s after the SIGKILL")
