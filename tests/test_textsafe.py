@@ -89,3 +89,20 @@ def test_a_monitor_name_cannot_hold_what_the_progress_bar_would_obey(name):
     raw["monitors"][0]["name"] = name
     with pytest.raises(ConfigError):
         parse_config(raw)
+
+
+def test_error_messages_of_every_command_show_control_characters_escaped(tmp_path):
+    """handle_errors prints messages that may quote what the user or the data gave (an unknown
+    monitor name, a driver's error): an ESC sequence or U+202E in them reaches the terminal escaped."""
+    from click.testing import CliRunner
+
+    from driftmon.cli import main
+
+    path = tmp_path / "config.yaml"
+    path.write_text("monitors:\n  - name: m\n    source: {kind: events, table: t, timestamp_column: ts}\n"
+                    "    features: [{column: a}]\n", encoding="utf-8")
+    hostile = "x\x1b]0;pwned\x07\u202egnp.exe"
+    result = CliRunner().invoke(main, ["run-once", "--config", str(path), "--monitor", hostile])
+    assert result.exit_code == 2
+    assert "\x1b" not in result.output and "\u202e" not in result.output and "\a" not in result.output
+    assert "x\\x1b]0;pwned\\x07\\u202egnp.exe" in result.output

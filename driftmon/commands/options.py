@@ -18,6 +18,7 @@ import click
 
 from driftmon import limits
 from driftmon.errors import ConfigError, DriftmonError
+from driftmon.textsafe import visible
 from driftmon.urls import mask_credentials
 
 if TYPE_CHECKING:
@@ -55,8 +56,10 @@ def handle_errors(command: Callable) -> Callable:
     """Turn driftmon's errors into a message and an exit code, without a traceback.
 
     Every message is masked (driftmon/urls.py): a driver's error may quote a URL
-    with its password. Bad input is caught where it is read (the config's
-    validation, the options' types) and is a ConfigError, exit 2. Anything else
+    with its password; and shown with control and bidi characters escaped
+    (driftmon/textsafe.py): it may quote the data, a table or column name. Bad
+    input is caught where it is read (the config's validation, the options'
+    types) and is a ConfigError, exit 2. Anything else
     that escapes a command is a defect: one line naming it and exit 3 ("failed"),
     never Python's exit 1, which reads as critical drift to a CI gate, and no
     traceback unless DRIFTMON_DEBUG=1. It is deliberately not exit 2: mapping
@@ -70,10 +73,10 @@ def handle_errors(command: Callable) -> Callable:
         except ConfigError as exc:
             click.echo("driftmon: configuration error:", err=True)
             for problem in exc.problems:
-                click.echo(f"  {mask_credentials(problem)}", err=True)
+                click.echo(f"  {_shown(problem)}", err=True)
             sys.exit(EXIT_USAGE)
         except DriftmonError as exc:
-            click.echo(f"driftmon: {mask_credentials(_cause_chain(exc))}", err=True)
+            click.echo(f"driftmon: {_shown(_cause_chain(exc))}", err=True)
             sys.exit(EXIT_FAILED)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise  # usage errors and exits, which click reports itself
@@ -82,10 +85,14 @@ def handle_errors(command: Callable) -> Callable:
                 raise
             click.echo(f"driftmon: unexpected error (a defect in driftmon, please report it; "
                        f"{DEBUG_ENV}=1 shows the traceback): {type(exc).__name__}: "
-                       f"{mask_credentials(_first_line(exc))}", err=True)
+                       f"{_shown(_first_line(exc))}", err=True)
             sys.exit(EXIT_FAILED)
 
     return wrapper
+
+
+def _shown(text: str) -> str:
+    return visible(mask_credentials(text))
 
 
 class Timestamp(click.ParamType):
