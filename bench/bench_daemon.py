@@ -659,7 +659,7 @@ def profile_collector(config_path: Path, repeat: int) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
     import driftmon
-    from driftmon.config import load_config
+    from driftmon.config_file import load_config
     from driftmon.serving.metrics import DriftCollector, DriftState, RunMetrics
     from driftmon.store.database import create_db_engine
     from driftmon.store.repository import Repository

@@ -300,7 +300,7 @@ def tallies_from_codes(profile, codes: dict[int, dict[int, float]]) -> dict:
 
 
 def monitor_settings():
-    from driftmon.config import parse_config
+    from driftmon.config_file import parse_config
 
     features = (
         [{"column": c, "type": "numeric", "binning": "quantile", "bins": 10} for c in NUMERIC]

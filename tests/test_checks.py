@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import torch
 
 from driftmon.commands.setup_checks import connect_checks, offline_checks
-from driftmon.config import parse_config
+from driftmon.config_file import parse_config
 from tests.sourcedata import START, create_and_fill, events_table, random_events
 
 # The latest window is [NOW - 1h, NOW); the default rolling reference is [START, START + 7d).

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from driftmon.config import parse_config
+from driftmon.config_file import parse_config
 from driftmon.serving.claims import CLAIMED, HELD, STORED, WindowClaims
 from driftmon.serving.retries import Pending, PendingWindows, horizon, keeps
 from driftmon.windows import TimeRange

@@ -61,9 +61,10 @@ def _wall_seconds(args: list[str]) -> float:
 
 
 def test_cli_spells_the_config_constants_as_the_config_module_does():
-    from driftmon import cli, config
+    from driftmon import cli, config_file
 
-    assert (cli.CONFIG_PATH_ENV, cli.DEFAULT_CONFIG_PATH) == (config.CONFIG_PATH_ENV, config.DEFAULT_CONFIG_PATH)
+    assert (cli.CONFIG_PATH_ENV, cli.DEFAULT_CONFIG_PATH) == (config_file.CONFIG_PATH_ENV,
+                                                             config_file.DEFAULT_CONFIG_PATH)
 
 
 @pytest.mark.parametrize("command", [[], ["check-config"], ["db"], ["db", "upgrade"]])

@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from driftmon.config import (
-    FixedReference,
-    RollingReference,
-    format_duration,
-    load_config,
-    parse_config,
-    parse_duration,
-)
+from driftmon.config import FixedReference, RollingReference, format_duration, parse_duration
+from driftmon.config_file import load_config, parse_config
 from driftmon.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -287,7 +287,7 @@ def test_every_schedule_runs_on_its_epoch_aligned_ticks(tmp_path, db_url, engine
 def test_recomputed_windows_are_recorded_before_the_run_itself(tmp_path):
     from prometheus_client import CollectorRegistry
 
-    from driftmon.config import load_config
+    from driftmon.config_file import load_config
     from driftmon.pipeline import RunOutcome
     from driftmon.serving.daemon import Daemon
     from tests.test_metrics import REFERENCE, WINDOW, result

@@ -125,7 +125,7 @@ def test_a_missing_sqlite_folder_is_a_config_error_naming_it(tmp_path):
 def test_a_mariadb_results_database_is_refused_naming_why_and_what_works():
     """MariaDB/MySQL is a source engine, not a results store (README, "Source engines")."""
     from driftmon.commands.setup_checks import offline_checks
-    from driftmon.config import parse_config
+    from driftmon.config_file import parse_config
     from driftmon.store import migrate
 
     url = "mysql+pymysql://root@127.0.0.1:3306/test"

@@ -99,7 +99,7 @@ def test_demo_config_keeps_the_default_kl_direction(tmp_path):
     from datetime import UTC, datetime
 
     from driftmon.commands.demo import Timeline, demo_config
-    from driftmon.config import parse_config
+    from driftmon.config_file import parse_config
 
     raw = demo_config(tmp_path, Timeline.around(datetime(2024, 3, 8, tzinfo=UTC)), "127.0.0.1", 9847)
     assert "kl_direction" not in raw["defaults"] and "kl_direction" not in raw["monitors"][0]

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from driftmon.config import parse_config
+from driftmon.config_file import parse_config
 from driftmon.counting.incremental import SliceCounter
 from driftmon.sources import open_source
 from driftmon.stats.divergence import divergences

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from scipy.special import rel_entr
 
 from driftmon.cli import main
-from driftmon.config import MonitorSettings, parse_config
+from driftmon.config import MonitorSettings
+from driftmon.config_file import parse_config
 from driftmon.errors import ConfigError
 from driftmon.inspect.explain import NO_BINS, as_dict, as_json, as_table, explain_window, load_explanation, only_columns
 from driftmon.pipeline import classify

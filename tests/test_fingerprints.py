@@ -24,8 +24,8 @@ from driftmon.config import (
     Schedule,
     Thresholds,
     Window,
-    parse_config,
 )
+from driftmon.config_file import parse_config
 
 URL = "postgresql+psycopg://alice:secret@db.internal:5432/prod"
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from driftmon.config import parse_config
+from driftmon.config_file import parse_config
 from driftmon.pipeline import ColumnResult, RunOutcome
 from driftmon.serving.metrics import DriftCollector, DriftState, RunMetrics
 from driftmon.windows import TimeRange

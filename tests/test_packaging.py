@@ -114,7 +114,7 @@ def compose_interpolate(value: str, shell: dict[str, str]) -> str:
 def test_compose_stack_and_shipped_config_agree():
     """The compose file once set SOURCE_DATABASE_URL, which the mounted config never read:
     the monitor read the empty results database and failed every run."""
-    from driftmon.config import load_config
+    from driftmon.config_file import load_config
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     service = compose["services"]["driftmon"]
@@ -139,7 +139,7 @@ def test_compose_stack_and_shipped_config_agree():
 
 
 def test_shipped_config_without_a_source_url_reads_the_results_database():
-    from driftmon.config import load_config
+    from driftmon.config_file import load_config
 
     config = load_config(ROOT / "config.yaml", environ={})
     (monitor,) = config.resolved_monitors()

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from scipy.stats import entropy
 
 from driftmon import app as application
-from driftmon.config import parse_config
+from driftmon.config_file import parse_config
 from driftmon.pipeline import CRITICAL, INSUFFICIENT, OK, Pipeline
 from driftmon.store.models import Result, Run
 from driftmon.windows import TimeRange

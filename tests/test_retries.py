@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 
-from driftmon.config import parse_config
+from driftmon.config_file import parse_config
 from driftmon.serving.daemon import Daemon
 from driftmon.serving.leases import Leases
 from driftmon.serving.retries import FIRST_DELAY, PendingWindows

@@ -16,7 +16,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
 
-from driftmon.config import ServerConfig, parse_config
+from driftmon.config import ServerConfig
+from driftmon.config_file import parse_config
 from driftmon.errors import ConfigError
 from driftmon.serving import report_access
 from driftmon.serving import server as server_module

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from driftmon.config import ComputeConfig, parse_config
+from driftmon.config import ComputeConfig
+from driftmon.config_file import parse_config
 from driftmon.counting.incremental import SliceCounter
 from driftmon.counting.profiles import reference_profile
 from driftmon.counting.slices import derived_length, grid_problem, is_sealed, slice_length, slices_of

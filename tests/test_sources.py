@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from driftmon.config import parse_config
+from driftmon.config_file import parse_config
 from driftmon.counting.profiles import reference_profile
 from driftmon.errors import SourceError
 from driftmon.sources import open_source

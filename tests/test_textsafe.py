@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftmon.config import parse_config
+from driftmon.config_file import parse_config
 from driftmon.errors import ConfigError
 from driftmon.logs import JsonFormatter, TextFormatter
 from driftmon.textsafe import is_visible, visible

@@ -56,7 +56,7 @@ def explain(config_path: str | None, monitor_name: str, columns: tuple[str, ...]
     --statistic); those terms sum to the statistic but a KL term can be negative.
     Each bin shows its label and reference and current count and smoothed share.
     """
-    from driftmon.config import load_config
+    from driftmon.config_file import load_config
     from driftmon.inspect import explain as explaining
 
     config = load_config(config_path)
@@ -98,7 +98,7 @@ def report(config_path: str | None, monitor_name: str, start: datetime | None, e
     current shares of its bins (the ones that moved most marked, by PSI term)
     and the statistic over time with its thresholds and each window's status.
     """
-    from driftmon.config import load_config
+    from driftmon.config_file import load_config
     from driftmon.inspect.report import build_report
     from driftmon.windows import TimeRange
 

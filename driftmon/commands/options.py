@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 # Imports stay inside the commands that need them: the config models (pydantic)
 # cost 0.16 s, SQLAlchemy and Alembic 0.3 s and torch 2 s, and `driftmon --help`
 # or `--version` need none of them. For the same reason these two are spelled
-# here rather than imported from driftmon.config (tests/test_cli.py checks that
+# here rather than imported from driftmon.config_file (tests/test_cli.py checks that
 # they agree).
 CONFIG_PATH_ENV = "DRIFTMON_CONFIG"
 DEFAULT_CONFIG_PATH = "config.yaml"
@@ -154,8 +154,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_config(path: str | None) -> Config:
-    """driftmon.config.load_config, imported when a command first needs the config."""
-    from driftmon.config import load_config as load
+    """driftmon.config_file.load_config, imported when a command first needs the config."""
+    from driftmon.config_file import load_config as load
 
     return load(path)
 
