@@ -204,7 +204,7 @@ h1{font-size:1.4rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin:1.6rem 0 .3rem}
 table{border-collapse:collapse;font-size:.85rem}th,td{padding:.25rem .6rem;border-bottom:1px solid #e0e0e0;
 text-align:right;white-space:nowrap}th{background:#f5f5f5}td:first-child,th:first-child,td.text{text-align:left}
 .status{display:inline-block;padding:0 .45rem;border-radius:.6rem;color:#fff;font-size:.8rem}
-.note{color:#6d4c41;font-size:.85rem}
+.note{color:#6d4c41;font-size:.85rem}.scroll{overflow-x:auto}
 figure{margin:.3rem 0}figure svg{width:100%;height:auto}
 .legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .2rem 0 .8rem;vertical-align:middle}
 """
@@ -239,9 +239,10 @@ def _column_table(explanation: WindowExplanation, positions: Sequence[int], tall
     rows = ["<tr>" + "".join(f"<th>{_e(h)}</th>" for h in _TABLE_HEADER) + "</tr>"]
     rows += [_column_row(i, explanation.columns[i], tallies.get(explanation.columns[i].column), charted)
              for i in positions]
-    heading = ("<h2>Summary</h2>\n<table class='summary'>" if charted else
-               "<h2 id='other-columns'>Other columns (no charts)</h2>\n<table class='others'>")
-    return heading + "\n" + "\n".join(rows) + "\n</table>"
+    # Wider than the page (long bin labels), the table scrolls in its own box, not the page.
+    heading = ("<h2>Summary</h2>\n<div class='scroll'><table class='summary'>" if charted else
+               "<h2 id='other-columns'>Other columns (no charts)</h2>\n<div class='scroll'><table class='others'>")
+    return heading + "\n" + "\n".join(rows) + "\n</table></div>"
 
 
 def _column_row(index: int, column: ColumnExplanation, tally: Tally | None, linked: bool) -> str:
