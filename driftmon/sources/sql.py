@@ -6,6 +6,7 @@ and every value is a bound parameter: nothing here formats SQL text.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -219,17 +220,54 @@ def statement_timeout(connection: Connection, timeout: timedelta | None) -> Iter
 
 
 @contextmanager
-def source_errors(what: str) -> Iterator[None]:
-    """Translate driver errors once, here, into SourceError naming what was read."""
+def source_errors(what: str, driver_errors: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Translate driver errors once, here, into SourceError naming what was read.
+
+    Besides SQLAlchemy's own errors, those a driver raises past SQLAlchemy's wrapping: I/O
+    (``OSError``: refused, reset, timed out), thrift's transport errors (PyHive when a Spark
+    Thrift Server is down), chDB's, and DB-API errors (``driver_errors``: the dialect's
+    ``dbapi.Error``; other PEP 249 classes are recognised by name). Programming errors
+    (TypeError, KeyError, ...) are defects and pass through.
+    """
     try:
         yield
     except SourceError as exc:
         raise SourceError(f"{what}: {exc}") from exc
     except SQLAlchemyError as exc:
         detail = getattr(exc, "orig", None) or exc
-        first_line = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
-        raise SourceError(f"{what}: {first_line}") from exc
+        raise SourceError(f"{what}: {_first_line(detail)}") from exc
+    except Exception as exc:
+        if not _is_driver_error(exc, driver_errors):
+            raise
+        raise SourceError(f"{what}: {type(exc).__name__}: {_first_line(exc)}") from exc
 
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# Drivers' exceptions that are not DB-API errors, as (module, class): looked up only in
+# modules already imported (the driver that raised one has been), so they stay optional.
+_NATIVE_DRIVER_ERRORS = (("thrift.transport.TTransport", "TTransportException"), ("chdb", "ChdbError"))
+# PEP 249's classes, by name: every DB-API error derives from one of them.
+_DBAPI_ERROR_NAMES = frozenset({"DatabaseError", "InterfaceError"})
+
+
+def _is_driver_error(exc: Exception, driver_errors: tuple[type[BaseException], ...]) -> bool:
+    if isinstance(exc, (OSError, *driver_errors)):
+        return True
+    for module, name in _NATIVE_DRIVER_ERRORS:
+        native = getattr(sys.modules.get(module), name, None)
+        if isinstance(native, type) and isinstance(exc, native):
+            return True
+    return any(kind.__name__ in _DBAPI_ERROR_NAMES for kind in type(exc).__mro__)
+
+
+def dbapi_errors(engine: Engine) -> tuple[type[BaseException], ...]:
+    """The root of the engine's driver's DB-API errors, where it has one."""
+    error = getattr(getattr(engine.dialect, "dbapi", None), "Error", None)
+    return (error,) if isinstance(error, type) and issubclass(error, Exception) else ()
 
 
 @dataclass
@@ -258,7 +296,8 @@ class SourceReader:
     @contextmanager
     def reading(self, what: str) -> Iterator[Connection]:
         label = f"monitor {self.monitor!r}, table {self.table!r}, {what}"
-        with source_errors(label), self.engine.connect() as connection, self._tracked(connection):
+        with source_errors(label, dbapi_errors(self.engine)), self.engine.connect() as connection, \
+                self._tracked(connection):
             if dialects.is_portable(connection.dialect.name):
                 dialects.session_utc(connection)
             with statement_timeout(connection, self.timeout):

@@ -104,10 +104,13 @@ def safe_url(url: str | URL) -> str:
     return mask_credentials(text)
 
 
-def create_db_engine(url: str | URL) -> Engine:
-    """A pooled engine; SQLite gets foreign keys and a busy timeout."""
-    parsed = parse_url(url)
-    check_url(parsed, "database URL")
+def create_db_engine(url: str | URL, key: str = "database URL") -> Engine:
+    """A pooled engine; SQLite gets foreign keys and a busy timeout.
+
+    ``key``: where the URL came from (``database.url``, ``monitors[0].source.url``), named by its errors.
+    """
+    parsed = parse_url(url, key)
+    check_url(parsed, key)
     kwargs: dict = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
@@ -148,9 +151,10 @@ class EngineRegistry:
     def __init__(self) -> None:
         self._engines: dict[str, Engine] = {}
 
-    def get(self, url: str) -> Engine:
+    def get(self, url: str, key: str = "database URL") -> Engine:
+        """The URL's engine, created on first use; ``key`` names the URL's config key in its errors."""
         if url not in self._engines:
-            self._engines[url] = create_db_engine(url)
+            self._engines[url] = create_db_engine(url, key)
         return self._engines[url]
 
     def dispose(self) -> None:
