@@ -44,7 +44,7 @@ def open_app(config: Config) -> App:
         raise ConfigError(f"compute.device: {exc}") from exc
     set_threads(config.compute.threads)
     engines = EngineRegistry()
-    results = engines.get(config.database.url)
+    results = engines.get(config.database.url, "database.url")
     migrate.upgrade(results)
     log.info("ready", extra={"event": "app.ready", "device": str(device),
                              "monitors": len(config.monitors)})

@@ -239,7 +239,8 @@ class Pipeline:
     def source_for(self, monitor: MonitorSettings, url: str) -> Source:
         cached = self._sources.get(monitor.name)
         if cached is None or cached[0] != monitor:
-            cached = (monitor, open_source(monitor, self.engines.get(url)))
+            key = f"monitor {monitor.name!r} source.url" if monitor.source.url else "database.url"
+            cached = (monitor, open_source(monitor, self.engines.get(url, key)))
             self._sources[monitor.name] = cached
         return cached[1]
 

@@ -112,3 +112,22 @@ def test_engine_errors_name_the_config_key(monkeypatch):
         EngineRegistry().get("postgresql://u@h:notaport/db", key="monitors[1].source.url")
     with pytest.raises(ConfigError, match=r"^database URL: not a valid database URL"):  # the default, unchanged
         create_db_engine("postgresql://u@h:notaport/db")
+
+
+@pytest.mark.parametrize("command", [["run-once"], ["explain", "--monitor", "m"], ["db", "status"]])
+def test_commands_name_the_key_of_a_url_whose_driver_is_missing(tmp_path, command):
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    if importlib.util.find_spec("psycopg2") is not None:
+        pytest.skip("psycopg2 is installed here: no missing driver to report")
+
+    from driftmon.cli import main
+
+    path = tmp_path / "config.yaml"
+    path.write_text('database: {url: "postgresql+psycopg2://u@127.0.0.1/x"}\nmonitors:\n  - name: m\n'
+                    "    source: {kind: events, table: t, timestamp_column: ts}\n    features: [{column: a}]\n")
+    result = CliRunner().invoke(main, [*command, "--config", str(path)])
+    assert result.exit_code == 2
+    assert "database.url: the driver of 'postgresql+psycopg2' is not installed" in result.output

@@ -90,7 +90,7 @@ def _read_only_engine(url: str, path: Path | None) -> Engine:
     from driftmon.store.database import create_db_engine
 
     if path is None:
-        return create_db_engine(url)
+        return create_db_engine(url, "database.url")
     return sa.create_engine(f"sqlite:///file:{quote(str(path.resolve()))}?mode=rw&uri=true",
                             poolclass=sa.pool.NullPool)
 
@@ -129,7 +129,7 @@ def open_source_engine(config: Config, index: int, monitor: MonitorSettings, eng
                                f"its SQLite file {path} does not exist ({which})")
         return None
     try:
-        return engines.get(url)
+        return engines.get(url, f"monitors[{index}].source.url")
     except (ConfigError, SQLAlchemyError, ValueError, ImportError) as exc:
         report.problems.append(f"monitors[{index}].source.url: cannot open it: {mask_credentials(str(exc))}")
         return None

@@ -34,7 +34,7 @@ def db_upgrade(config_path: str | None) -> None:
     from driftmon.store.database import create_db_engine, safe_url
 
     config = load_config(config_path)
-    engine = create_db_engine(config.database.url)
+    engine = create_db_engine(config.database.url, "database.url")
     try:
         migrate.upgrade(engine)
         click.echo(
@@ -62,7 +62,7 @@ def _results_database(config_path: str | None) -> Iterator[tuple[Config, Engine]
     url = make_url(config.database.url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         raise ConfigError(f"database.url: {safe_url(url)} does not exist yet: nothing is stored")
-    engine = create_db_engine(url)
+    engine = create_db_engine(url, "database.url")
     try:
         if not migrate.is_at_head(engine):
             raise ConfigError(f"database.url: the results database {safe_url(url)} is at revision "

@@ -141,7 +141,7 @@ def _results(config: Config) -> Iterator[Connection]:
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
             and not Path(url.database).exists():
         raise StoreError(f"no results database at {url.database}: nothing has been stored yet")
-    engine = create_db_engine(url)
+    engine = create_db_engine(url, "database.url")
     try:
         if not migrate.is_at_head(engine):
             raise StoreError(f"results database {safe_url(url)} is not at the latest schema: "

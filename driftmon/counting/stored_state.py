@@ -88,7 +88,7 @@ def _stored_monitors(repository: Repository, connection: Connection) -> set[str]
 def _monitor_state(repository: Repository, connection: Connection, name: str, monitor: MonitorSettings | None,
                    config: Config, engines: EngineRegistry, now: datetime) -> MonitorState:
     url = config.source_url(monitor.source) if monitor else None
-    source = open_source(monitor, engines.get(url)) if monitor else None
+    source = open_source(monitor, engines.get(url, f"monitor {name!r} source.url")) if monitor else None
     state = MonitorState(name, configured=monitor is not None)
     state.profiles, keys = _profiles(repository, connection, name, monitor, source)
     state.slices = [SliceGroup(row["profile_key"], row["slices"], TimeRange(row["first_start"], row["last_end"]),
