@@ -21,19 +21,8 @@ import yaml
 from click.testing import CliRunner
 
 from driftmon.cli import main
-from tests.cli_helpers import ROOT
+from tests.cli_helpers import COMMANDS, ROOT
 
-COMMANDS = {
-    "check-config": ["check-config"],
-    "check-config --connect": ["check-config", "--connect"],
-    "run-once": ["run-once"],
-    "backfill": ["backfill", "--start", "2024-01-01T00:00:00", "--end", "2024-01-01T02:00:00"],
-    "serve": ["serve"],
-    "explain": ["explain", "--monitor", "m"],
-    "report": ["report", "--monitor", "m", "--out", "report.html"],
-    "db upgrade": ["db", "upgrade"],
-    "db status": ["db", "status"],
-}
 BASE = {
     "database": {"url": "sqlite:///results.db"},
     "compute": {"device": "cpu"},

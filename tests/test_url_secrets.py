@@ -20,22 +20,11 @@ from click.testing import CliRunner
 
 from driftmon.cli import main
 from driftmon.store import database
-from tests.cli_helpers import ROOT
+from tests.cli_helpers import COMMANDS, ROOT
 
 PASSWORD = "Pw-4f9e2c-secret"
 SCHEMELESS = f"alice:{PASSWORD}@db.internal:5432/results"
 
-COMMANDS = {
-    "check-config": ["check-config"],
-    "check-config --connect": ["check-config", "--connect"],
-    "run-once": ["run-once"],
-    "backfill": ["backfill", "--start", "2024-01-01T00:00:00", "--end", "2024-01-01T02:00:00"],
-    "serve": ["serve"],
-    "explain": ["explain", "--monitor", "m"],
-    "report": ["report", "--monitor", "m", "--out", "report.html"],
-    "db upgrade": ["db", "upgrade"],
-    "db status": ["db", "status"],
-}
 
 
 def write_config(folder: Path, database_url: str, source_url: str | None = None) -> Path:
@@ -116,9 +105,9 @@ def failing_sources(monkeypatch, error: Exception) -> None:
     """Every engine of the host source.invalid fails to connect with ``error``."""
     real = database.create_db_engine
 
-    def create(url):
+    def create(url, key="database URL"):
         if "source.invalid" not in str(url):
-            return real(url)
+            return real(url, key)
 
         def connect():
             raise error
