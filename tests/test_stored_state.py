@@ -136,7 +136,7 @@ def test_a_profile_of_too_few_rows_is_not_final(db_url, tmp_path):
     assert _by_column(_run(db_url, url))["amount"].samples_reference == 520
 
 
-def test_recount_recounts_the_reference_once_for_all_its_windows(db_url, tmp_path, monkeypatch):
+def test_recount_recounts_the_reference_once_for_all_its_windows(db_url, engine, tmp_path, monkeypatch):
     """Rows inserted late inside a complete reference: --recount counts them, once per range."""
     rng = np.random.default_rng(6)
     url = _source(tmp_path, "recount.db", drifted_rows(rng, 2000, START, 7 * DAY + 3 * HOUR, False))
@@ -164,11 +164,11 @@ def test_recount_recounts_the_reference_once_for_all_its_windows(db_url, tmp_pat
     app.close()
     assert len(again.outcomes) == 3 and len(counted) == 1
     assert {o.results[0].samples_reference for o in again.outcomes} == {r + 300 for r in reference_before}
-    stored = results_table(create_db_engine(db_url))
+    stored = results_table(engine)
     assert set(stored["samples_reference"]) == {r + 300 for r in reference_before}
 
 
-def test_a_backfill_recomputes_windows_whose_settings_changed(db_url, tmp_path):
+def test_a_backfill_recomputes_windows_whose_settings_changed(db_url, engine, tmp_path):
     rng = np.random.default_rng(7)
     url = _source(tmp_path, "settings.db", drifted_rows(rng, 2000, START, 7 * DAY + 3 * HOUR, False))
     span = (WINDOW.start, WINDOW.start + 3 * HOUR)
@@ -181,7 +181,7 @@ def test_a_backfill_recomputes_windows_whose_settings_changed(db_url, tmp_path):
         finally:
             app.close()
         assert len(done.outcomes) == expected, smoothing
-    stored = results_table(create_db_engine(db_url))
+    stored = results_table(engine)
     assert stored["fingerprint"].nunique() == 1 and len(stored) == 3 * len(FEATURES)
 
 
