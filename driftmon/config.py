@@ -303,6 +303,27 @@ class MonitorThresholds(ThresholdOverride):
     per_feature: dict[str, ThresholdOverride] = {}
 
 
+SEGMENT_PSEUDO_COLUMN = "segment"  # the traffic mix over segments, compared like a column
+
+
+class Segments(_Model):
+    """Per-segment drift (README, "Segments"): the population split by the values of ``by``."""
+
+    by: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=8)]
+    # The largest segments by reference rows; the rest is pooled as __other__.
+    max: Annotated[int, Field(ge=1, le=1_000)] = 50
+    # How many of the most drifted segments each (monitor, feature) exports with a segment label.
+    top_k: Annotated[int, Field(ge=0, le=100)] = 5
+
+    @field_validator("by")
+    @classmethod
+    def _distinct(cls, by: list[str]) -> list[str]:
+        twice = sorted({c for c in by if by.count(c) > 1})
+        if twice:
+            raise ValueError(f"column(s) listed twice: {', '.join(twice)}")
+        return by
+
+
 class Defaults(_Model):
     schedule: Schedule = Schedule(every=timedelta(minutes=5))
     window: Window = Window()
@@ -316,6 +337,7 @@ class Defaults(_Model):
     lateness: NonNegativeDuration | None = None  # None: one schedule interval
     # A column drifts only when its q-value is at most this; null: effect size alone.
     significance: Significance | None = 0.01
+    segments: Segments | None = None
 
 
 class Feature(_Model):
@@ -471,6 +493,8 @@ class Monitor(_Model):
     lateness: NonNegativeDuration | None = None
     # Written as null, it turns the test off for this monitor: see resolve_monitor.
     significance: Significance | None = None
+    # Written as null, it turns the defaults' segments off for this monitor.
+    segments: Segments | None = None
 
     @model_validator(mode="after")
     def _columns(self) -> Monitor:
@@ -486,6 +510,22 @@ class Monitor(_Model):
                 f"thresholds.per_feature names column(s) not in features: {', '.join(unknown)}"
             )
         return self
+
+
+def segments_problem(source_kind: str, features: list[Feature], segments: Segments | None) -> str | None:
+    """Why these segments cannot apply to this monitor, or None."""
+    if segments is None:
+        return None
+    if source_kind != "events":
+        return "segments need an events source: a histograms table holds no per-row segment values"
+    columns = {f.column for f in features}
+    watched = sorted(columns & set(segments.by))
+    if watched:
+        return f"segments.by names watched column(s) {', '.join(watched)}: a column cannot segment itself"
+    if SEGMENT_PSEUDO_COLUMN in columns:
+        return (f"a feature named {SEGMENT_PSEUDO_COLUMN!r} would clash with the segment mix "
+                f"pseudo-column of a segmented monitor: rename it with a view")
+    return None
 
 
 class MonitorSettings(_Model):
@@ -506,6 +546,14 @@ class MonitorSettings(_Model):
     slice: Literal["auto", "off"] | timedelta = "auto"
     lateness: timedelta | None = None
     significance: float | None = 0.01
+    segments: Segments | None = None
+
+    @model_validator(mode="after")
+    def _segments_fit(self) -> MonitorSettings:
+        problem = segments_problem(self.source.kind, self.features, self.segments)
+        if problem:
+            raise ValueError(f"monitor {self.name!r}: {problem}")
+        return self
 
     def thresholds_for(self, column: str) -> Thresholds:
         return self.per_feature.get(column, self.thresholds)
@@ -520,6 +568,15 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
+        return self
+
+    @model_validator(mode="after")
+    def _segments_apply(self) -> Config:
+        for i, monitor in enumerate(self.monitors):
+            segments = monitor.segments if "segments" in monitor.model_fields_set else self.defaults.segments
+            problem = segments_problem(monitor.source.kind, monitor.features, segments)
+            if problem:
+                raise ValueError(f"monitors[{i}] ({monitor.name}): {problem}")
         return self
 
     @field_validator("monitors")
@@ -563,6 +620,7 @@ def resolve_monitor(monitor: Monitor, defaults: Defaults) -> MonitorSettings:
         lateness=monitor.lateness if monitor.lateness is not None else defaults.lateness,
         significance=(monitor.significance if "significance" in monitor.model_fields_set
                       else defaults.significance),
+        segments=monitor.segments if "segments" in monitor.model_fields_set else defaults.segments,
     )
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from driftmon.config import Feature, MonitorSettings
+    from driftmon.config import Feature, MonitorSettings, Segments
 
 # Settings of a source that cannot change a count.
 SOURCE_HARMLESS = {
@@ -41,6 +41,11 @@ MONITOR_HARMLESS = {
     "catch_up": "how many missed windows the daemon computes, not their numbers",
     "slice": "a window summed from slices equals its full count",
     "lateness": "when a slice stops being recounted, not how it is counted",
+}
+# Settings of a monitor's segments that cannot change a number (the rest, ``by`` and ``max``, decide
+# which rows each segment holds).
+SEGMENTS_HARMLESS = {
+    "top_k": "how many segments the metrics export, not their statistics",
 }
 # Query parameters whose values are secrets (as driftmon.store.database.safe_url hides them).
 _SECRET_WORDS = ("pass", "pwd", "secret", "token", "key", "credential", "auth")
@@ -82,17 +87,22 @@ def source_fingerprint(source: BaseModel, url: str | URL) -> str:
     return fingerprint({"source": settings, "database": url_identity(url)})
 
 
-def column_fingerprint(source: str, feature: Feature | None) -> str:
-    """What shapes one column's profile and slice counts: its source and its own settings.
+def column_fingerprint(source: str, feature: Feature | None, segments: Segments | None = None) -> str:
+    """What shapes one column's profile and slice counts: its source and its own settings,
+    and for a segmented monitor the segments its counts are split by.
 
     Histogram sources also count columns that the config does not list (``None``).
+    An unsegmented column's fingerprint is the one it had before segments existed.
     """
-    return fingerprint({"source": source, "feature": _settings(feature, FEATURE_HARMLESS) if feature else None})
+    document = {"source": source, "feature": _settings(feature, FEATURE_HARMLESS) if feature else None}
+    if segments is not None:
+        document["segments"] = _settings(segments, SEGMENTS_HARMLESS)
+    return fingerprint(document)
 
 
 def results_fingerprint(monitor: MonitorSettings, url: str | URL) -> str:
     """What shapes a monitor's stored results: its columns' counts and every statistic setting."""
     source = source_fingerprint(monitor.source, url)
-    settings = _settings(monitor, {**MONITOR_HARMLESS, "source": "", "features": ""})
-    columns = [column_fingerprint(source, feature) for feature in monitor.features]
+    settings = _settings(monitor, {**MONITOR_HARMLESS, "source": "", "features": "", "segments": ""})
+    columns = [column_fingerprint(source, feature, monitor.segments) for feature in monitor.features]
     return fingerprint({"columns": columns, "source": source, "settings": settings})

@@ -22,6 +22,7 @@ from driftmon.config import (
     HistogramsSource,
     MonitorSettings,
     Schedule,
+    Segments,
     Thresholds,
     Window,
 )
@@ -65,7 +66,9 @@ MONITOR_CHANGES = {
     "per_feature": {"amount": Thresholds(warning=0.3, critical=0.6)},
     "min_samples": 500,
     "significance": 0.05,
+    "segments": Segments(by=["country"]),
 }
+SEGMENTS_CHANGES = {"by": ["app"], "max": 7}
 
 
 def _events(**changes) -> EventsSource:
@@ -106,6 +109,33 @@ def test_every_feature_setting_is_fingerprinted_or_declared_harmless():
 def test_every_monitor_setting_is_fingerprinted_or_declared_harmless():
     unclassified = set(MonitorSettings.model_fields) - _classified(MONITOR_CHANGES, fingerprints.MONITOR_HARMLESS)
     assert not unclassified, f"monitor settings neither fingerprinted nor harmless: {sorted(unclassified)}"
+
+
+def test_every_segments_setting_is_fingerprinted_or_declared_harmless():
+    unclassified = set(Segments.model_fields) - _classified(SEGMENTS_CHANGES, fingerprints.SEGMENTS_HARMLESS)
+    assert not unclassified, f"segments settings neither fingerprinted nor harmless: {sorted(unclassified)}"
+
+
+@pytest.mark.parametrize("name", sorted(SEGMENTS_CHANGES))
+def test_changing_a_segments_setting_changes_the_column_and_results_fingerprints(name):
+    base = Segments(by=["country"], max=20)
+    changed = base.model_copy(update={name: SEGMENTS_CHANGES[name]})
+    source, feature = fingerprints.source_fingerprint(_events(), URL), Feature(column="amount")
+    assert fingerprints.column_fingerprint(source, feature, base) != fingerprints.column_fingerprint(
+        source, feature, changed)
+    monitor = _monitor()
+    assert fingerprints.results_fingerprint(monitor.model_copy(update={"segments": base}), URL) != \
+        fingerprints.results_fingerprint(monitor.model_copy(update={"segments": changed}), URL)
+
+
+def test_harmless_segments_settings_and_no_segments_keep_the_fingerprints():
+    source, feature = fingerprints.source_fingerprint(_events(), URL), Feature(column="amount")
+    base = Segments(by=["country"])
+    assert fingerprints.column_fingerprint(source, feature, base) == fingerprints.column_fingerprint(
+        source, feature, base.model_copy(update={"top_k": 9}))
+    # An unsegmented monitor keeps the fingerprints it had before segments existed.
+    assert fingerprints.column_fingerprint(source, feature, None) == fingerprints.fingerprint(
+        {"source": source, "feature": feature.model_dump(mode="json")})
 
 
 @pytest.mark.parametrize("name", sorted(set(SOURCE_CHANGES) - {"kind", "url"}))
