@@ -26,8 +26,9 @@ from driftmon.counting.profiles import Completeness, reference_profile
 from driftmon.counting.slices import lateness
 from driftmon.errors import DriftmonError, SourceError, StoreError
 from driftmon.fingerprints import results_fingerprint
+from driftmon.segmenting import Batch, batch_of
 from driftmon.sources import Source, open_source
-from driftmon.sources.profile import ReferenceProfile, WindowCounts
+from driftmon.sources.profile import ReferenceProfile, WindowCounts, segment_key
 from driftmon.sources.sql import statement_timeout
 from driftmon.stats.divergence import Divergences, divergences
 from driftmon.stats.significance import benjamini_hochberg
@@ -68,6 +69,11 @@ class ColumnResult:
     labels: tuple[str, ...] = ()  # the bins, with the raw counts the statistics used
     reference_counts: tuple[float, ...] = ()
     current_counts: tuple[float, ...] = ()
+    segment: dict[str, str] | None = None  # {column: value}; None for the whole population
+
+    @property
+    def segment_key(self) -> str:
+        return segment_key(self.segment) if self.segment else ""
 
     def as_row(self, run_id: int, computed_at: datetime) -> dict:
         return {
@@ -83,6 +89,7 @@ class ColumnResult:
             "p_value": self.p_value, "q_value": self.q_value,
             "labels": list(self.labels), "reference_counts": list(self.reference_counts),
             "current_counts": list(self.current_counts),
+            "segment": self.segment, "segment_key": self.segment_key,
         }
 
 
@@ -154,27 +161,37 @@ def enough_samples(monitor: MonitorSettings, counts: WindowCounts, stats: Diverg
             >= monitor.min_samples for f in range(len(counts.columns))]
 
 
-def q_values(stats: Divergences, tested: list[bool]) -> list[float | None]:
-    """Benjamini-Hochberg across the tested columns of one window (None for the others)."""
-    if stats.p_value is None or not any(tested):
-        return [None] * len(tested)
-    adjusted = benjamini_hochberg(stats.p_value, torch.tensor(tested)).tolist()
-    return [q if keep else None for q, keep in zip(adjusted, tested, strict=True)]
+def q_values(stats: Divergences, tested: list[bool], families: tuple[int, ...] | None = None) -> list[float | None]:
+    """Benjamini-Hochberg across the tested rows of each family of one window (None for the others):
+    one family, the window's columns, when unsegmented (driftmon/segmenting.py)."""
+    families = families or (0,) * len(tested)
+    adjusted: list[float | None] = [None] * len(tested)
+    if stats.p_value is None:
+        return adjusted
+    for family in sorted(set(families)):
+        members = [keep and f == family for keep, f in zip(tested, families, strict=True)]
+        if any(members):
+            for i, q in enumerate(benjamini_hochberg(stats.p_value, torch.tensor(members)).tolist()):
+                if members[i]:
+                    adjusted[i] = q
+    return adjusted
 
 
 def column_results(
-    monitor: MonitorSettings, counts: WindowCounts, stats: Divergences, reference: TimeRange
+    monitor: MonitorSettings, batch: Batch, stats: Divergences, reference: TimeRange
 ) -> list[ColumnResult]:
     results = []
+    counts = batch.counts
     tested = enough_samples(monitor, counts, stats)
-    adjusted = q_values(stats, tested)
+    adjusted = q_values(stats, tested, batch.families)
     for f, column in enumerate(counts.columns):
         thresholds = monitor.thresholds_for(column)
         samples, ref_samples = float(counts.current_totals[f]), float(counts.reference_totals[f])
         enough, q_value = tested[f], adjusted[f]
         values = {name: float(getattr(stats, name)[f]) if enough else None for name in ("kl", "psi", "js")}
         if enough and not all(math.isfinite(v) for v in values.values()):
-            raise DriftmonError(f"column {column!r}: the statistics are not finite ({values})")
+            where = f" in segment {segment_key(batch.segments[f])}" if batch.segments[f] else ""
+            raise DriftmonError(f"column {column!r}{where}: the statistics are not finite ({values})")
         p_value = float(stats.p_value[f]) if enough and stats.p_value is not None else None
         missing = float(counts.current_missing[f])
         status = classify(values[thresholds.statistic], thresholds.warning, thresholds.critical,
@@ -188,7 +205,7 @@ def column_results(
             threshold_critical=thresholds.critical, status=status, **values,
             p_value=p_value, q_value=q_value,
             labels=counts.labels[f], reference_counts=tuple(counts.reference[f, :width].tolist()),
-            current_counts=tuple(counts.current[f, :width].tolist()),
+            current_counts=tuple(counts.current[f, :width].tolist()), segment=batch.segments[f],
         ))
     return results
 
@@ -313,10 +330,12 @@ class Pipeline:
         return profile
 
     def _statistics(self, monitor, counts: WindowCounts, reference: TimeRange) -> list[ColumnResult]:
+        """ONE engine call for every row of the window: every column, of every segment."""
         check_column_errors(monitor, counts)
-        stats = compute_statistics(counts, monitor, self.compute)
+        batch = batch_of(counts)
+        stats = compute_statistics(batch.counts, monitor, self.compute)
         self.engine_calls += 1
-        return column_results(monitor, counts, stats, reference)
+        return column_results(monitor, batch, stats, reference)
 
     def _recompute_changed(self, monitor, source, profile, reference, window, sliced) -> list[RunOutcome]:
         """Stored windows that used a slice this run's recount changed (late rows), recomputed."""
@@ -347,7 +366,8 @@ class Pipeline:
             "window_end": outcome.window.end,
             "reference_start": outcome.reference.start if outcome.reference else None,
             "reference_end": outcome.reference.end if outcome.reference else None,
-            "status": outcome.status, "error": outcome.error, "columns": len(outcome.results),
+            "status": outcome.status, "error": outcome.error,
+            "columns": sum(r.segment is None for r in outcome.results),
             "rows_scanned": outcome.rows_scanned, "duration_seconds": outcome.duration_seconds,
             "trigger": outcome.trigger,
         }

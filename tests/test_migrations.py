@@ -26,7 +26,7 @@ def test_upgrade_from_empty_creates_schema(empty_db_url):
         assert TABLES <= set(inspect(engine).get_table_names())
         assert migrate.is_at_head(engine)
         unique = {c["name"] for c in inspect(engine).get_unique_constraints("results")}
-        assert "uq_results_monitor_column_window_end" in unique
+        assert "uq_results_monitor_column_segment_key_window_end" in unique
     finally:
         engine.dispose()
 

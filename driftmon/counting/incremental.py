@@ -25,6 +25,7 @@ from driftmon.counting.slices import is_sealed, lateness, slice_length
 from driftmon.fingerprints import fingerprint
 from driftmon.sources import Source
 from driftmon.sources.profile import ReferenceProfile, WindowCounts
+from driftmon.sources.segment_slices import decode, is_segmented
 from driftmon.sources.slicing import SliceCount, slice_starts
 from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange
@@ -168,11 +169,15 @@ def slice_profile_key(source: Source, profile: ReferenceProfile, length: timedel
 
 
 def _packed(payload):
-    """Events counts as an int64 array (a 24-column slice: 2 KB, not 9 KB of Python ints)."""
+    """Events counts as an int64 array (a 24-column slice: 2 KB, not 9 KB of Python ints);
+    a segmented slice's as its decoded ``[segments, cells]`` array."""
+    if is_segmented(payload):
+        return decode(payload)
     return np.asarray(payload, dtype=np.int64) if isinstance(payload, list) else payload
 
 
 def _same(payload, other) -> bool:
-    if isinstance(payload, list) or isinstance(other, np.ndarray):
+    payload, other = _packed(payload), _packed(other)
+    if isinstance(payload, np.ndarray) or isinstance(other, np.ndarray):
         return bool(np.array_equal(np.asarray(payload), np.asarray(other)))
     return payload == other

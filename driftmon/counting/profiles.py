@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
+from driftmon.config import SEGMENT_PSEUDO_COLUMN
 from driftmon.sources import Source
 from driftmon.sources.profile import ReferenceProfile
 from driftmon.store.repository import Repository
@@ -49,7 +50,8 @@ def reference_profile(repository: Repository, results: Engine, source: Source, m
             return current
     counted = source.profile(reference)
     complete = completeness.of(counted)
-    profile = replace(counted, columns=tuple(replace(c, complete=complete) for c in counted.columns))
+    profile = replace(counted, columns=tuple(replace(c, complete=complete) for c in counted.columns),
+                      segments=counted.segments and replace(counted.segments, complete=complete))
     with results.begin() as connection:
         repository.save_profile(connection, monitor, profile, replace=recount)
     # Another replica may have stored a complete one first: every process uses the stored one.
@@ -62,5 +64,8 @@ def _stored(repository: Repository, results: Engine, source: Source, monitor: st
     """The stored profile's columns that the current config would cut the same way."""
     with results.connect() as connection:
         stored = repository.load_profile(connection, monitor, reference)
+    segments = stored.segments
+    if segments is not None and segments.config_hash != source.expected_hash(SEGMENT_PSEUDO_COLUMN):
+        segments = None
     return replace(stored, columns=tuple(
-        c for c in stored.columns if c.config_hash == source.expected_hash(c.column)))
+        c for c in stored.columns if c.config_hash == source.expected_hash(c.column)), segments=segments)

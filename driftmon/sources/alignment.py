@@ -7,8 +7,11 @@ columns use the union of the labels present in either window.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from driftmon.config import SEGMENT_PSEUDO_COLUMN
 from driftmon.sources.profile import (
     MISSING,
     OTHER,
@@ -78,3 +81,40 @@ def align(
         },
         rows_scanned=rows_scanned,
     )
+
+
+def align_segments(profile: ReferenceProfile, segments: list[dict[str, ColumnCounts]], window: TimeRange,
+                   rows_scanned: int = 0) -> WindowCounts:
+    """The whole population's counts (the sum of its segments) with each segment's and the mix.
+
+    Every segment is lined up with its own reference counts in the bins of the one
+    profile; the mix compares the reference and current rows per segment.
+    """
+    names = [c.column for c in profile.columns]
+    counts = align(profile, whole_population(segments), window, rows_scanned=rows_scanned)
+    per_segment = tuple(
+        align(replace(profile, columns=tuple(c.of_segment(i) for c in profile.columns), segments=None),
+              found, window)
+        for i, found in enumerate(segments))
+    members = profile.segments
+    keys = members.keys
+    size = len(members.members)
+    rows = [segment[names[0]].total for segment in segments]
+    mix_profile = ColumnProfile(column=SEGMENT_PSEUDO_COLUMN, role="segment", kind="categorical", config_hash="",
+                                labels=tuple(keys[:size]), counts=tuple(members.rows[:size]),
+                                other=members.rows[size], missing=members.rows[size + 1])
+    mix_current = ColumnCounts(SEGMENT_PSEUDO_COLUMN, dict(zip(keys[:size], rows[:size], strict=True)),
+                               other=rows[size], missing=rows[size + 1])
+    mix = align(ReferenceProfile(profile.range, (mix_profile,)), {SEGMENT_PSEUDO_COLUMN: mix_current}, window)
+    return replace(counts, segments=per_segment, mix=mix, segment_profile=members)
+
+
+def whole_population(segments: list[dict[str, ColumnCounts]]) -> dict[str, ColumnCounts]:
+    """The whole population's counts of every column: the sum of its segments' counts."""
+    if len(segments) == 1:
+        return segments[0]
+    return {name: ColumnCounts(name, {label: sum(s[name].counts[label] for s in segments) for label in first.counts},
+                               other=sum(s[name].other for s in segments),
+                               missing=sum(s[name].missing for s in segments),
+                               error=next((s[name].error for s in segments if s[name].error), None))
+            for name, first in segments[0].items()}

@@ -20,12 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql
 
-from driftmon.config import Feature, MonitorSettings
+from driftmon.config import SEGMENT_PSEUDO_COLUMN, Feature, MonitorSettings
 from driftmon.fingerprints import column_fingerprint, fingerprint, source_fingerprint
 from driftmon.sources import binning, dialects
-from driftmon.sources.alignment import align
-from driftmon.sources.profile import ColumnCounts, ColumnProfile, ReferenceProfile, WindowCounts
+from driftmon.sources.alignment import align, align_segments, whole_population
+from driftmon.sources.profile import ColumnCounts, ColumnProfile, ReferenceProfile, SegmentProfile, WindowCounts
 from driftmon.sources.reference_bins import ReferenceBinning
+from driftmon.sources.segment_slices import SegmentedLayout
+from driftmon.sources.segments import SegmentMembership
 from driftmon.sources.slicing import EventsLayout, SliceCount
 from driftmon.sources.sql import (
     SourceReader,
@@ -50,15 +52,18 @@ _NO_LIMIT = 2**63 - 1  # MariaDB merges derived tables into the outer query unle
 _ANY_WINDOW = TimeRange(datetime(1970, 1, 1, tzinfo=UTC), datetime(1970, 1, 2, tzinfo=UTC))
 
 
-class EventsSource(ReferenceBinning):
-    """Bin counts of a monitor's columns from an inference-log table (bins cut by ReferenceBinning)."""
+class EventsSource(ReferenceBinning, SegmentMembership):
+    """Bin counts of a monitor's columns from an inference-log table (bins cut by ReferenceBinning),
+    per segment where the monitor has segments (SegmentMembership)."""
 
     def __init__(self, monitor: MonitorSettings, engine: Engine):
         self.monitor = monitor
         self.engine = engine
         self.source = monitor.source
         self.features = monitor.features
-        names = [self.source.timestamp_column, *self.source.where, *(f.column for f in self.features)]
+        self.segments = monitor.segments
+        by = list(self.segments.by) if self.segments else []
+        names = [self.source.timestamp_column, *self.source.where, *(f.column for f in self.features), *by]
         self.table = source_table(self.source.table, self.source.schema_, names)
         self.reader = SourceReader(engine, monitor.name, self.source.table, self.source.schema_,
                                    names, self.source.timeout, timestamp=self.source.timestamp_column,
@@ -73,12 +78,17 @@ class EventsSource(ReferenceBinning):
 
     def expected_hash(self, column: str) -> str:
         """The fingerprint of what shapes the column's profile (driftmon/fingerprints.py)."""
+        if column == SEGMENT_PSEUDO_COLUMN and self.segments:
+            return column_fingerprint(self.fingerprint, None, self.segments)
         feature = next((f for f in self.features if f.column == column), None)
-        return column_fingerprint(self.fingerprint, feature) if feature else ""
+        return column_fingerprint(self.fingerprint, feature, self.segments) if feature else ""
 
     def fits(self, stored: ReferenceProfile) -> bool:
-        """Whether a stored profile still describes every configured column."""
+        """Whether a stored profile still describes every configured column (and segment)."""
         hashes = {c.column: c.config_hash for c in stored.columns}
+        if self.segments and (stored.segments is None
+                              or stored.segments.config_hash != self.expected_hash(SEGMENT_PSEUDO_COLUMN)):
+            return False
         return all(hashes.get(f.column) == self.expected_hash(f.column) for f in self.features)
 
     # --- the interface -----------------------------------------------------
@@ -88,51 +98,70 @@ class EventsSource(ReferenceBinning):
         with self.reader.reading(f"reference {reference}") as connection:
             cuts = self._cuts(connection, reference)
             categories = self._categories(connection, reference)
-            counts, _ = self._count(connection, reference, cuts, categories)
-        return ReferenceProfile(
-            range=reference,
-            columns=tuple(self._column_profile(f, cuts, categories, counts) for f in self.features),
-        )
+            members, distinct = self._segment_members(connection, reference) if self.segments else ([], 0)
+            per_segment, _ = self._count(connection, reference, cuts, categories, members)
+        counts = whole_population(per_segment)
+        columns = tuple(self._column_profile(f, cuts, categories, counts[f.column],
+                                             [s[f.column] for s in per_segment] if self.segments else None)
+                        for f in self.features)
+        segments = None
+        if self.segments:
+            rows = tuple(s[self.features[0].column].total for s in per_segment)
+            segments = SegmentProfile(tuple(self.segments.by), tuple(members), rows, distinct,
+                                      self.expected_hash(SEGMENT_PSEUDO_COLUMN))
+        return ReferenceProfile(range=reference, columns=columns, segments=segments)
 
     def counts(self, profile: ReferenceProfile, window: TimeRange) -> WindowCounts:
         """The window's counts in the profile's bins, aligned with the reference."""
         cuts, categories = _bins_of(profile)
         with self.reader.reading(f"window {window}") as connection:
-            counts, rows = self._count(connection, window, cuts, categories)
-        return align(profile, counts, window, rows_scanned=rows)
+            per_segment, rows = self._count(connection, window, cuts, categories, _members_of(profile))
+        return self._aligned(profile, per_segment, window, rows)
+
+    def _aligned(self, profile, per_segment, window, rows) -> WindowCounts:
+        if self.segments:
+            return align_segments(profile, per_segment, window, rows_scanned=rows)
+        return align(profile, per_segment[0], window, rows_scanned=rows)
 
     # --- slices (driftmon/counting/slices.py) ---------------------------------------------
 
     def slice_key(self, profile: ReferenceProfile) -> str:
         """What slices are counted in: the same bins give the same key, whatever the range."""
         bins = [(c.column, c.config_hash, list(c.edges), list(c.categories)) for c in profile.columns]
-        return fingerprint({"kind": "events", "bins": bins})
+        if profile.segments is None:
+            return fingerprint({"kind": "events", "bins": bins})
+        members = [list(m) for m in profile.segments.members]
+        return fingerprint({"kind": "events", "bins": bins, "segments": members})
 
     def slice_counts(self, profile: ReferenceProfile, span: TimeRange,
                      length: timedelta) -> dict[datetime, SliceCount]:
         """Every slice of ``span`` counted in ONE statement, grouped by slice, column and bin."""
         cuts, categories = _bins_of(profile)
-        layout = self._layout(cuts, categories)
+        members = _members_of(profile)
+        layout = self._layout(cuts, categories, profile)
         with self.reader.reading(f"slices {span}") as connection:
             self.statements += 1
-            statement = self._count_statement(connection, cuts, categories, length)
+            statement = self._count_statement(connection, cuts, categories, members, length)
             found = statement.execute(connection, span, slice_bounds(span))
-        if _keyed(connection):
-            found = [(divmod(key, _KEY_SPAN), piece, count) for piece, key, count in found]
-            found = [(index, piece, code + MISSING_CODE, count) for (index, code), piece, count in found]
-        return layout.slices(found, span, length)
+        rows = _normalized(found, _keyed(connection), 1 + bool(self.segments))
+        if self.segments:
+            return layout.slices([(i, piece, profile.segments.index(int(seg)), code, n)
+                                  for (piece, seg), i, code, n in rows], span, length)
+        return layout.slices([(i, piece, code, n) for (piece,), i, code, n in rows], span, length)
 
     def window_from_slices(self, profile: ReferenceProfile, payloads: list, window: TimeRange,
                            rows_scanned: int) -> WindowCounts:
         """A window's counts as the sum of its slices' counts."""
         cuts, categories = _bins_of(profile)
-        tallies = self._layout(cuts, categories).tallies(payloads)
-        counts = {f.column: self._column_counts(f, tallies[i], cuts, categories)
-                  for i, f in enumerate(self.features)}
-        return align(profile, counts, window, rows_scanned=rows_scanned)
+        layout = self._layout(cuts, categories, profile)
+        per_segment = layout.segment_tallies(payloads) if self.segments else [layout.tallies(payloads)]
+        counts = [{f.column: self._column_counts(f, tallies[i], cuts, categories) for i, f in enumerate(self.features)}
+                  for tallies in per_segment]
+        return self._aligned(profile, counts, window, rows_scanned)
 
-    def _layout(self, cuts, categories) -> EventsLayout:
-        return EventsLayout([len(self._labels(f, cuts, categories)) for f in self.features])
+    def _layout(self, cuts, categories, profile: ReferenceProfile) -> EventsLayout:
+        widths = [len(self._labels(f, cuts, categories)) for f in self.features]
+        return SegmentedLayout(widths, profile.segments.size) if self.segments else EventsLayout(widths)
 
     # --- reading ------------------------------------------------------------
 
@@ -159,39 +188,42 @@ class EventsSource(ReferenceBinning):
 
     # --- counting -----------------------------------------------------------
 
-    def _count(self, connection, window, cuts, categories) -> tuple[dict[str, ColumnCounts], int]:
+    def _count(self, connection, window, cuts, categories,
+               members: list[tuple]) -> tuple[list[dict[str, ColumnCounts]], int]:
+        """Per segment (one, the whole population, when unsegmented) the counts of every column."""
         self.statements += 1
-        found = self._count_statement(connection, cuts, categories).execute(connection, window)
-        tallies: dict[int, dict[int, float]] = {i: {} for i in range(len(self.features))}
-        if _keyed(connection):
-            for key, count in found:
-                index, code = divmod(key, _KEY_SPAN)
-                tallies[index][code + MISSING_CODE] = float(count)
-        else:
-            for index, code, count in found:
-                tallies[index][code] = float(count)
-        counts = {
-            f.column: self._column_counts(f, tallies[i], cuts, categories)
-            for i, f in enumerate(self.features)
-        }
-        rows = int(sum(tallies[0].values())) if self.features else 0
+        found = self._count_statement(connection, cuts, categories, members).execute(connection, window)
+        segments = len(members) + 2 if self.segments else 1
+        tallies = [{i: {} for i in range(len(self.features))} for _ in range(segments)]
+        for extra, index, code, count in _normalized(found, _keyed(connection), bool(self.segments)):
+            code_of_segment = int(extra[0]) if extra else 0
+            segment = code_of_segment if code_of_segment >= 0 else len(members) - 1 - code_of_segment
+            tallies[segment][index][code] = float(count)
+        counts = [{f.column: self._column_counts(f, tally[i], cuts, categories) for i, f in enumerate(self.features)}
+                  for tally in tallies]
+        rows = int(sum(sum(tally[0].values()) for tally in tallies)) if self.features else 0
         return counts, rows
 
-    def _count_statement(self, connection, cuts, categories, length=None) -> WindowStatement:
-        """The count statement of these bins, compiled once; ``length`` groups it by slice too."""
+    def _count_statement(self, connection, cuts, categories, members=(), length=None) -> WindowStatement:
+        """The count statement of these bins, compiled once; ``length`` groups it by slice too,
+        and a segmented monitor's by segment."""
         bins = (tuple((k, tuple(v)) for k, v in sorted(cuts.items())),
-                tuple((k, tuple(v)) for k, v in sorted(categories.items())), length)
+                tuple((k, tuple(v)) for k, v in sorted(categories.items())), tuple(members), length)
         if self._counting is None or self._counting[0] != bins:
             codes = [self._code(f, cuts, categories) for f in self.features]
             count = {"postgresql": self._count_unnest, "mysql": self._count_joined}.get(
                 connection.dialect.name, self._count_array_join if dialects.unpivots(connection.dialect.name)
                 else self._count_union)
             epoch = self.reader.epoch
-            sliced = slice_index(self.engine.dialect.name, self._timestamp, length, epoch) if length else None
-            self._counting = (bins, WindowStatement.compile(count(codes, sliced), connection, epoch))
+            extra = []
+            if length:
+                extra.append(slice_index(self.engine.dialect.name, self._timestamp, length, epoch).label("slice"))
+            if self.segments:
+                extra.append(self._segment_code(list(members)).label("segment"))
+            self._counting = (bins, WindowStatement.compile(count(codes, extra), connection, epoch))
         return self._counting[1]
 
-    def _count_unnest(self, codes, sliced=None):
+    def _count_unnest(self, codes, extra):
         # One scan at one query level: the codes go through unnest(ARRAY[...])
         # joined LATERAL, so parallel workers aggregate partially. A LATERAL
         # VALUES list re-initialises its expressions for every outer row
@@ -199,8 +231,8 @@ class EventsSource(ReferenceBinning):
         keys = postgresql.array(
             [code + (i * _KEY_SPAN - MISSING_CODE) for i, code in enumerate(codes)]
         )
-        if sliced is not None:
-            return self._count_unnest_by_slice(keys, sliced)
+        if extra:
+            return self._count_unnest_grouped(keys, extra)
         unpivot = sa.func.unnest(keys).table_valued("key").render_derived().lateral("u")
         return (
             sa.select(unpivot.c.key, sa.func.count())
@@ -209,52 +241,51 @@ class EventsSource(ReferenceBinning):
             .group_by(unpivot.c.key)
         )
 
-    def _count_unnest_by_slice(self, keys, sliced):
-        # Grouped by slice at the join's level, the slice expression ran once per
+    def _count_unnest_grouped(self, keys, extra):
+        # Grouped by slice (or segment) at the join's level, that expression ran once per
         # unnested key (24x per row: 46 s instead of 15 s for a 24 h window of the
         # 10 M-row benchmark). The OFFSET 0 fence keeps the subquery from being
         # pulled up, so it runs once per source row.
         coded = (
-            sa.select(sliced.label("slice"), keys.label("keys"))
+            sa.select(*extra, keys.label("keys"))
             .where(*self._in_window(_ANY_WINDOW))
             .offset(0)
             .subquery("coded")
         )
         unpivot = sa.func.unnest(coded.c["keys"]).table_valued("key").render_derived().lateral("u")
+        groups = [coded.c[e.name] for e in extra]
         return (
-            sa.select(coded.c.slice, unpivot.c.key, sa.func.count())
+            sa.select(*groups, unpivot.c.key, sa.func.count())
             .select_from(coded.join(unpivot, sa.true()))
-            .group_by(coded.c.slice, unpivot.c.key)
+            .group_by(*groups, unpivot.c.key)
         )
 
-    def _count_array_join(self, codes, sliced=None):
+    def _count_array_join(self, codes, extra):
         # ClickHouse and Spark: one scan that unpivots each row's keyed codes (arrayJoin,
         # explode) as PostgreSQL's unnest does; the portable UNION ALL re-reads its CTE
         # per column there (1,045 ms -> 105 ms on chDB, bench/bench_engines.py).
         keys = [code + (i * _KEY_SPAN - MISSING_CODE) for i, code in enumerate(codes)]
-        extra = [] if sliced is None else [sliced.label("slice")]
         unpivoted = (
             sa.select(*extra, dialects.unpivot(self.engine.dialect.name, keys).label("key"))
             .where(*self._in_window(_ANY_WINDOW))
             .subquery("unpivoted")
         )
-        groups = [] if sliced is None else [unpivoted.c.slice]
+        groups = [unpivoted.c[e.name] for e in extra]
         return (
             sa.select(*groups, unpivoted.c.key, sa.func.count())
             .group_by(*groups, unpivoted.c.key)
         )
 
-    def _count_union(self, codes, sliced=None):
+    def _count_union(self, codes, extra):
         # The window's codes are computed in one scan into a materialised CTE,
         # then counted per column: one pass over the table however many columns.
-        extra = [] if sliced is None else [sliced.label("slice")]
         coded = (
             sa.select(*extra, *(code.label(f"c{i}") for i, code in enumerate(codes)))
             .where(*self._in_window(_ANY_WINDOW))
             .cte("coded")
             .prefix_with("MATERIALIZED", dialect="sqlite")
         )
-        groups = [] if sliced is None else [coded.c.slice]
+        groups = [coded.c[e.name] for e in extra]
         return sa.union_all(
             *(
                 sa.select(sa.literal(i).label("index"), *groups, coded.c[f"c{i}"], sa.func.count())
@@ -263,12 +294,11 @@ class EventsSource(ReferenceBinning):
             )
         )
 
-    def _count_joined(self, codes, sliced=None):
+    def _count_joined(self, codes, extra):
         # MariaDB/MySQL inline a CTE at each reference, so the UNION ALL above scanned
         # the window once per column (14 s for 125 k rows and 24 columns). Here the
         # window's codes are read once, in a derived table that LIMIT keeps from being
         # merged into the outer query, and joined to one row per column index.
-        extra = [] if sliced is None else [sliced.label("slice")]
         coded = (
             sa.select(*extra, *(code.label(f"c{i}") for i, code in enumerate(codes)))
             .where(*self._in_window(_ANY_WINDOW))
@@ -277,7 +307,7 @@ class EventsSource(ReferenceBinning):
         )
         columns = sa.union_all(*(sa.select(sa.literal(i).label("idx")) for i in range(len(codes)))).subquery("columns")
         code = sa.case({i: coded.c[f"c{i}"] for i in range(len(codes))}, value=columns.c.idx)
-        groups = [] if sliced is None else [coded.c.slice]
+        groups = [coded.c[e.name] for e in extra]
         return (
             sa.select(columns.c.idx, *groups, code.label("code"), sa.func.count())
             .select_from(coded.join(columns, sa.true()))
@@ -335,8 +365,8 @@ class EventsSource(ReferenceBinning):
             return [binning.category_label(c) for c in categories[feature.column]]
         return binning.numeric_labels(cuts[feature.column])
 
-    def _column_profile(self, feature: Feature, cuts, categories, counts) -> ColumnProfile:
-        column_counts = counts[feature.column]
+    def _column_profile(self, feature: Feature, cuts, categories, column_counts: ColumnCounts,
+                        segments: list[ColumnCounts] | None) -> ColumnProfile:
         return ColumnProfile(
             column=feature.column,
             role=feature.role,
@@ -348,6 +378,7 @@ class EventsSource(ReferenceBinning):
             counts=tuple(column_counts.counts.values()),
             other=column_counts.other,
             missing=column_counts.missing,
+            segment_counts=tuple((*s.counts.values(), s.other, s.missing) for s in segments or ()),
         )
 
 
@@ -355,6 +386,25 @@ def _keyed(connection: Connection) -> bool:
     """Whether the count statement returns keys (column index and code in one integer)."""
     name = connection.dialect.name
     return name == "postgresql" or dialects.unpivots(name)
+
+
+def _normalized(found, keyed: bool, extras: int) -> list[tuple[tuple, int, int, int]]:
+    """Count rows of any dialect as ``(extra keys, column index, bin code, count)``.
+
+    Keyed statements return ``(*extra, key, count)``; the others ``(index, *extra, code, count)``.
+    """
+    rows = []
+    for row in found:
+        if keyed:
+            index, code = divmod(row[extras], _KEY_SPAN)
+            rows.append((tuple(row[:extras]), index, code + MISSING_CODE, row[-1]))
+        else:
+            rows.append((tuple(row[1:1 + extras]), row[0], row[1 + extras], row[-1]))
+    return rows
+
+
+def _members_of(profile: ReferenceProfile) -> list[tuple]:
+    return [tuple(m) for m in profile.segments.members] if profile.segments else []
 
 
 def _bins_of(profile: ReferenceProfile) -> tuple[dict[str, list], dict[str, list]]:

@@ -128,9 +128,14 @@ class Result(Base):
     # a backfill recomputes a stored window whose fingerprint no longer matches (NULL: stored
     # before fingerprints, taken as matching).
     fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # Segmented monitors (README, "Segments"): the segment as {column: value}, NULL for the
+    # whole population; segment_key is its text ("country=DE"), '' for the whole population,
+    # so that the unique key holds on every dialect (NULLs never collide in a unique key).
+    segment: Mapped[dict | None] = mapped_column(JSON)
+    segment_key: Mapped[str] = mapped_column(String(1000), server_default="")
 
     __table_args__ = (
-        UniqueConstraint("monitor", "column", "window_end"),
+        UniqueConstraint("monitor", "column", "segment_key", "window_end"),
         Index("ix_results_monitor_window_end", "monitor", "window_end"),
     )
 
@@ -165,6 +170,10 @@ class ReferenceProfile(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     complete: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    # Segmented monitors: on a column's row, per segment its counts (value bins, other,
+    # missing); on the row of kind "segments" (column "segment"), whose categories are the
+    # member segments and counts their reference rows, {"distinct": combinations seen}.
+    segment_counts: Mapped[list | dict | None] = mapped_column(JSON)
 
     __table_args__ = (
         # Named by hand: the convention's name would pass PostgreSQL's 63-byte limit.

@@ -14,18 +14,23 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
-from driftmon.sources.profile import ColumnProfile, ReferenceProfile
+from driftmon.config import SEGMENT_PSEUDO_COLUMN
+from driftmon.sources.profile import ColumnProfile, ReferenceProfile, SegmentProfile
 from driftmon.store.models import Lease, Result, Run, SliceCounts
 from driftmon.store.models import ReferenceProfile as ProfileRow
 from driftmon.windows import TimeRange
 
+SEGMENTS_KIND = "segments"  # the reference_profiles row that holds a profile's segments
 _profiles = ProfileRow.__table__
 _runs = Run.__table__
 _results = Result.__table__
 _leases = Lease.__table__
 _slices = SliceCounts.__table__
 # What a re-run of the same window replaces; the key columns stay.
-_RESULT_UPDATES = [c.name for c in _results.columns if c.name not in ("id", "monitor", "column", "window_end")]
+_RESULT_KEY = ["monitor", "column", "segment_key", "window_end"]
+_RESULT_UPDATES = [c.name for c in _results.columns if c.name not in ("id", *_RESULT_KEY)]
+# The whole population's rows: a segmented monitor also stores one per segment (README, "Segments").
+_WHOLE = _results.c.segment_key == ""
 
 
 class Repository:
@@ -36,13 +41,13 @@ class Repository:
         return connection.execute(_runs.insert().returning(_runs.c.id), run).scalar_one()
 
     def upsert_results(self, connection: Connection, rows: list[dict]) -> None:
-        """One row per (monitor, column, window end): a re-run replaces, never duplicates."""
+        """One row per (monitor, column, segment, window end): a re-run replaces, never duplicates."""
         if not rows:
             return
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
         statement = dialect.insert(_results)
         statement = statement.on_conflict_do_update(
-            index_elements=["monitor", "column", "window_end"],
+            index_elements=_RESULT_KEY,
             set_={name: statement.excluded[name] for name in _RESULT_UPDATES},
         )
         connection.execute(statement, rows)
@@ -123,9 +128,10 @@ class Repository:
             _leases.c.expires_at < _lease_now())).rowcount == 1
 
     def latest_results(self, connection: Connection) -> list[dict]:
-        """The newest stored result of every (monitor, column)."""
+        """The newest stored whole-population result of every (monitor, column)."""
         newest = (
             sa.select(_results.c.monitor, _results.c.column, sa.func.max(_results.c.window_end).label("end"))
+            .where(_WHOLE)
             .group_by(_results.c.monitor, _results.c.column)
             .subquery()
         )
@@ -133,7 +139,7 @@ class Repository:
             _results.c.monitor == newest.c.monitor,
             _results.c.column == newest.c.column,
             _results.c.window_end == newest.c.end,
-        ))
+        )).where(_WHOLE)
         return [dict(row) for row in connection.execute(statement).mappings()]
 
     def last_successes(self, connection: Connection) -> dict[str, datetime]:
@@ -155,11 +161,15 @@ class Repository:
         found = connection.execute(statement).scalar()
         return None if found is None else _utc(found)
 
-    def window_results(self, connection: Connection, monitor: str, window_end: datetime) -> list[dict]:
-        """Every column's stored result of one window, bins and counts included."""
+    def window_results(self, connection: Connection, monitor: str, window_end: datetime,
+                       segment: str | None = "") -> list[dict]:
+        """Every column's stored result of one window, bins and counts included: of the whole
+        population, of one segment (its key), or of every segment and the whole (None)."""
         statement = sa.select(_results).where(
             _results.c.monitor == monitor, _results.c.window_end == window_end,
         ).order_by(_results.c.id)
+        if segment is not None:
+            statement = statement.where(_results.c.segment_key == segment)
         return [dict(row) for row in connection.execute(statement).mappings()]
 
     def result_history(self, connection: Connection, monitor: str, span: TimeRange,
@@ -171,6 +181,7 @@ class Repository:
             _results.c.monitor == monitor,
             _results.c.window_end > span.start,
             _results.c.window_end <= span.end,
+            _WHOLE,
         )
         if columns is None:
             return self._ordered(connection, statement)
@@ -194,6 +205,7 @@ class Repository:
             _results.c.monitor == monitor,
             _results.c.window_end > span.start,
             _results.c.window_end <= span.end,
+            _WHOLE,
         ).group_by(_results.c.column)
         return [(column, int(windows), int(count or 0), _utc(earliest))
                 for column, windows, count, earliest in connection.execute(statement)]
@@ -209,8 +221,10 @@ class Repository:
             _profiles.c.reference_start == reference.start,
             _profiles.c.reference_end == reference.end,
         ).order_by(_profiles.c.id)
-        columns = tuple(_column_profile(row) for row in connection.execute(statement).mappings())
-        return ReferenceProfile(range=reference, columns=columns)
+        rows = list(connection.execute(statement).mappings())
+        columns = tuple(_column_profile(row) for row in rows if row["kind"] != SEGMENTS_KIND)
+        segments = next((_segment_profile(row) for row in rows if row["kind"] == SEGMENTS_KIND), None)
+        return ReferenceProfile(range=reference, columns=columns, segments=segments)
 
     def save_profile(self, connection: Connection, monitor: str, profile: ReferenceProfile, *,
                      replace: bool = False) -> None:
@@ -237,9 +251,12 @@ class Repository:
                 "error": column.error,
                 "created_at": now,
                 "complete": column.complete,
+                "segment_counts": [list(c) for c in column.segment_counts] if profile.segments else None,
             }
             for column in profile.columns
         ]
+        if profile.segments is not None and rows:
+            rows.append(_segments_row(monitor, profile, now))
         if not rows:
             return
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
@@ -403,6 +420,29 @@ def _utc(moment) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _segments_row(monitor: str, profile: ReferenceProfile, now: datetime) -> dict:
+    """A profile's segments, stored as a row of kind "segments" beside its columns."""
+    segments = profile.segments
+    size = len(segments.members)
+    return {
+        "monitor": monitor, "column": SEGMENT_PSEUDO_COLUMN, "kind": SEGMENTS_KIND, "role": "segment",
+        "reference_start": profile.range.start, "reference_end": profile.range.end,
+        "config_hash": segments.config_hash, "edges": [], "categories": [list(m) for m in segments.members],
+        "labels": segments.keys[:size], "counts": list(segments.rows[:size]),
+        "other": segments.rows[size], "missing": segments.rows[size + 1], "total": float(sum(segments.rows)),
+        "error": None, "created_at": now, "complete": segments.complete,
+        "segment_counts": {"by": list(segments.by), "distinct": segments.distinct},
+    }
+
+
+def _segment_profile(row) -> SegmentProfile:
+    extra = row["segment_counts"] or {}
+    return SegmentProfile(
+        by=tuple(extra.get("by", ())), members=tuple(tuple(m) for m in row["categories"]),
+        rows=(*row["counts"], row["other"], row["missing"]), distinct=int(extra.get("distinct", 0)),
+        config_hash=row["config_hash"], complete=row["complete"])
+
+
 def _column_profile(row) -> ColumnProfile:
     return ColumnProfile(
         column=row["column"],
@@ -417,4 +457,5 @@ def _column_profile(row) -> ColumnProfile:
         missing=row["missing"],
         error=row["error"],
         complete=row["complete"],
+        segment_counts=tuple(tuple(c) for c in row["segment_counts"] or ()),
     )
