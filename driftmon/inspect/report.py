@@ -22,9 +22,7 @@ and the page says how many it shows. Only the charted columns' history is read.
 from __future__ import annotations
 
 import heapq
-import html
 import io
-import math
 import re
 import threading
 import urllib.parse
@@ -44,7 +42,20 @@ from sqlalchemy import Connection, Engine
 
 from driftmon.config import MonitorSettings
 from driftmon.errors import ConfigError
-from driftmon.inspect.explain import RANKED_BY, BinContribution, ColumnExplanation, WindowExplanation, load_explanation
+from driftmon.inspect.explain import ColumnExplanation, WindowExplanation, load_explanation
+from driftmon.inspect.html_parts import (
+    SEVERITY,
+    STATUS_COLOURS,
+    badge,
+    count,
+    drift_key,
+    number,
+    probability,
+    short_label,
+    term_text,
+    when,
+)
+from driftmon.inspect.html_parts import escape as _e
 from driftmon.store.repository import Repository
 from driftmon.textsafe import visible
 from driftmon.windows import TimeRange
@@ -54,8 +65,6 @@ TOP_MARKED = 3
 # Columns that get charts (README, "The report"): a chart takes 0.1-0.2 s to draw. A week of
 # 10,000 columns took over 150 s with a chart each; with 50, about 12 s (most of it the charts).
 MAX_CHARTS = 50
-STATUS_COLOURS = {"ok": "#2e7d32", "warning": "#ef8f00", "critical": "#c62828", "insufficient_data": "#9e9e9e"}
-_SEVERITY = ("insufficient_data", "ok", "warning", "critical")
 _REFERENCE_COLOUR, _CURRENT_COLOUR, _LINE_COLOUR = "#90a4ae", "#1565c0", "#263238"
 _STRIP_PIXELS = 1500  # the status strip's resolution; windows sharing a pixel show the worst
 # matplotlib's global settings are not thread-safe: the daemon's handler threads take turns.
@@ -111,10 +120,7 @@ def most_drifted(columns: Sequence[ColumnExplanation], limit: int) -> list[int]:
     """The positions of the ``limit`` columns that drifted most, in the columns' order: the worst
     status first, then the largest statistic (a column without one last); ties by position."""
     def drift(position: int) -> tuple[int, float, int]:
-        column = columns[position]
-        severity = _SEVERITY.index(column.status) if column.status in _SEVERITY else -1
-        value = column.value if column.value is not None and not math.isnan(column.value) else -math.inf
-        return -severity, -value, position
+        return (*drift_key(columns[position].status, columns[position].value), position)
 
     return sorted(heapq.nsmallest(max(limit, 0), range(len(columns)), key=drift))
 
@@ -214,14 +220,14 @@ def _header(monitor: MonitorSettings, explanation: WindowExplanation | None, spa
             generated_at: datetime, back_link: str | None) -> str:
     parts = []
     if explanation is not None:
-        parts.append(f"window {_e(_when(explanation.window.start))} – {_e(_when(explanation.window.end))}, "
-                     f"reference {_e(_when(explanation.reference.start))} – "
-                     f"{_e(_when(explanation.reference.end))}")
+        parts.append(f"window {_e(when(explanation.window.start))} – {_e(when(explanation.window.end))}, "
+                     f"reference {_e(when(explanation.reference.start))} – "
+                     f"{_e(when(explanation.reference.end))}")
     smoothing = monitor.smoothing
     setting = f"alpha {smoothing.alpha:g}" if smoothing.method == "pseudocount" else f"epsilon {smoothing.epsilon:g}"
-    parts += [f"history {_e(_when(span.start))} – {_e(_when(span.end))}",
+    parts += [f"history {_e(when(span.start))} – {_e(when(span.end))}",
               f"smoothing {_e(smoothing.method)} ({setting}), KL direction {_e(monitor.kl_direction)}",
-              f"generated {_e(_when(generated_at))}"]
+              f"generated {_e(when(generated_at))}"]
     if back_link:
         parts.append(f"<a href='{_e(back_link)}'>all monitors</a>")
     legend = "".join(f"<span style='background:{colour}'></span>{_e(status)}"
@@ -249,11 +255,11 @@ def _column_row(index: int, column: ColumnExplanation, tally: Tally | None, link
     top = column.ranked[0] if column.bins and column.ranked[0].psi_term is not None else None
     name = f"<a href='#column-{index}'>{_e(column.column)}</a>" if linked else _e(column.column)
     cells = [
-        name, _e(column.role), _badge(column.status),
-        _e(column.statistic), _number(column.value), f"{column.threshold_warning:g}",
-        f"{column.threshold_critical:g}", _probability(column.p_value), _probability(column.q_value),
-        f"{_count(column.samples_reference)} / {_count(column.samples_current)}",
-        _e(_short_label(top.label)) + _e(_term_text(top, column.contributions_of)) if top else "–",
+        name, _e(column.role), badge(column.status),
+        _e(column.statistic), number(column.value), f"{column.threshold_warning:g}",
+        f"{column.threshold_critical:g}", probability(column.p_value), probability(column.q_value),
+        f"{count(column.samples_reference)} / {count(column.samples_current)}",
+        _e(short_label(top.label)) + _e(term_text(top, column.contributions_of)) if top else "–",
         f"{tally.alarms} of {tally.windows}" if tally else "0 of 0",
     ]
     return "<tr>" + "".join(f"<td class='text'>{c}</td>" if k in (1, 10) else f"<td>{c}</td>"
@@ -263,7 +269,7 @@ def _column_row(index: int, column: ColumnExplanation, tally: Tally | None, link
 def _column_section(index: int, column: ColumnExplanation, history: list[dict], span: TimeRange,
                     top: int) -> str:
     heading = (f"<h2 id='column-{index}'>{_e(column.column)} <small>({_e(column.role)})</small> "
-               f"{_badge(column.status)}</h2>")
+               f"{badge(column.status)}</h2>")
     note = f"<p class='note'>{_e(column.note)}</p>" if column.note else ""
     svg = _figure_svg(column, history, span, top, prefix=f"c{index}-")
     label = f"{column.column}: reference vs current shares, and {column.statistic} over time"
@@ -354,7 +360,7 @@ def _status_pixels(history: list[dict], span: TimeRange) -> np.ndarray:
     severity = np.full(_STRIP_PIXELS, -1)
     worst: dict[datetime, int] = {}
     for row in history:
-        worst[row["window_end"]] = max(worst.get(row["window_end"], -1), _SEVERITY.index(row["status"]))
+        worst[row["window_end"]] = max(worst.get(row["window_end"], -1), SEVERITY.index(row["status"]))
     ends = sorted(worst)
     steps = np.diff([end.timestamp() for end in ends])
     usual = timedelta(seconds=float(np.median(steps))) if len(steps) else timedelta(0)
@@ -362,7 +368,7 @@ def _status_pixels(history: list[dict], span: TimeRange) -> np.ndarray:
         start = end - usual if previous is None or end - previous > 3 * usual else previous
         low, high = _pixel(start, span), _pixel(end, span)
         severity[low:high + 1] = np.maximum(severity[low:high + 1], worst[end])
-    palette = np.array([to_rgba(STATUS_COLOURS[s]) for s in _SEVERITY] + [(0, 0, 0, 0)])
+    palette = np.array([to_rgba(STATUS_COLOURS[s]) for s in SEVERITY] + [(0, 0, 0, 0)])
     return palette[severity][np.newaxis, :, :]
 
 
@@ -413,29 +419,10 @@ def _short_path(data: str) -> str:
 
 # --- formatting ------------------------------------------------------------------------
 
-_NUMERIC_LABEL = re.compile(r"^([\[(])([^,]+), ([^)]+)\)$")
-
 
 def _axis_label(label: str) -> str:
     """What an axis shows of a bin label: short, and visible (a control character escaped)."""
-    return visible(_short_label(label))
-
-
-def _short_label(label: str) -> str:
-    """Bin labels fit for an axis: edges to 4 significant digits, long categories cut."""
-    match = _NUMERIC_LABEL.match(label)
-    if match:
-        opening, low, high = match.groups()
-        return f"{opening}{_edge(low)}, {_edge(high)})"
-    return label if len(label) <= 18 else label[:17] + "…"
-
-
-def _edge(text: str) -> str:
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return f"{value:.4g}" if math.isfinite(value) else text
+    return visible(short_label(label))
 
 
 def _history_by_column(history: Sequence[dict]) -> dict[str, list[dict]]:
@@ -443,40 +430,6 @@ def _history_by_column(history: Sequence[dict]) -> dict[str, list[dict]]:
     for row in history:
         grouped.setdefault(row["column"], []).append(row)
     return grouped
-
-
-def _badge(status: str) -> str:
-    colour = STATUS_COLOURS.get(status, "#616161")
-    return f"<span class='status' style='background:{colour}'>{_e(status)}</span>"
-
-
-def _term_text(item: BinContribution, statistic: str) -> str:
-    """The bin's share of the PSI (what ranked it) and, unless that is the statistic, its signed term."""
-    moved = "" if item.share_of_movement is None else f"{100 * item.share_of_movement:.0f} % of psi"
-    signed = "" if statistic == RANKED_BY or item.contribution is None else f"{statistic} term {item.contribution:+.4f}"
-    text = "; ".join(part for part in (moved, signed) if part)
-    return f" ({text})" if text else ""
-
-
-def _number(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
-def _probability(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3g}"
-
-
-def _count(value: float) -> str:
-    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.1f}"
-
-
-def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _e(text: object) -> str:
-    """Text for the page: control and bidi characters shown as escapes, then HTML-escaped."""
-    return html.escape(visible(text), quote=True)
 
 
 # --- the daemon's pages ------------------------------------------------------------------
@@ -520,11 +473,11 @@ class ReportPages:
         rows = ["<tr><th>monitor</th><th>status</th><th>latest window end</th><th>columns</th></tr>"]
         for name in self.monitors:
             mine = [r for r in latest if r["monitor"] == name]
-            status = max((r["status"] for r in mine), key=_SEVERITY.index, default=None)
+            status = max((r["status"] for r in mine), key=SEVERITY.index, default=None)
             newest = max((r["window_end"] for r in mine), default=None)
             link = f"{link_prefix}{urllib.parse.quote(name, safe='')}"
             rows.append(f"<tr><td><a href='{_e(link)}'>{_e(name)}</a></td>"
-                        f"<td>{_badge(status) if status else 'no results yet'}</td>"
-                        f"<td>{_e(_when(newest)) if newest else '–'}</td><td>{len(mine)}</td></tr>")
+                        f"<td>{badge(status) if status else 'no results yet'}</td>"
+                        f"<td>{_e(when(newest)) if newest else '–'}</td><td>{len(mine)}</td></tr>")
         table = "<table>\n" + "\n".join(rows) + "\n</table>"
         return _page("driftmon reports", f"<h1>driftmon reports</h1>\n{table}")
