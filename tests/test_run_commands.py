@@ -25,7 +25,7 @@ from tests.test_pipeline import AT, DAY, FEATURES, HOUR, REFERENCE, START, WINDO
 
 JSON_KEYS = ["monitor", "column", "role", "window_start", "window_end", "reference_start",
              "reference_end", "samples_current", "samples_reference", "missing_ratio", "kl", "psi",
-             "js", "p_value", "q_value", "status"]
+             "js", "p_value", "q_value", "status", "segment"]
 
 
 @pytest.fixture

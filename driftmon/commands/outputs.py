@@ -15,8 +15,9 @@ _HEADER = ("monitor", "column", "role", "samples (ref / cur)", "KL", "PSI", "JS"
 
 
 def as_json(outcomes: list[RunOutcome]) -> str:
-    """One object per (monitor, column), then one per failed monitor run: the public
-    contract of ``run-once --output json`` (README, "Commands")."""
+    """One object per (monitor, column, segment), then one per failed monitor run: the public
+    contract of ``run-once --output json`` (README, "Commands"). ``segment`` is null for the
+    whole population, else ``{column: value}``."""
     records = [_json_object(r) for o in outcomes for r in o.results]
     records += [_failure_object(o) for o in outcomes if o.status != "ok"]
     return json.dumps(records, indent=2)
@@ -40,6 +41,7 @@ def _json_object(result: ColumnResult) -> dict:
         "p_value": result.p_value,
         "q_value": result.q_value,
         "status": result.status,
+        "segment": dict(result.segment) if result.segment else None,
     }
 
 
@@ -57,14 +59,17 @@ def as_table(outcomes: list[RunOutcome]) -> str:
     Every line goes through ``visible``: nothing from the data can start a line of its own,
     move the cursor or reorder what the terminal shows.
     """
-    rows = [_HEADER]
+    segmented = any(r.segment for o in outcomes for r in o.results)
+    header = (*_HEADER[:2], "segment", *_HEADER[2:]) if segmented else _HEADER
+    rows = [header]
     for outcome in outcomes:
         for r in outcome.results:
             # Escaped before the widths are measured, so that the columns line up as shown.
-            rows.append((visible(r.monitor), visible(r.column), visible(r.role), _samples(r),
+            where = (visible(r.segment_key or "(all)"),) if segmented else ()
+            rows.append((visible(r.monitor), visible(r.column), *where, visible(r.role), _samples(r),
                          _stat(r.kl), _stat(r.psi), _stat(r.js), _probability(r.p_value),
                          _probability(r.q_value), visible(r.status)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines += [f"{o.monitor}: FAILED: {o.error}" for o in outcomes if o.status != "ok"]
     windows = sorted({f"{o.monitor} {o.window}" for o in outcomes})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from driftmon.errors import SourceError
 from driftmon.sources import binning, dialects
 from driftmon.sources.profile import MISSING_SEGMENT, OTHER_SEGMENT
 from driftmon.windows import TimeRange
@@ -66,10 +67,21 @@ class SegmentMembership:
         rows = self._execute(connection, statement)
         width = len(values)
         ranked = [(tuple(dialects.from_bytes(v) for v in row[:width]), row[width]) for row in rows]
+        self._check_segment_values(ranked)
         # Python's order settles the ties the same on every engine.
         members = [tuple(m) for m in binning.top_categories(ranked, segments.max)] if all(
             len(m) == 1 for m, _ in ranked) else _top_combinations(ranked, segments.max)
         return members, int(rows[0][width + 1]) if rows else 0
+
+    def _check_segment_values(self, ranked: list[tuple[tuple, int]]) -> None:
+        """Members are stored as JSON and compared as literals: text, integers and booleans only."""
+        for values, _ in ranked[:1]:
+            for column, value in zip(self.monitor.segments.by, values, strict=True):
+                if not isinstance(value, str | int | bool):
+                    raise SourceError(
+                        f"monitor {self.monitor.name!r}, table {self.source.table!r}, segments.by column "
+                        f"{column!r} holds {type(value).__name__} values: segment by a text, integer or boolean "
+                        f"column (a view can cast it)")
 
     def _segment_order(self) -> list[sa.ColumnElement]:
         types = self.reader.column_types or {}
