@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from driftmon.store import migrate
 from driftmon.store.database import create_db_engine
@@ -46,3 +46,29 @@ def test_downgrade_and_upgrade_round_trip(engine):
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     migrate.upgrade(engine)
     _alembic_check(engine)
+
+
+def test_results_stored_before_segments_become_whole_population_rows(engine):
+    """0004 → 0005 keeps every stored result as the whole population's (segment_key ''), and the
+    new unique key lets a segment row sit beside it; a downgrade keeps the whole population only."""
+    migrate.downgrade(engine, "0004")
+    window = {"window_start": "2024-03-01 00:00:00", "window_end": "2024-03-01 01:00:00",
+              "reference_start": "2024-02-01 00:00:00", "reference_end": "2024-03-01 00:00:00",
+              "computed_at": "2024-03-01 01:00:00"}
+    columns = ("monitor, \"column\", role, window_start, window_end, reference_start, reference_end, samples_current, "
+               "samples_reference, missing_current, statistic, threshold_warning, threshold_critical, status, "
+               "computed_at")
+    values = ("'m', 'amount', 'feature', :window_start, :window_end, :reference_start, :reference_end, 10, 10, 0, "
+              "'kl', 0.1, 0.25, 'ok', :computed_at")
+    with engine.begin() as connection:
+        connection.execute(text(f"INSERT INTO results ({columns}) VALUES ({values})"), window)
+    migrate.upgrade(engine)
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT segment_key, segment FROM results")).all() == [("", None)]
+        connection.execute(text(f"INSERT INTO results ({columns}, segment_key) VALUES ({values}, 'region=D')"),
+                           window)
+        assert connection.execute(text("SELECT count(*) FROM results")).scalar() == 2
+    migrate.downgrade(engine, "0004")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT monitor, \"column\" FROM results")).all() == [("m", "amount")]
+    migrate.upgrade(engine)
