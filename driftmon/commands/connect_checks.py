@@ -5,8 +5,9 @@ migrated: a SQLite file that does not exist yet is left so). Each source: its
 table, the columns the config names (a typo is reported at the key that holds
 it, with the closest column's name), their types (the timestamp column's too),
 then the rows of the reference range and of the latest window
-(driftmon/commands/source_rows.py), so a setup that would end every run as
-``insufficient_data`` is caught before it goes blind.
+(driftmon/commands/source_rows.py) and, for a segmented monitor, the segments
+its reference would make (driftmon/commands/segment_checks.py), so a setup
+that would end every run as ``insufficient_data`` is caught before it goes blind.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _LABEL = "check-config --connect"
 
 def run(config: Config, now: datetime) -> CheckReport:
     """Every --connect check; ``now`` places the latest windows."""
+    from driftmon.commands.segment_checks import by_paths, check_segments
     from driftmon.commands.source_rows import check_rows
 
     report = CheckReport()
@@ -39,8 +41,9 @@ def run(config: Config, now: datetime) -> CheckReport:
     try:
         for index, monitor in enumerate(config.resolved_monitors()):
             engine = open_source_engine(config, index, monitor, engines, report)
-            if engine is not None and check_columns(index, monitor, engine, report):
+            if engine is not None and check_columns(index, monitor, engine, report, by_paths(config, index)):
                 check_rows(index, monitor, engine, now, report)
+                check_segments(config, index, monitor, engine, now, report)
     finally:
         engines.dispose()
     return report
@@ -135,8 +138,13 @@ def open_source_engine(config: Config, index: int, monitor: MonitorSettings, eng
         return None
 
 
-def check_columns(index: int, monitor: MonitorSettings, engine: Engine, report: CheckReport) -> bool:
-    """The table exists and has every column named, of usable types; False with problems if not."""
+def check_columns(index: int, monitor: MonitorSettings, engine: Engine, report: CheckReport,
+                  segment_columns: list[tuple[str, str]] = ()) -> bool:
+    """The table exists and has every column named, of usable types; False with problems if not.
+
+    ``segment_columns``: (key path, column) of the ``segments.by`` columns, whose key
+    may be the defaults' (driftmon/commands/segment_checks.py, ``by_paths``).
+    """
     from driftmon.sources.sql import SourceReader
 
     source = monitor.source
@@ -150,7 +158,7 @@ def check_columns(index: int, monitor: MonitorSettings, engine: Engine, report: 
     except Exception as exc:  # noqa: BLE001  a driver's own error, e.g. thrift's TTransportException for Hive
         report.problems.append(f"monitors[{index}].source: {driver_failure(exc)}")
         return False
-    problems = column_problems(index, monitor, reader.column_types or {}, dialect)
+    problems = column_problems(index, monitor, reader.column_types or {}, dialect, segment_columns)
     report.problems.extend(problems)
     return not problems
 
@@ -166,14 +174,15 @@ def driver_failure(exc: Exception) -> str:
     return f"cannot connect or read: {type(exc).__name__}: {mask_credentials(_first_line(exc))}"
 
 
-def column_problems(index: int, monitor: MonitorSettings, types: dict, dialect: str) -> list[str]:
+def column_problems(index: int, monitor: MonitorSettings, types: dict, dialect: str,
+                    segment_columns: list[tuple[str, str]] = ()) -> list[str]:
     """Each configured column that the table lacks or holds in a type a run cannot use, at its key path."""
     from driftmon.sources.sql import require_numbers, timestamp_type_problem
 
     source, key = monitor.source, f"monitors[{index}]"
     table = f"{source.schema_}.{source.table}" if source.schema_ else source.table
-    problems = [f"{key}.{path}: {missing_column(table, name, types)}"
-                for path, name in named_columns(monitor) if name not in types]
+    named = [(f"{key}.{path}", name) for path, name in named_columns(monitor)] + list(segment_columns)
+    problems = [f"{path}: {missing_column(table, name, types)}" for path, name in named if name not in types]
     timestamp = source.timestamp_column
     if timestamp in types:
         problem = timestamp_type_problem(dialect, timestamp, types[timestamp], source.timestamp_unit, table)
