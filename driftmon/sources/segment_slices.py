@@ -75,5 +75,6 @@ class SegmentedLayout(EventsLayout):
         """Per segment, per column ``{code: count}`` of the payloads' sum (decoded arrays)."""
         total = np.zeros((self.segments, self.size), dtype=np.int64)
         for payload in payloads:
-            total += payload
+            if payload.shape[1]:  # a slice without rows decodes without cells: it has no width to read
+                total += payload
         return [self.tallies([row]) for row in total]
