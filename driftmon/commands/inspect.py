@@ -43,10 +43,15 @@ monitor_argument = click.option("--monitor", "monitor_name", required=True, meta
               help="Show this statistic's signed per-bin terms beside the ranking [default: the one "
                    "each column's status is judged on]. It does not change the ranking, which is "
                    "always by PSI term.")
+@click.option("--segment", default=None, metavar="COLUMN=VALUE[,...]",
+              help="Explain this segment of a segmented monitor (e.g. country=DE; country=DE,app=web when "
+                   "it segments by both) instead of the whole population.")
+@click.option("--top-segments", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Segmented monitors: segments shown per column, those that moved most first.")
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @handle_errors
 def explain(config_path: str | None, monitor_name: str, columns: tuple[str, ...], at: datetime | None,
-            top: int, statistic: str | None, output: str) -> None:
+            top: int, statistic: str | None, segment: str | None, top_segments: int, output: str) -> None:
     """Which bins drove a stored window's statistics, read from the results database.
 
     For each column: its status, statistic, p- and q-value, then the bins that
@@ -55,18 +60,48 @@ def explain(config_path: str | None, monitor_name: str, columns: tuple[str, ...]
     Beside it, the bin's signed term of the column's statistic (or of
     --statistic); those terms sum to the statistic but a KL term can be negative.
     Each bin shows its label and reference and current count and smoothed share.
+
+    A segmented monitor's columns each list the segments that moved most (by the
+    column's statistic) with their share of the traffic; --segment explains one
+    segment's columns the same way as the whole population's.
     """
     from driftmon.config_file import load_config
     from driftmon.inspect import explain as explaining
 
     config = load_config(config_path)
     monitor = _monitor(config, monitor_name)
+    if monitor.segments is None and segment is None:
+        with _results(config) as connection:
+            explanation = explaining.require_explanation(connection, monitor, at, statistic,
+                                                         dtype=config.compute.dtype)
+        explanation = explaining.only_columns(explanation, columns)
+        render = explaining.as_json if output == "json" else explaining.as_table
+        click.echo(render(explanation, top))
+        return
+    _explain_segmented(config, monitor, columns, at, top, statistic, segment, top_segments, output)
+
+
+def _explain_segmented(config: Config, monitor: MonitorSettings, columns: tuple[str, ...], at: datetime | None,
+                       top: int, statistic: str | None, segment: str | None, top_segments: int,
+                       output: str) -> None:
+    """``explain`` of a segmented monitor: one segment's window, or the whole population's with,
+    per column, the segments that drove it."""
+    from driftmon.inspect import explain as explaining
+    from driftmon.inspect import segment_explain
+
+    if segment is not None:
+        segment_explain.segment_of(monitor, segment)  # a usage error before any database is read
+    dtype = config.compute.dtype
     with _results(config) as connection:
-        explanation = explaining.require_explanation(connection, monitor, at, statistic,
-                                                     dtype=config.compute.dtype)
+        if segment is not None:
+            explanation, segments = segment_explain.require_segment(connection, monitor, segment, at, statistic,
+                                                                    dtype), None
+        else:
+            explanation = explaining.require_explanation(connection, monitor, at, statistic, dtype=dtype)
+            segments = segment_explain.window_segments(connection, monitor, explanation)
     explanation = explaining.only_columns(explanation, columns)
-    render = explaining.as_json if output == "json" else explaining.as_table
-    click.echo(render(explanation, top))
+    render = segment_explain.as_json if output == "json" else segment_explain.as_table
+    click.echo(render(explanation, segments, top, top_segments))
 
 
 def _in_existing_folder(ctx: click.Context, param: click.Parameter, out: str) -> str:

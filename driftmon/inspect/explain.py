@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -33,6 +33,7 @@ from sqlalchemy import Connection
 
 from driftmon.config import MonitorSettings
 from driftmon.errors import ConfigError, DriftmonError
+from driftmon.sources.profile import segment_key
 from driftmon.stats.divergence import contributions
 from driftmon.store.repository import Repository
 from driftmon.textsafe import visible
@@ -105,6 +106,7 @@ class WindowExplanation:
     window: TimeRange
     reference: TimeRange
     columns: tuple[ColumnExplanation, ...]
+    segment: dict[str, str] | None = None  # {column: value} of one segment's window; None: the whole population
 
     def column(self, name: str) -> ColumnExplanation:
         return next(c for c in self.columns if c.column == name)
@@ -130,10 +132,15 @@ def require_explanation(connection: Connection, monitor: MonitorSettings, at: da
     """``load_explanation``, raising ``DriftmonError`` when nothing is stored."""
     found = load_explanation(connection, monitor, at, statistic, dtype=dtype)
     if found is None:
-        when = f" at or before {at.isoformat()}" if at else ""
-        raise DriftmonError(f"monitor {monitor.name!r} has no stored results{when}: "
-                            "run `driftmon run-once` or `driftmon backfill` first")
+        raise nothing_stored(monitor, at)
     return found
+
+
+def nothing_stored(monitor: MonitorSettings, at: datetime | None) -> DriftmonError:
+    """The error of a monitor without a stored window ending at or before ``at``."""
+    when = f" at or before {at.isoformat()}" if at else ""
+    return DriftmonError(f"monitor {monitor.name!r} has no stored results{when}: "
+                         "run `driftmon run-once` or `driftmon backfill` first")
 
 
 def only_columns(explanation: WindowExplanation, names: Sequence[str]) -> WindowExplanation:
@@ -293,8 +300,8 @@ def _column_dict(column: ColumnExplanation, top: int | None) -> dict:
         "threshold_critical": column.threshold_critical,
         "p_value": column.p_value,
         "q_value": column.q_value,
-        "samples_reference": _number(column.samples_reference),
-        "samples_current": _number(column.samples_current),
+        "samples_reference": exact_number(column.samples_reference),
+        "samples_current": exact_number(column.samples_current),
         "contributions_of": column.contributions_of,
         "ranked_by": RANKED_BY,
         "bins": len(column.bins),
@@ -307,9 +314,9 @@ def _column_dict(column: ColumnExplanation, top: int | None) -> dict:
 def _bin_dict(item: BinContribution) -> dict:
     return {
         "label": item.label,
-        "reference_count": _number(item.reference_count),
+        "reference_count": exact_number(item.reference_count),
         "reference_share": item.reference_share,
-        "current_count": _number(item.current_count),
+        "current_count": exact_number(item.current_count),
         "current_share": item.current_share,
         "contribution": item.contribution,
         "share_of_statistic": item.share_of_statistic,
@@ -325,20 +332,31 @@ def as_json(explanation: WindowExplanation, top: int | None = None) -> str:
 _BIN_HEADER = ("bin", "ref count", "ref share", "cur count", "cur share", f"{RANKED_BY} term", f"of {RANKED_BY}")
 
 
-def as_table(explanation: WindowExplanation, top: int | None = None) -> str:
+def as_table(explanation: WindowExplanation, top: int | None = None, *,
+             after: Callable[[ColumnExplanation], list[str]] | None = None,
+             preamble: Sequence[str] = ()) -> str:
     """What a person reads: a heading per column, then the bins that moved most.
 
+    ``after`` adds lines below each column's bins, ``preamble`` below the first line
+    (a segmented monitor's "which segments drove it": ``driftmon.inspect.segment_explain``).
     Every line goes through ``visible``: no text from the data can start a line of
     its own, move the cursor or reorder what the terminal shows.
     """
-    lines = [f"monitor {explanation.monitor}: window {explanation.window}, reference {explanation.reference}"]
+    lines = [_window_line(explanation), *preamble]
     for column in explanation.columns:
         lines += ["", _column_heading(column)]
         if column.note:
             lines.append(f"  note: {column.note}")
         if column.bins:
             lines += _bin_table(column, top)
+        if after is not None:
+            lines += after(column)
     return "\n".join(visible(line) for line in lines)
+
+
+def _window_line(explanation: WindowExplanation) -> str:
+    segment = f", segment {segment_key(explanation.segment)}" if explanation.segment else ""
+    return f"monitor {explanation.monitor}{segment}: window {explanation.window}, reference {explanation.reference}"
 
 
 def _column_heading(column: ColumnExplanation) -> str:
@@ -346,8 +364,8 @@ def _column_heading(column: ColumnExplanation) -> str:
     parts = [f"{column.column} ({column.role}): {column.status}",
              f"{column.statistic} {value} (warning {column.threshold_warning:g}, "
              f"critical {column.threshold_critical:g})",
-             f"p {_probability(column.p_value)}", f"q {_probability(column.q_value)}",
-             f"samples {_number(column.samples_reference)} ref / {_number(column.samples_current)} cur"]
+             f"p {probability_text(column.p_value)}", f"q {probability_text(column.q_value)}",
+             f"samples {exact_number(column.samples_reference)} ref / {exact_number(column.samples_current)} cur"]
     return "  ".join(parts)
 
 
@@ -369,8 +387,8 @@ def _bin_table(column: ColumnExplanation, top: int | None) -> list[str]:
 
 def _bin_cells(item: BinContribution, signed: bool) -> tuple[str, ...]:
     # Escaped here already, so that the column is as wide as what is shown.
-    cells = (visible(item.label), str(_number(item.reference_count)), _share(item.reference_share),
-             str(_number(item.current_count)), _share(item.current_share),
+    cells = (visible(item.label), str(exact_number(item.reference_count)), _share(item.reference_share),
+             str(exact_number(item.current_count)), _share(item.current_share),
              "-" if item.psi_term is None else f"{item.psi_term:.4f}",
              "-" if item.share_of_movement is None else f"{100 * item.share_of_movement:.1f}%")
     if not signed:
@@ -382,9 +400,9 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _probability(value: float | None) -> str:
+def probability_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def _number(value: float) -> int | float:
+def exact_number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
