@@ -42,6 +42,7 @@ from sqlalchemy import Connection, Engine
 
 from driftmon.config import MonitorSettings
 from driftmon.errors import ConfigError
+from driftmon.inspect import segment_report
 from driftmon.inspect.explain import ColumnExplanation, WindowExplanation, load_explanation
 from driftmon.inspect.html_parts import (
     SEVERITY,
@@ -112,8 +113,10 @@ def build_report(connection: Connection, monitor: MonitorSettings, start: dateti
     history = repository.result_history(connection, monitor.name, span, charted)
     tallies = {column: Tally(windows, alarmed, earliest) for column, windows, alarmed, earliest
                in repository.result_tallies(connection, monitor.name, span, _ALARMS)}
+    segments = None if monitor.segments is None else segment_report.load_segment_view(
+        connection, monitor, explanation, repository, dtype)
     return render_report(monitor, explanation, history, span, back_link=back_link, charts=charts,
-                         tallies=tallies)
+                         tallies=tallies, segments=segments)
 
 
 def most_drifted(columns: Sequence[ColumnExplanation], limit: int) -> list[int]:
@@ -137,11 +140,13 @@ def _tally_history(history: Sequence[dict]) -> dict[str, Tally]:
 def render_report(monitor: MonitorSettings, explanation: WindowExplanation | None, history: list[dict],
                   span: TimeRange, *, top: int = TOP_MARKED, back_link: str | None = None,
                   generated_at: datetime | None = None, charts: int = MAX_CHARTS,
-                  tallies: dict[str, Tally] | None = None) -> str:
+                  tallies: dict[str, Tally] | None = None,
+                  segments: segment_report.SegmentView | None = None) -> str:
     """The whole HTML page as text.
 
     ``history``: the stored results of the range (those of the charted columns suffice);
-    ``tallies``: every column's windows in the range (default: counted from ``history``).
+    ``tallies``: every column's windows in the range (default: counted from ``history``);
+    ``segments``: a segmented monitor's segments of the window (the heat map and drill-downs).
     """
     generated_at = generated_at or datetime.now(UTC)
     title = f"driftmon report: {monitor.name}"
@@ -156,13 +161,18 @@ def render_report(monitor: MonitorSettings, explanation: WindowExplanation | Non
     if others:
         body.append(_bound_note(len(charted), len(explanation.columns)))
     body.append(_column_table(explanation, charted, tallies, charted=True))
+    if segments is not None:
+        body.append(segment_report.heat_map(segments, explanation))
     shown = _shown_range(tallies, span)
     with _drawing():
         body += [_column_section(i, explanation.columns[i], by_column.get(explanation.columns[i].column, []),
                                  shown, top) for i in charted]
     if others:
         body.append(_column_table(explanation, others, tallies, charted=False))
-    return _page(title, "\n".join(body))
+    if segments is None:
+        return _page(title, "\n".join(body))
+    body.append(segment_report.drill_downs(segments))
+    return _page(title, "\n".join(body), _CSS + segment_report.CSS)
 
 
 def _bound_note(charted: int, columns: int) -> str:
@@ -190,7 +200,7 @@ def _shown_range(tallies: dict[str, Tally], span: TimeRange) -> TimeRange:
     return TimeRange(earliest, span.end) if span.start < earliest < span.end else span
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, css: str | None = None) -> str:
     # No fetch of any kind: styles are inline, images are data: URIs inside the SVGs.
     policy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
     return (
@@ -198,7 +208,7 @@ def _page(title: str, body: str) -> str:
         f"<meta http-equiv='Content-Security-Policy' content=\"{policy}\">\n"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
         "<link rel='icon' href='data:,'>\n"
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+        f"<title>{_e(title)}</title>\n<style>{css or _CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
     )
 
 
