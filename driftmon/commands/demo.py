@@ -3,10 +3,13 @@
 It seeds an embedded SQLite source with a week of traffic in which, from a
 known hour on, ``amount`` grows by 70 %, a new country appears, ``tenure``
 goes missing far more often and the prediction ``score`` moves, while ``age``
-(the control) stays as it was. It writes a config file the user can copy
-(default settings, absolute database paths: it works from any folder),
-backfills the monitor over the last two days, prints which columns drifted
-and since when, then serves metrics and keeps the traffic flowing.
+(the control) stays as it was. The monitor is segmented by the client ``app``:
+in the ``kiosk`` app alone (5 % of the traffic) ``session_minutes`` doubles,
+a drift the whole population hides (README, "Segments"). It writes a config file the user can copy (default
+settings, absolute database paths: it works from any folder), backfills the
+monitor over the last two days, prints which columns drifted and since when,
+over all traffic and per segment (driftmon/commands/demo_summary.py), then
+serves metrics and keeps the traffic flowing.
 """
 
 from __future__ import annotations
@@ -22,19 +25,28 @@ import sqlalchemy as sa
 import yaml
 
 from driftmon.errors import ConfigError
-from driftmon.pipeline import CRITICAL, WARNING, RunOutcome
 from driftmon.store.database import create_db_engine
 from driftmon.windows import align_down
 
 log = logging.getLogger(__name__)
 
 MONITOR = "demo_model"
-ROWS_PER_HOUR = 600
+# A 5 % segment must reach min_samples (100) in each 1-hour window: 150 rows on average, and
+# fewer than 100 about once in 50,000 windows (Poisson).
+ROWS_PER_HOUR = 3000
 HISTORY = timedelta(days=7)
 BACKFILL = timedelta(days=2)
 DRIFT_BEFORE_NOW = timedelta(hours=24)
 TRAFFIC_EVERY_SECONDS = 10.0
 COUNTRIES = ["DE", "FR", "US", "GB", "NL"]
+COUNTRY_SHARES = [.35, .25, .2, .1, .1]
+# The segments: client apps and their shares of the traffic (unchanged by the drift).
+APPS = ["android", "ios", "web", "partner_api", "kiosk", "smart_tv"]
+APP_SHARES = [.34, .28, .2, .08, .05, .05]
+DRIFTED_APP = "kiosk"
+# log 2 is 1.4 standard deviations of log(session_minutes): the kiosk's KL lies near 0.9 in the
+# 150 rows of a window (critical from 0.25), the whole population's near 0.004 (warning from 0.1).
+SESSION_GROWTH = 2.0
 # Written first into every demo folder: a folder with it is one the demo made, whose
 # files it may replace; any other non-empty folder is the user's, and left alone.
 MARKER = ".driftmon-demo"
@@ -51,6 +63,8 @@ INFERENCE_LOG = sa.Table(
     sa.Column("tenure", sa.Double),
     sa.Column("age", sa.Double),
     sa.Column("score", sa.Double),
+    sa.Column("app", sa.String(20)),
+    sa.Column("session_minutes", sa.Double),
 )
 
 
@@ -74,23 +88,23 @@ def traffic(rng: np.random.Generator, start: datetime, end: datetime, drift_at: 
     """Synthetic inference-log rows in [start, end), drifted from ``drift_at`` on."""
     seconds = (end - start).total_seconds()
     n = rng.poisson(ROWS_PER_HOUR * seconds / 3600)
-    times = sorted(start + timedelta(seconds=float(s)) for s in rng.uniform(0, seconds, n))
-    rows = []
-    for ts in times:
-        drifted = ts >= drift_at
-        country = COUNTRIES[rng.choice(5, p=[.35, .25, .2, .1, .1])]
-        if drifted and rng.random() < 0.35:
-            country = "BR"
-        rows.append({
-            "ts": ts.replace(tzinfo=None),  # naive timestamps are UTC
-            "model_version": "v3",
-            "amount": float(rng.lognormal(4.0, 0.5)) * (1.7 if drifted else 1.0),
-            "country": country,
-            "tenure": None if rng.random() < (0.35 if drifted else 0.02) else float(rng.exponential(4.0)),
-            "age": float(rng.normal(40, 10)),
-            "score": float(rng.beta(4, 3) if drifted else rng.beta(2, 5)),
-        })
-    return rows
+    offsets = np.sort(rng.uniform(0, seconds, n))
+    drifted = offsets >= (drift_at - start).total_seconds()
+    country = np.array(COUNTRIES, dtype=object)[rng.choice(len(COUNTRIES), n, p=COUNTRY_SHARES)]
+    country[drifted & (rng.random(n) < 0.35)] = "BR"
+    amount = rng.lognormal(4.0, 0.5, n) * np.where(drifted, 1.7, 1.0)
+    tenure = rng.exponential(4.0, n)
+    tenure_missing = rng.random(n) < np.where(drifted, 0.35, 0.02)
+    age = rng.normal(40, 10, n)
+    score = np.where(drifted, rng.beta(4, 3, n), rng.beta(2, 5, n))
+    app = np.array(APPS, dtype=object)[rng.choice(len(APPS), n, p=APP_SHARES)]
+    session = rng.lognormal(1.2, 0.5, n) * np.where(drifted & (app == DRIFTED_APP), SESSION_GROWTH, 1.0)
+    first = start.astimezone(UTC).replace(tzinfo=None)  # naive timestamps are UTC
+    return [{"ts": first + timedelta(seconds=float(offsets[i])), "model_version": "v3",
+             "amount": float(amount[i]), "country": country[i],
+             "tenure": None if tenure_missing[i] else float(tenure[i]), "age": float(age[i]),
+             "score": float(score[i]), "app": app[i], "session_minutes": float(session[i])}
+            for i in range(n)]
 
 
 def demo_config(directory: Path, timeline: Timeline, host: str, port: int) -> dict:
@@ -123,7 +137,9 @@ def demo_config(directory: Path, timeline: Timeline, host: str, port: int) -> di
                 {"column": "age", "type": "numeric", "bins": 10},
                 {"column": "score", "type": "numeric", "role": "prediction", "binning": "uniform",
                  "range": [0, 1], "bins": 10},
+                {"column": "session_minutes", "type": "numeric", "bins": 10, "binning": "quantile"},
             ],
+            "segments": {"by": ["app"]},
         }],
     }
 
@@ -163,7 +179,8 @@ def seed(directory: Path, timeline: Timeline, host: str, port: int, rng: np.rand
     path = directory / "config.yaml"
     header = ("# driftmon demo configuration, written by `driftmon demo`.\n"
               f"# Drift was injected at {timeline.drift_at.isoformat()} into amount, country,\n"
-              "# tenure and score; age is the unchanged control. Copy and adapt freely.\n")
+              f"# tenure and score, and into session_minutes (doubled) in app={DRIFTED_APP} only (5 % of the\n"
+              "# traffic); age is the unchanged control. Copy and adapt freely.\n")
     path.write_text(header + yaml.safe_dump(demo_config(directory, timeline, host, port), sort_keys=False))
     return path
 
@@ -193,29 +210,3 @@ class TrafficFeed:
                 if rows:
                     connection.execute(INFERENCE_LOG.insert(), rows)
             self.since = now
-
-
-def summary(outcomes: list[RunOutcome], drift_at: datetime) -> str:
-    """Which columns drifted and since when, from the backfilled windows."""
-    latest: dict[str, object] = {}
-    first_alarm: dict[str, datetime] = {}
-    for outcome in sorted((o for o in outcomes if o.status == "ok"), key=lambda o: o.window.end):
-        for result in outcome.results:
-            latest[result.column] = result
-            if result.status in (WARNING, CRITICAL) and result.column not in first_alarm:
-                first_alarm[result.column] = result.window.end
-    lines = [f"Injected drift at {drift_at:%Y-%m-%d %H:%M} UTC into amount, country, tenure and score;"
-             " age is the control.", "",
-             f"{'column':<9} {'role':<11} {'status':<18} {'KL':>8} {'PSI':>8} {'JS':>8}  first alarm (window end)"]
-    for column, result in latest.items():
-        alarm = first_alarm.get(column)
-        when = f"{alarm:%Y-%m-%d %H:%M} UTC" if alarm else "never"
-        lines.append(f"{column:<9} {result.role:<11} {result.status:<18} {_fmt(result.kl)} "
-                     f"{_fmt(result.psi)} {_fmt(result.js)}  {when}")
-    failed = sum(o.status != "ok" for o in outcomes)
-    lines += ["", f"{len(outcomes)} windows backfilled, {failed} failed."]
-    return "\n".join(lines)
-
-
-def _fmt(value: float | None) -> str:
-    return f"{value:8.4f}" if value is not None else f"{'-':>8}"

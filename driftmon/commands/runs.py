@@ -153,6 +153,7 @@ def demo(directory: str, host: str, port: int, no_serve: bool, seed: int) -> Non
 
     from driftmon import app as application
     from driftmon.commands import demo as demo_data
+    from driftmon.commands.demo_summary import summary
     from driftmon.serving.daemon import Daemon
 
     rng = np.random.default_rng(seed)
@@ -171,7 +172,7 @@ def demo(directory: str, host: str, port: int, no_serve: bool, seed: int) -> Non
     if done.interrupted:
         click.echo(f"demo interrupted; `driftmon demo --dir {directory}` starts it afresh", err=True)
         sys.exit(done.signal_exit_code)
-    click.echo(demo_data.summary(done.outcomes, timeline.drift_at))
+    click.echo(summary(done.outcomes, timeline.drift_at))
     if no_serve:
         return
     click.echo(f"\nServing http://{host}:{port}/metrics (config: {config_path}); Ctrl-C stops.")
