@@ -6,7 +6,7 @@ as a dense ``[segments with rows, cells]`` block of the smallest unsigned
 integer type that holds its largest count, zlib-compressed and base64-encoded
 into the JSON column (README, "Segments": what a day of slices weighs)::
 
-    {"encoding": "segments-zlib", "segments": S, "rows": [0, 3, ...], "dtype": "<u2", "data": "eJz..."}
+    {"encoding": "segments-zlib", "segments": S, "cells": C, "rows": [0, 3, ...], "dtype": "<u2", "data": "eJz..."}
 
 Decoded, a payload is an int64 array ``[S, cells]`` (cells as ``EventsLayout``
 places them), so a window is the plain sum of its slices, segment by segment.
@@ -33,17 +33,19 @@ def encode(counts: np.ndarray) -> dict:
     largest = int(block.max()) if block.size else 0
     dtype = next(t for t in ("<u1", "<u2", "<u4", "<u8") if largest <= np.iinfo(np.dtype(t)).max)
     data = zlib.compress(np.ascontiguousarray(block, dtype=dtype).tobytes(), 6)
-    return {"encoding": ENCODING, "segments": int(counts.shape[0]), "rows": rows.tolist(), "dtype": dtype,
+    return {"encoding": ENCODING, "segments": int(counts.shape[0]), "cells": int(counts.shape[1]),
+            "rows": rows.tolist(), "dtype": dtype,
             "data": base64.b64encode(data).decode("ascii")}
 
 
-def decode(payload: dict, cells: int | None = None) -> np.ndarray:
-    """The int64 ``[segments, cells]`` array of a payload written by ``encode``."""
+def decode(payload: dict) -> np.ndarray:
+    """The int64 ``[segments, cells]`` array of a payload written by ``encode`` (a slice without
+    rows included: its width is stored, so it sums with the others)."""
     if payload.get("encoding") != ENCODING:
         raise ValueError(f"not a segmented slice payload: encoding {payload.get('encoding')!r}")
     rows = payload["rows"]
     flat = np.frombuffer(zlib.decompress(base64.b64decode(payload["data"])), dtype=np.dtype(payload["dtype"]))
-    width = cells if cells is not None else (flat.size // len(rows) if rows else 0)
+    width = payload["cells"]
     counts = np.zeros((payload["segments"], width), dtype=np.int64)
     if rows:
         counts[rows] = flat.reshape(len(rows), width)
@@ -75,6 +77,5 @@ class SegmentedLayout(EventsLayout):
         """Per segment, per column ``{code: count}`` of the payloads' sum (decoded arrays)."""
         total = np.zeros((self.segments, self.size), dtype=np.int64)
         for payload in payloads:
-            if payload.shape[1]:  # a slice without rows decodes without cells: it has no width to read
-                total += payload
+            total += payload
         return [self.tallies([row]) for row in total]
