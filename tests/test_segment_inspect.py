@@ -29,10 +29,11 @@ from driftmon.config_file import parse_config
 from driftmon.inspect import segment_explain, segment_report
 from driftmon.inspect.explain import explain_window
 from driftmon.inspect.html_parts import STATUS_COLOURS
-from driftmon.inspect.report import build_report
+from driftmon.inspect.report import ReportPages, build_report
 from driftmon.textsafe import is_visible, visible
 from tests.sourcedata import START, create_and_fill, events_table
 from tests.test_explain import AGE, AMOUNT, COUNTRY, WINDOW_END, independent_terms, settings, store, stored_rows
+from tests.test_report import chromium  # noqa: F401  a fixture
 
 REFERENCE_END = START + timedelta(days=7)
 WINDOW_AT = REFERENCE_END + timedelta(hours=1)
@@ -261,20 +262,25 @@ def test_the_report_has_a_heat_map_and_a_drill_down_per_segment(segmented, engin
         assert cells(row)[1] == (f"{100 * current_share[key]:.1f} % / {100 * reference_share[key]:.1f} %")
         for position, column in enumerate(("amount", "country")):
             stored_row = rows[key, column]
-            cell = re.findall(r"<td class='cell'[^>]*>.*?</td>", row)[position]
-            assert f"background:{STATUS_COLOURS[stored_row['status']]}" in cell
+            cell = re.findall(r"<td class='s-[^>]*>.*?</td>", row)[position]
+            assert f"<td class='s-{stored_row['status']}' title='{stored_row['status']}, q " in cell
             assert f">{'–' if stored_row['kl'] is None else format(stored_row['kl'], '.4f')}<" in cell
     # The drill-down of D: its columns as stored.
     section = page[page.index("<h3 id='segment-0'>"):]
     assert section.startswith("<h3 id='segment-0'>region=D <span class='status' style='background:#c62828'>")
+    assert f".s-critical{{background:{STATUS_COLOURS['critical']}}}" in page
     drill = table_of(page, "segment", "<h3 id='segment-0'>")
     for row, column in zip(drill[1:], ("amount", "country"), strict=True):
         stored_row = rows["region=D", column]
         values = cells(row)
-        assert values[0] == column and stored_row["status"] in values[2]
-        assert values[4] == f"{stored_row['kl']:.4f}" and values[8] == f"{stored_row['q_value']:.3g}"
-        assert values[9] == f"{stored_row['samples_reference']:,.0f} / {stored_row['samples_current']:,.0f}"
+        assert values[0] == column and values[1] == f"<span class='status s-{stored_row['status']}'>" \
+            f"{stored_row['status']}</span>"
+        assert values[3] == f"{stored_row['kl']:.4f}" and values[5] == f"{stored_row['q_value']:.3g}"
+        assert values[4] == f"{stored_row['p_value']:.3g}"
+        assert values[6] == f"{stored_row['samples_reference']:,.0f} / {stored_row['samples_current']:,.0f}"
     assert "driftmon explain --monitor shop --segment region=D" in section
+    served = ReportPages([monitor], engine).page("shop")  # GET /report/shop: the same page
+    assert table_of(served, "heatmap") == heat and "<h3 id='segment-0'>region=D " in served
 
 
 def test_an_unsegmented_report_and_explanation_have_no_segment_parts(segmented, engine, db_url):
@@ -347,3 +353,60 @@ def test_a_window_without_segment_rows_says_so(tmp_path, db_url, engine):
     assert table.output.splitlines()[1] == segment_explain.NO_SEGMENTS
     missing = explain(config, "--segment", "region=DE")
     assert missing.exit_code == 2 and "it has no segments stored" in missing.output
+
+
+def test_a_segment_of_several_columns_is_named_in_any_order(tmp_path, db_url, engine):
+    rows = [{**row, "segment": {"region": "D", "app": "web"}, "segment_key": "region=D,app=web"}
+            for row in stored_rows(settings(), WINDOW_END, WHOLE)]
+    store(engine, whole_rows() + rows)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"database": {"url": db_url}, "monitors": [
+        {"name": "shop", "source": {"kind": "events", "table": "orders", "timestamp_column": "ts"},
+         "segments": {"by": ["region", "app"]},
+         "features": [{"column": "amount"}, {"column": "country", "type": "categorical"}, {"column": "age"}]}]}))
+    result = explain(config, "--segment", "app=web,region=D", "--output", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["segment"] == {"region": "D", "app": "web"} and list(document["segment"]) == ["region", "app"]
+    assert [c["kl"] for c in document["columns"]] == [r["kl"] for r in rows]
+    half = explain(config, "--segment", "region=D")
+    assert half.exit_code == 2 and "names region; the monitor segments by region, app" in half.output
+
+
+def test_the_heat_map_and_drill_downs_are_bounded():
+    rows = whole_rows()
+    for k in range(5):
+        rows += segment_rows(f"s{k}", WHOLE if k == 3 else CALM)
+    explanation = explain_window(segmented_settings(), [r for r in rows if not r["segment_key"]])
+    view = segment_report.segment_view(segmented_settings(), explanation, [r for r in rows if r["segment_key"]])
+    assert [s.key for s in view.sections] == ["region=s3", "region=s0", "region=s1", "region=s2", "region=s4"]
+    page = segment_report.heat_map(view, explanation, segments=2, columns=1)
+    heat = table_of(page, "heatmap")
+    assert len(heat) == 4 and len(cells(heat[0])) == 0 and heat[0].count("<th>") == 3  # segment, traffic, 1 column
+    assert "Showing the 2 most drifted; the other 3 are left out" in page
+    assert "Showing the 1 of 3 columns whose segments drifted most." in page
+    drills = segment_report.drill_downs(view, segments=2, columns=1)
+    assert drills.count("<h3 id='segment-") == 2 and "showing the 1 most drifted of this segment's 3 columns" in drills
+
+
+HEAT_MAP = """Array.from(document.querySelectorAll('table.heatmap td[class^=s-]')).map(td =>
+  [td.className, getComputedStyle(td).backgroundColor])"""
+LINKS = """Array.from(document.querySelectorAll('table.heatmap a')).map(a =>
+  [a.getAttribute('href'), document.getElementById(a.getAttribute('href').slice(1)) !== null])"""
+
+
+def test_the_segmented_report_loads_in_chromium(chromium, segmented, engine, db_url, tmp_path):  # noqa: F811
+    config, _ = segmented
+    out = tmp_path / "report.html"
+    written = CliRunner().invoke(main, ["report", "--config", str(config), "--monitor", "shop", "--out", str(out)])
+    assert written.exit_code == 0, written.output
+    visit = chromium.load(out.as_uri())
+    assert visit["errors"] == [] and visit["requests"] == [out.as_uri()]
+    links = chromium.evaluate(LINKS)
+    assert [href for href, _ in links] == [f"#segment-{i}" for i in range(6)] and all(found for _, found in links)
+    colours = {status: "rgb({}, {}, {})".format(*(int(colour[i:i + 2], 16) for i in (1, 3, 5)))
+               for status, colour in STATUS_COLOURS.items()}
+    cells = chromium.evaluate(HEAT_MAP)
+    assert len(cells) == 7 * 2 and all(colour == colours[name.removeprefix("s-")] for name, colour in cells)
+    chromium.screenshot(tmp_path / "segments.png")
+    assert (tmp_path / "segments.png").stat().st_size > 10_000

@@ -183,15 +183,17 @@ def _heat_row(index: int, section: SegmentSection, names: Sequence[str]) -> str:
 
 def _cell(column: ColumnExplanation | None) -> str:
     if column is None:
-        return "<td class='cell'>–</td>"
-    colour = STATUS_COLOURS.get(column.status, "#616161")
-    title = f"{column.status}: {column.statistic} {number(column.value)}, q {probability(column.q_value)}"
-    return (f"<td class='cell' style='background:{colour}' title='{escape(title)}'>"
-            f"{number(column.value)}</td>")
+        return "<td>–</td>"
+    # The colour is a class (a page of 50 x 50 cells stays small); the title says the status in words.
+    title = f"{column.status}, q {probability(column.q_value)}"
+    return f"<td class='{_status_class(column.status)}' title='{escape(title)}'>{number(column.value)}</td>"
 
 
-_DRILL_HEADER = ("column", "role", "status", "statistic", "value", "warning", "critical", "p-value", "q-value",
-                 "samples (ref / cur)", "moved most")
+def _status_class(status: str) -> str:
+    return f"s-{status}" if status in STATUS_COLOURS else "s-unknown"
+
+
+_DRILL_HEADER = ("column", "status", "statistic", "value", "p-value", "q-value", "samples (ref / cur)", "moved most")
 
 
 def drill_downs(view: SegmentView, *, segments: int = MAX_SEGMENTS, columns: int = MAX_COLUMNS) -> str:
@@ -222,17 +224,20 @@ def _drill_down(index: int, section: SegmentSection, monitor: str, limit: int) -
 
 
 def _drill_row(column: ColumnExplanation) -> str:
+    """A column of the segment; its thresholds are the whole population's (the summary shows them)."""
     top = column.ranked[0] if column.bins and column.ranked[0].psi_term is not None else None
     moved = escape(short_label(top.label)) + escape(term_text(top, column.contributions_of)) if top else "–"
-    cells = [escape(column.column), escape(column.role), badge(column.status), escape(column.statistic),
-             number(column.value), f"{column.threshold_warning:g}", f"{column.threshold_critical:g}",
+    status = f"<span class='status {_status_class(column.status)}'>{escape(column.status)}</span>"
+    cells = [escape(column.column), status, escape(column.statistic), number(column.value),
              probability(column.p_value), probability(column.q_value),
              f"{count(column.samples_reference)} / {count(column.samples_current)}", moved]
-    return "<tr>" + "".join(f"<td class='text'>{c}</td>" if k in (1, 10) else f"<td>{c}</td>"
+    return "<tr>" + "".join(f"<td class='text'>{c}</td>" if k == 7 else f"<td>{c}</td>"
                             for k, c in enumerate(cells)) + "</tr>"
 
 
 CSS = """
-table.heatmap td.cell{color:#fff;text-align:center;border:1px solid #fff}table.heatmap tr.whole td{font-weight:600}
+table.heatmap td[class^=s-]{color:#fff;text-align:center;border:1px solid #fff}
+table.heatmap tr.whole td{font-weight:600}
 h3{font-size:1rem;margin:1.2rem 0 .2rem}code{font-size:.8rem;background:#f5f5f5;padding:0 .2rem}
-"""
+""" + "".join(f".s-{status}{{background:{colour}}}" for status, colour in STATUS_COLOURS.items()) + \
+    ".s-unknown{background:#616161}\n"
