@@ -132,6 +132,9 @@ def report(config_path: str | None, monitor_name: str, start: datetime | None, e
     A summary of the chosen window's columns, then per column the reference and
     current shares of its bins (the ones that moved most marked, by PSI term)
     and the statistic over time with its thresholds and each window's status.
+    A segmented monitor's page adds a segments x columns heat map (each cell the
+    column's statistic in that segment, coloured by its status) and a section per
+    segment with its columns.
     """
     from driftmon.config_file import load_config
     from driftmon.inspect.report import build_report

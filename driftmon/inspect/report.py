@@ -17,6 +17,10 @@ through ``driftmon.textsafe.visible`` and ``html.escape``.
 Charts are bounded: at most ``MAX_CHARTS`` columns get one, those that drifted
 most (worst status, then largest statistic); the others are listed in a table,
 and the page says how many it shows. Only the charted columns' history is read.
+
+A segmented monitor's page also has a segments × columns heat map below the
+summary and a section per segment at its end (``driftmon.inspect.segment_report``);
+an unsegmented monitor's page is as it was.
 """
 
 from __future__ import annotations
