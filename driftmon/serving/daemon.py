@@ -60,6 +60,7 @@ from driftmon.serving.signals import stop_on_signals
 from driftmon.serving.store_health import StoreHealth
 from driftmon.stats.divergence import resolve_device
 from driftmon.store.database import sqlite_daemon_lock
+from driftmon.store.segment_queries import changed_segment_rows
 from driftmon.windows import EPOCH
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,9 @@ class Daemon:
     def _read_latest(self) -> tuple[list[dict], dict[str, datetime]]:
         with self.app.results.connect() as connection:
             rows = self.app.pipeline.repository.latest_results(connection)
+            # Segmented monitors: their newest window's segment rows, when it changed.
+            rows += changed_segment_rows(connection, rows, [m.name for m in self.monitors if m.segments],
+                                         self.state.segment_marks())
             successes = self.app.pipeline.repository.last_successes(connection)
         return rows, successes
 

@@ -21,8 +21,10 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from driftmon.config import MonitorSettings
+from driftmon.config import SEGMENT_PSEUDO_COLUMN, MonitorSettings
 from driftmon.pipeline import INSUFFICIENT, ColumnResult, RunOutcome
+from driftmon.serving import segment_metrics
+from driftmon.serving.segment_metrics import SegmentResult, SegmentWindow
 
 STATUSES = ("ok", "warning", "critical", INSUFFICIENT)
 STATISTICS = (("kl", "driftmon_kl_divergence", "KL divergence of the latest window, in nats"),
@@ -67,23 +69,34 @@ class LatestResult:
 
 
 class DriftState:
-    """The latest result per (monitor, column), safe to read while runs update it."""
+    """The latest result per (monitor, column), safe to read while runs update it; for a
+    segmented monitor also the segment results of its newest window (segment_metrics.py)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._latest: dict[tuple[str, str], LatestResult] = {}
         self._by_monitor: dict[str, dict[str, LatestResult]] = {}
+        self._segments: dict[str, SegmentWindow] = {}
         self._versions: dict[str, int] = {}  # bumped whenever a monitor's results change
         self._last_success: dict[str, datetime] = {}
         self.store_up = True
 
     def restore(self, rows: Iterable[dict], last_successes: dict[str, datetime]) -> None:
         """Take in stored results and successes: at start-up, and at every refresh from the
-        results database (what other replicas, or a backfill, stored)."""
-        results = [LatestResult.from_row(row) for row in rows]
+        results database (what other replicas, or a backfill, stored). Rows with a segment
+        key are one window's segment results (store/segment_queries.py), by monitor."""
+        whole, segments = [], {}
+        for row in rows:
+            if row.get("segment_key"):
+                segments.setdefault(row["monitor"], []).append(row)
+            else:
+                whole.append(LatestResult.from_row(row))
+        windows = {monitor: SegmentWindow.from_rows(found) for monitor, found in segments.items()}
         with self._lock:
-            for result in results:
+            for result in whole:
                 self._keep(result)
+            for monitor, window in windows.items():
+                self._keep_segments(monitor, window)
             for monitor, finished in last_successes.items():
                 previous = self._last_success.get(monitor)
                 self._last_success[monitor] = max(finished, previous or finished)
@@ -91,9 +104,13 @@ class DriftState:
     def record(self, outcome: RunOutcome, finished: datetime) -> None:
         if outcome.status != "ok":
             return
+        segments = SegmentWindow.from_results([r for r in outcome.results if r.segment])
         with self._lock:
             for result in outcome.results:
-                self._keep(LatestResult.from_result(result))
+                if not result.segment:
+                    self._keep(LatestResult.from_result(result))
+            if segments is not None:
+                self._keep_segments(outcome.monitor, segments)
             previous = self._last_success.get(outcome.monitor)
             self._last_success[outcome.monitor] = max(finished, previous or finished)
 
@@ -107,6 +124,25 @@ class DriftState:
             self._latest[key] = result
             self._by_monitor.setdefault(result.monitor, {})[result.column] = result
             self._versions[result.monitor] = self._versions.get(result.monitor, 0) + 1
+
+    def _keep_segments(self, monitor: str, window: SegmentWindow) -> None:
+        known = self._segments.get(monitor)
+        if known is not None and window.window_end < known.window_end:
+            return  # a backfilled or recomputed older window: the newest one stays
+        self._segments[monitor] = window
+        if known is None or known.results != window.results:
+            self._versions[monitor] = self._versions.get(monitor, 0) + 1
+
+    def segment_marks(self) -> dict[str, tuple[datetime, datetime | None]]:
+        """Per monitor, the (window end, computed at) of the segment results held: a refresh
+        reads a monitor's segment rows again only when its newest stored window differs."""
+        with self._lock:
+            return {monitor: (w.window_end, w.computed_at) for monitor, w in self._segments.items()}
+
+    def segments_of(self, monitor: str) -> tuple[SegmentResult, ...]:
+        with self._lock:
+            window = self._segments.get(monitor)
+            return () if window is None else window.results
 
     def snapshot(self) -> tuple[list[LatestResult], dict[str, datetime]]:
         with self._lock:
@@ -129,8 +165,9 @@ class DriftCollector(Collector):
         self.state = state
         self.monitors = {m.name: m for m in monitors}
         self.build = build
-        # Configured columns per monitor (None: every column, e.g. histograms sources).
-        self._columns = {m.name: frozenset(f.column for f in m.features) or None for m in monitors}
+        # Configured columns per monitor (None: every column, e.g. histograms sources);
+        # a segmented monitor's segment mix is a column of it too.
+        self._columns = {m.name: frozenset(_threshold_columns(m)) or None for m in monitors}
         # Per monitor, the text of its samples, rendered again only when its results change
         # (see exposition()): (version, text per result family, threshold text, newest window end).
         self._texts: dict[str, tuple[int, tuple[bytes, ...], bytes, datetime | None]] = {}
@@ -145,6 +182,11 @@ class DriftCollector(Collector):
         results, last_success = self.state.snapshot()
         for result in sorted(self._configured(results), key=lambda r: (r.monitor, r.column)):
             self._add_result(families, result)
+        for name in self._sorted_names:  # the order of exposition(): by monitor, then column
+            samples = segment_metrics.segment_samples(self.monitors[name], self.state.segments_of(name))
+            for key, found in samples.items():
+                for labels, value in found:
+                    families[key].add_metric([labels[n] for n in segment_metrics.LABELS[key]], value)
         newest = self._newest_ends(results)
         for monitor in self.monitors:
             if monitor in last_success:
@@ -181,7 +223,8 @@ class DriftCollector(Collector):
     # exposition() writes the same bytes from text kept per monitor: a finished run
     # re-renders its own monitor's columns only, a scrape joins ~700 ready pieces.
 
-    _RESULT_FAMILIES = ("kl", "psi", "js", "p_value", "q_value", "status", "samples", "missing")
+    _WHOLE_FAMILIES = ("kl", "psi", "js", "p_value", "q_value", "status", "samples", "missing")
+    _RESULT_FAMILIES = (*_WHOLE_FAMILIES, *segment_metrics.KEYS)  # per monitor: its columns', its segments'
 
     def exposition(self, openmetrics: bool = False) -> str:
         """The text of collect()'s families, as generate_latest would write it (no ``# EOF``)."""
@@ -216,14 +259,18 @@ class DriftCollector(Collector):
         return parts
 
     def _render_monitor(self, name: str) -> tuple[int, tuple[bytes, ...], bytes, datetime | None]:
-        version, results = self.state.results_of(name)
+        version, results = self.state.results_of(name)  # the version first: a later change re-renders
+        segments = self.state.segments_of(name)
         newest = max((r.window_end for r in results), default=None)
         configured = sorted(self._configured(results), key=lambda r: r.column)
         per_family = [self._render(r) for r in configured]
         text = tuple("".join(chunks).encode() for chunks in zip(*per_family, strict=True)) if per_family \
-            else (b"",) * len(self._RESULT_FAMILIES)
+            else (b"",) * len(self._WHOLE_FAMILIES)
         monitor = self.monitors[name]
-        columns = [f.column for f in monitor.features] or sorted({r.column for r in results})
+        by_segment = segment_metrics.segment_samples(monitor, segments)
+        text += tuple("".join(_sample(metric, labels, value) for labels, value in by_segment[key]).encode()
+                      for key, metric, *_ in segment_metrics.FAMILIES)
+        columns = _threshold_columns(monitor) or sorted({r.column for r in results})
         thresholds = "".join(self._threshold_lines(monitor, column) for column in columns).encode()
         return version, text, thresholds, newest
 
@@ -231,7 +278,7 @@ class DriftCollector(Collector):
         labels = {"monitor": r.monitor, "feature": r.column, "role": r.role}
         status = "".join(_sample("driftmon_drift_status", {**labels, "status": s}, 1.0 if r.status == s else 0.0)
                          for s in STATUSES)
-        text = dict.fromkeys(self._RESULT_FAMILIES, "")
+        text = dict.fromkeys(self._WHOLE_FAMILIES, "")
         text["status"] = status
         if r.status != INSUFFICIENT:
             for name, metric, _ in (*STATISTICS, *SIGNIFICANCE):
@@ -247,7 +294,7 @@ class DriftCollector(Collector):
         if r.missing_ratio is not None and math.isfinite(r.missing_ratio):
             text["missing"] = _sample("driftmon_missing_ratio", {"monitor": r.monitor, "feature": r.column},
                                       r.missing_ratio)
-        return tuple(text[name] for name in self._RESULT_FAMILIES)
+        return tuple(text[name] for name in self._WHOLE_FAMILIES)
 
     @staticmethod
     def _threshold_lines(monitor: MonitorSettings, column: str) -> str:
@@ -272,7 +319,7 @@ class DriftCollector(Collector):
 
     def _add_thresholds(self, family: GaugeMetricFamily, results: list[LatestResult]) -> None:
         for monitor in self.monitors.values():
-            columns = [f.column for f in monitor.features] or sorted(
+            columns = _threshold_columns(monitor) or sorted(
                 {r.column for r in results if r.monitor == monitor.name})
             for column in columns:
                 thresholds = monitor.thresholds_for(column)
@@ -309,7 +356,15 @@ class DriftCollector(Collector):
             build=GaugeMetricFamily("driftmon_build_info", "driftmon build and compute device",
                                     labels=["version", "torch_version", "device"]),
         )
+        families.update({key: GaugeMetricFamily(metric, text, labels=list(labels))
+                         for key, metric, text, labels in segment_metrics.FAMILIES})
         return families
+
+
+def _threshold_columns(monitor: MonitorSettings) -> list[str]:
+    """The configured columns, and the segment mix of a segmented monitor (compared like a column)."""
+    columns = [f.column for f in monitor.features]
+    return [*columns, SEGMENT_PSEUDO_COLUMN] if monitor.segments is not None else columns
 
 
 def _escape_label_value(value: str) -> str:
