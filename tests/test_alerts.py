@@ -50,7 +50,7 @@ needs_stack = pytest.mark.skipif(
     reason="the end-to-end alert test needs the Debian packages 'prometheus' and "
            "'prometheus-alertmanager' (binaries prometheus and prometheus-alertmanager)")
 
-ALERTS = {"DriftmonDriftCritical", "DriftmonDriftWarning", "DriftmonInsufficientData",
+ALERTS = {"DriftmonDriftCritical", "DriftmonDriftWarning", "DriftmonInsufficientData", "DriftmonSegmentCritical",
           "DriftmonMonitorStale", "DriftmonMonitorFailing", "DriftmonWindowsMissed", "DriftmonStoreDown",
           "DriftmonDown"}
 
@@ -87,13 +87,15 @@ def test_every_alert_is_defined_labelled_annotated_and_unit_tested():
             "https://github.com/driftmon/driftmon/blob/main/README.md#"), rule["alert"]
         assert "{{ $labels.monitor }}" in annotations["summary"] or rule["alert"] in {
             "DriftmonStoreDown", "DriftmonDown"}, rule["alert"]  # no monitor label there
-    for name in ("DriftmonDriftCritical", "DriftmonDriftWarning", "DriftmonInsufficientData"):
+    for name in ("DriftmonDriftCritical", "DriftmonDriftWarning", "DriftmonInsufficientData",
+                 "DriftmonSegmentCritical"):
         (rule,) = [r for r in rules if r["alert"] == name]
         assert "{{ $labels.feature }}" in rule["annotations"]["summary"]
         assert rule.get("for"), f"{name} needs a for: so that one noisy window does not page"
     quoted = {"DriftmonDriftCritical": ("driftmon_drift_p_value", "driftmon_drift_q_value"),
               "DriftmonDriftWarning": ("driftmon_drift_p_value", "driftmon_drift_q_value"),
-              "DriftmonInsufficientData": ('window="current"', 'window="reference"')}
+              "DriftmonInsufficientData": ('window="current"', 'window="reference"'),
+              "DriftmonSegmentCritical": ("driftmon_segment_drift_status", "--segment")}
     for name, needles in quoted.items():
         (rule,) = [r for r in rules if r["alert"] == name]
         for needle in needles:  # the evidence is in the alert itself (promtool tests the values)
@@ -316,6 +318,9 @@ def test_drift_alert_reaches_alertmanager_webhook(tmp_path, db_url, live_log):  
 
 
 DEMO_DRIFTED = ["amount", "country", "tenure", "score"]
+# session_minutes doubles in the kiosk app only (5 % of the traffic): ok over all traffic,
+# critical in its segment. "segment" is the monitor's traffic mix over apps, compared like a column.
+DEMO_COLUMNS = {*DEMO_DRIFTED, "age", "session_minutes", "segment"}
 
 
 @needs_stack
@@ -340,13 +345,21 @@ def test_demo_drift_alerts_reach_alertmanager_webhook(tmp_path):
                 found = stack.query('driftmon_drift_status{monitor="demo_model"} == 1')
                 return {s["metric"]["feature"]: s["metric"]["status"] for s in found}
 
-            status = wait_for(lambda: len(statuses()) == len(DEMO_DRIFTED) + 1 and statuses(), 20,
+            status = wait_for(lambda: set(statuses()) == DEMO_COLUMNS and statuses(), 20,
                               "a scrape of the demo with every column")
             critical = sorted(f for f, s in status.items() if s == "critical")
             warning = sorted(f for f, s in status.items() if s == "warning")
             # Only injected drift alarms, and some of it is critical.
             assert critical and set(critical + warning) <= set(DEMO_DRIFTED), status
             assert_alerts(stack, "demo_model", critical=critical, warning=warning, control="age", timeout=30)
+            assert status["session_minutes"] == "ok"
+            try:
+                (alert, *_) = wait_for(lambda: stack.webhook.received("DriftmonSegmentCritical", "session_minutes"),
+                                       30, "the kiosk segment's drift at the webhook")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{stack.diagnostics()}") from None
+            assert alert["labels"]["monitor"] == "demo_model" and alert["labels"]["severity"] == "critical"
+            assert "app=kiosk" in alert["annotations"]["description"], alert
     finally:
         assert stop(demo) == 0
     assert time.monotonic() - started < 150
