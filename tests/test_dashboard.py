@@ -449,6 +449,15 @@ def test_every_query_names_scraped_metrics_and_labels(tmp_path, db_url, engine, 
             "source": {"kind": "events", "table": "no_such_table", "timestamp_column": "ts"},
         }
     )
+    # And a segmented one, so that the segment families and the segment mix are scraped too.
+    settings["monitors"].append(
+        {
+            "name": "by_country",
+            "features": [{"column": "amount", "bins": 10}, {"column": "age", "bins": 8}],
+            "segments": {"by": ["country"], "top_k": 2},
+            "source": {"kind": "events", "table": "inference_log", "timestamp_column": "ts"},
+        }
+    )
     config.write_text(yaml.safe_dump(settings))
     daemon = start_daemon(config, tmp_path / "daemon.log")
     try:
@@ -456,12 +465,15 @@ def test_every_query_names_scraped_metrics_and_labels(tmp_path, db_url, engine, 
 
         def complete():
             metrics = scrape(port)
-            every_column = len(samples_named(metrics, "driftmon_kl_divergence")) == len(FEATURES)
+            kl = {dict(labels)["monitor"] for labels in samples_named(metrics, "driftmon_kl_divergence")}
+            every_column = len(samples_named(metrics, "driftmon_kl_divergence")) == len(FEATURES) + 3
+            segments = samples_named(metrics, "driftmon_segment_drift_status")
             failed = sum(samples_named(metrics, "driftmon_run_failures_total").values()) > 0
-            return metrics if every_column and failed else None
+            return metrics if every_column and kl == {"fraud", "by_country"} and segments and failed else None
 
         metrics = wait_for(
-            complete, 45, "KL of every column and a failed run of the broken monitor"
+            complete, 45, "KL of every column (2 + the mix of the segmented monitor), "
+            "its segments and a failed run of the broken monitor"
         )
     finally:
         assert stop(daemon) == 0
