@@ -156,7 +156,7 @@ def test_each_column_ranks_its_segments_with_their_traffic_shares(segmented, eng
     assert (top[-1]["segment_key"], top[-1]["status"]) == ("region=__missing__", "insufficient_data")
 
 
-def test_the_table_is_bounded_and_says_how_to_drill_down(segmented):
+def test_the_table_is_bounded_and_says_how_to_drill_down(segmented, engine):
     config, _ = segmented
     result = explain(config, "--column", "amount", "--top-segments", "2", "--top", "1")
     assert result.exit_code == 0, result.output
@@ -168,6 +168,13 @@ def test_the_table_is_bounded_and_says_how_to_drill_down(segmented):
                                         "cur", "rows", "ref", "rows"]
     assert lines[start + 2].split()[:2] == ["region=D", "critical"]
     assert lines[start + 4] == "  (4 more segment(s); --top-segments shows more)"
+    # The hint names the most drifted segment of the columns shown: of country alone, not region=D's amount.
+    rows = stored(engine)
+    country = max((row for (key, column), row in rows.items() if key and column == "country"
+                   and row["status"] == "ok"), key=lambda row: row["kl"])
+    assert all(row["status"] in ("ok", "insufficient_data") for (_, column), row in rows.items() if column == "country")
+    only_country = explain(config, "--column", "country").output.splitlines()
+    assert only_country[1].endswith(f"--segment {country['segment_key']}`") and country["segment_key"] != "region=D"
 
 
 # --- one segment ------------------------------------------------------------------------------

@@ -217,8 +217,10 @@ NO_SEGMENTS = "segments: none stored for this window (computed before the monito
 
 
 def _drill_down_hint(explanation: WindowExplanation, segments: dict[str, ColumnSegments]) -> str:
-    """How to see one segment, naming the one that drifted most (worst status, then largest statistic)."""
-    worst = min((item for found in segments.values() for item in found.ranked),
+    """How to see one segment, naming the one that drifted most in the columns shown (worst status, then
+    largest statistic)."""
+    shown = [segments[c.column] for c in explanation.columns if c.column in segments] or list(segments.values())
+    worst = min((item for found in shown for item in found.ranked),
                 key=lambda item: (-_SEVERITY.get(item.status, -1), *_movement(item)))
     return (f"segments: below each column, those that moved most; explain one with "
             f"`{drill_down_command(explanation.monitor, worst.key)}`")
