@@ -236,7 +236,7 @@ def _drill_row(column: ColumnExplanation) -> str:
 
 
 CSS = """
-table.heatmap td[class^=s-]{color:#fff;text-align:center;border:1px solid #fff}
+table.heatmap td[class^=s-]{color:#fff;text-align:center;border:1px solid #fff}table.heatmap th+th+th{text-align:center}
 table.heatmap tr.whole td{font-weight:600}
 h3{font-size:1rem;margin:1.2rem 0 .2rem}code{font-size:.8rem;background:#f5f5f5;padding:0 .2rem}
 """ + "".join(f".s-{status}{{background:{colour}}}" for status, colour in STATUS_COLOURS.items()) + \
