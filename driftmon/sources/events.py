@@ -16,6 +16,7 @@ import logging
 import sys
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql
@@ -143,11 +144,12 @@ class EventsSource(ReferenceBinning, SegmentMembership):
             self.statements += 1
             statement = self._count_statement(connection, cuts, categories, members, length)
             found = statement.execute(connection, span, slice_bounds(span))
-        rows = _normalized(found, _keyed(connection), 1 + bool(self.segments))
+        extra, index, code, count = _normalized(found, _keyed(connection), 1 + bool(self.segments))
         if self.segments:
-            return layout.slices([(i, piece, profile.segments.index(int(seg)), code, n)
-                                  for (piece, seg), i, code, n in rows], span, length)
-        return layout.slices([(i, piece, code, n) for (piece,), i, code, n in rows], span, length)
+            # Segment codes as indexes: members 0…S−1, then __other__ (−1) and __missing__ (−2).
+            segment = np.where(extra[:, 1] >= 0, extra[:, 1], len(members) - 1 - extra[:, 1])
+            return layout.slices(index, extra[:, 0], code, count, span, length, segment)
+        return layout.slices(index, extra[:, 0], code, count, span, length)
 
     def window_from_slices(self, profile: ReferenceProfile, payloads: list, window: TimeRange,
                            rows_scanned: int) -> WindowCounts:
@@ -155,9 +157,14 @@ class EventsSource(ReferenceBinning, SegmentMembership):
         cuts, categories = _bins_of(profile)
         layout = self._layout(cuts, categories, profile)
         per_segment = layout.segment_tallies(payloads) if self.segments else [layout.tallies(payloads)]
-        counts = [{f.column: self._column_counts(f, tallies[i], cuts, categories) for i, f in enumerate(self.features)}
-                  for tallies in per_segment]
-        return self._aligned(profile, counts, window, rows_scanned)
+        return self._aligned(profile, self._tallied(per_segment, cuts, categories), window, rows_scanned)
+
+    def _tallied(self, per_segment: list[dict[int, dict[int, float]]], cuts,
+                 categories) -> list[dict[str, ColumnCounts]]:
+        """Per segment, each column's ``{code: count}`` as its ColumnCounts (labels made once per column)."""
+        labels = [self._labels(f, cuts, categories) for f in self.features]
+        return [{f.column: _column_counts(f, labels[i], tallies[i]) for i, f in enumerate(self.features)}
+                for tallies in per_segment]
 
     def _layout(self, cuts, categories, profile: ReferenceProfile) -> EventsLayout:
         widths = [len(self._labels(f, cuts, categories)) for f in self.features]
@@ -195,14 +202,14 @@ class EventsSource(ReferenceBinning, SegmentMembership):
         found = self._count_statement(connection, cuts, categories, members).execute(connection, window)
         segments = len(members) + 2 if self.segments else 1
         tallies = [{i: {} for i in range(len(self.features))} for _ in range(segments)]
-        for extra, index, code, count in _normalized(found, _keyed(connection), bool(self.segments)):
-            code_of_segment = int(extra[0]) if extra else 0
+        extra, index, code, count = _normalized(found, _keyed(connection), bool(self.segments))
+        for row in zip(extra[:, 0] if self.segments else np.zeros(len(index), dtype=np.int64), index, code, count,
+                       strict=True):
+            code_of_segment, i, bin_code, n = (int(x) for x in row)
             segment = code_of_segment if code_of_segment >= 0 else len(members) - 1 - code_of_segment
-            tallies[segment][index][code] = float(count)
-        counts = [{f.column: self._column_counts(f, tally[i], cuts, categories) for i, f in enumerate(self.features)}
-                  for tally in tallies]
+            tallies[segment][i][bin_code] = float(n)
         rows = int(sum(sum(tally[0].values()) for tally in tallies)) if self.features else 0
-        return counts, rows
+        return self._tallied(tallies, cuts, categories), rows
 
     def _count_statement(self, connection, cuts, categories, members=(), length=None) -> WindowStatement:
         """The count statement of these bins, compiled once; ``length`` groups it by slice too,
@@ -351,15 +358,6 @@ class EventsSource(ReferenceBinning, SegmentMembership):
 
     # --- records ------------------------------------------------------------------
 
-    def _column_counts(self, feature: Feature, tally: dict[int, float], cuts, categories) -> ColumnCounts:
-        labels = self._labels(feature, cuts, categories)
-        return ColumnCounts(
-            column=feature.column,
-            counts={label: tally.get(i, 0.0) for i, label in enumerate(labels)},
-            other=tally.get(OTHER_CODE, 0.0),
-            missing=tally.get(MISSING_CODE, 0.0),
-        )
-
     def _labels(self, feature: Feature, cuts, categories) -> list[str]:
         if feature.type == "categorical":
             return [binning.category_label(c) for c in categories[feature.column]]
@@ -388,19 +386,28 @@ def _keyed(connection: Connection) -> bool:
     return name == "postgresql" or dialects.unpivots(name)
 
 
-def _normalized(found, keyed: bool, extras: int) -> list[tuple[tuple, int, int, int]]:
-    """Count rows of any dialect as ``(extra keys, column index, bin code, count)``.
+def _column_counts(feature: Feature, labels: list[str], tally: dict[int, float]) -> ColumnCounts:
+    return ColumnCounts(
+        column=feature.column,
+        counts={label: tally.get(i, 0.0) for i, label in enumerate(labels)},
+        other=tally.get(OTHER_CODE, 0.0),
+        missing=tally.get(MISSING_CODE, 0.0),
+    )
+
+
+def _normalized(found, keyed: bool, extras: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Count rows of any dialect as int64 arrays: extra keys ``[n, extras]``, column index, bin code, count.
 
     Keyed statements return ``(*extra, key, count)``; the others ``(index, *extra, code, count)``.
+    A first fill returns millions of rows: read as one array, not row by row.
     """
-    rows = []
-    for row in found:
-        if keyed:
-            index, code = divmod(row[extras], _KEY_SPAN)
-            rows.append((tuple(row[:extras]), index, code + MISSING_CODE, row[-1]))
-        else:
-            rows.append((tuple(row[1:1 + extras]), row[0], row[1 + extras], row[-1]))
-    return rows
+    extras = int(extras)  # a bool would index numpy arrays as a mask
+    width = extras + (2 if keyed else 3)
+    rows = np.array([tuple(row) for row in found], dtype=np.int64).reshape(-1, width)
+    if keyed:
+        index, code = np.divmod(rows[:, extras], _KEY_SPAN)
+        return rows[:, :extras], index, code + MISSING_CODE, rows[:, -1]
+    return rows[:, 1:1 + extras], rows[:, 0], rows[:, 1 + extras], rows[:, -1]
 
 
 def _members_of(profile: ReferenceProfile) -> list[tuple]:

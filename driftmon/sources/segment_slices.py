@@ -63,12 +63,12 @@ class SegmentedLayout(EventsLayout):
         super().__init__(value_bins)
         self.segments = segments
 
-    def slices(self, found, span: TimeRange, length: timedelta) -> dict[datetime, SliceCount]:
-        """Rows of (column index, slice number, segment index, code, count) as one SliceCount per slice."""
+    def slices(self, index: np.ndarray, piece: np.ndarray, code: np.ndarray, count: np.ndarray,
+               span: TimeRange, length: timedelta, segment: np.ndarray | None = None) -> dict[datetime, SliceCount]:
+        """Counts of (column index, slice number, code) in each row's segment, one SliceCount per slice."""
         starts = slice_starts(span, length)
         counts = np.zeros((len(starts), self.segments, self.size), dtype=np.int64)
-        for index, piece, segment, code, count in found:
-            counts[int(piece), int(segment), self.position(int(index), int(code))] += int(count)
+        np.add.at(counts, (piece, segment, self.positions(index, code)), count)
         first = slice(0, self.widths[0]) if self.widths else slice(0, 0)
         rows = counts[:, :, first].sum(axis=(1, 2))
         return {start: SliceCount(encode(counts[i]), int(rows[i])) for i, start in enumerate(starts)}

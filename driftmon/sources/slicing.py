@@ -44,16 +44,17 @@ class EventsLayout:
         self.offsets = np.concatenate([[0], np.cumsum(self.widths)]).astype(int)
         self.size = int(self.offsets[-1])
 
-    def position(self, index: int, code: int) -> int:
-        width = self.widths[index]
-        return int(self.offsets[index]) + (code if code >= 0 else width - 3 - code)  # -1, -2 last
+    def positions(self, index: np.ndarray, code: np.ndarray) -> np.ndarray:
+        """Where each (column index, code) pair of two int64 arrays lives in the flat list."""
+        widths = np.asarray(self.widths, dtype=np.int64)[index]
+        return self.offsets[index] + np.where(code >= 0, code, widths - 3 - code)
 
-    def slices(self, found, span: TimeRange, length: timedelta) -> dict[datetime, SliceCount]:
-        """Rows of (column index, slice number, code, count) as one SliceCount per slice of ``span``."""
+    def slices(self, index: np.ndarray, piece: np.ndarray, code: np.ndarray, count: np.ndarray,
+               span: TimeRange, length: timedelta) -> dict[datetime, SliceCount]:
+        """Counts of (column index, slice number, code) as one SliceCount per slice of ``span``."""
         starts = slice_starts(span, length)
         counts = np.zeros((len(starts), self.size), dtype=np.int64)
-        for index, piece, code, count in found:
-            counts[int(piece), self.position(int(index), int(code))] += int(count)
+        np.add.at(counts, (piece, self.positions(index, code)), count)
         first = slice(0, self.widths[0]) if self.widths else slice(0, 0)
         rows = counts[:, first].sum(axis=1)
         return {start: SliceCount(counts[i].tolist(), int(rows[i])) for i, start in enumerate(starts)}
