@@ -37,7 +37,8 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_sources as table_bench  # noqa: E402  the 24-column table and its generator
 
-from driftmon.config import ComputeConfig, parse_config  # noqa: E402
+from driftmon.config import ComputeConfig  # noqa: E402
+from driftmon.config_file import parse_config  # noqa: E402
 from driftmon.pipeline import Pipeline  # noqa: E402
 from driftmon.store import migrate  # noqa: E402
 from driftmon.store.database import EngineRegistry, create_db_engine  # noqa: E402
