@@ -660,7 +660,8 @@ def profile_collector(config_path: Path, repeat: int) -> None:
 
     import driftmon
     from driftmon.config_file import load_config
-    from driftmon.serving.metrics import DriftCollector, DriftState, RunMetrics
+    from driftmon.serving.metrics import DriftCollector, DriftState
+    from driftmon.serving.run_metrics import RunMetrics
     from driftmon.store.database import create_db_engine
     from driftmon.store.repository import Repository
 

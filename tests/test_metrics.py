@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from driftmon.config_file import parse_config
 from driftmon.pipeline import ColumnResult, RunOutcome
-from driftmon.serving.metrics import DriftCollector, DriftState, RunMetrics
+from driftmon.serving.metrics import DriftCollector, DriftState
+from driftmon.serving.run_metrics import RunMetrics
 from driftmon.windows import TimeRange
 
 END = datetime(2024, 3, 8, 1, tzinfo=UTC)

@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from driftmon import app as application
 from driftmon.config_file import parse_config
-from driftmon.serving.metrics import DriftCollector, DriftState, RunMetrics
+from driftmon.serving.metrics import DriftCollector, DriftState
+from driftmon.serving.run_metrics import RunMetrics
 from driftmon.serving.segment_metrics import FAMILIES
 from driftmon.store.segment_queries import changed_segment_rows
 from driftmon.windows import TimeRange

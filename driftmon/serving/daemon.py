@@ -54,7 +54,8 @@ from driftmon.pipeline import RunOutcome
 from driftmon.serving.claims import CLAIMED, WindowClaims
 from driftmon.serving.health import Health
 from driftmon.serving.leases import Leases
-from driftmon.serving.metrics import DriftCollector, DriftState, RunMetrics
+from driftmon.serving.metrics import DriftCollector, DriftState
+from driftmon.serving.run_metrics import RunMetrics
 from driftmon.serving.server import MetricsServer
 from driftmon.serving.signals import stop_on_signals
 from driftmon.serving.store_health import StoreHealth
