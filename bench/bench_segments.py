@@ -49,6 +49,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_sources as table_bench  # noqa: E402  the 24-column table and its expressions
+from bench_incremental import Clock, timed_run  # noqa: E402  the moved clock and the timed pipeline run
 
 from driftmon.config import ComputeConfig  # noqa: E402
 from driftmon.config_file import parse_config  # noqa: E402
@@ -93,21 +94,6 @@ def settings(url: str, segmented: bool, max_segments: int, source_url: str | Non
     return parse_config(raw, {}).resolved_monitors()[0]
 
 
-class Clock:
-    def __init__(self, now: datetime):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def timed_run(pipe: Pipeline, monitor, url: str, end: datetime):
-    began = time.perf_counter()
-    outcome = pipe.run(monitor, url, TimeRange(end - monitor.window.size, end))
-    elapsed = time.perf_counter() - began
-    if outcome.status != "ok":
-        raise SystemExit(f"{monitor.name}: {outcome.error}")
-    return elapsed, outcome
 
 
 class Phases:
