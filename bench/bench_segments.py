@@ -405,6 +405,7 @@ def main(argv=None) -> None:
     # What driftmon's commands do at start (app.py): torch's default, a thread per core, made
     # the 1,273-row engine call jump from 5 ms to 200-300 ms on a loaded 2-core machine.
     set_threads(args.threads)
+    args.folder.mkdir(parents=True, exist_ok=True)
     runs = []
     began = time.perf_counter()
     if args.pg_rows:
