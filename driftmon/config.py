@@ -259,7 +259,69 @@ class FixedReference(_Model):
         return self
 
 
-Reference = Annotated[RollingReference | FixedReference, Field(discriminator="kind")]
+class ExcludedRange(_Model):
+    """A stretch of time whose rows never enter a seasonal reference (an incident, Black Friday)."""
+
+    start: datetime
+    end: datetime
+
+    _utc = field_validator("start", "end")(FixedReference._utc.__func__)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ExcludedRange:
+        if self.start >= self.end:
+            raise ValueError("exclude range 'start' must be before 'end'")
+        return self
+
+
+class ExcludedSchedule(_Model):
+    """A recurring exclusion: ``duration`` from every tick of ``cron`` (UTC), e.g. weekends."""
+
+    cron: str
+    duration: PositiveDuration
+
+    _valid_crontab = field_validator("cron")(Schedule._valid_crontab.__func__)
+
+
+class SeasonalReference(_Model):
+    """The same-phase window of each of the last ``lags`` periods, summed from stored slices.
+
+    Its bins are cut once per ``refresh`` (default: one period) from the whole
+    ``lags × period`` range before the window, excluded stretches left out, so every lag
+    is binned alike (driftmon/counting/seasonal.py).
+    """
+
+    kind: Literal["seasonal"]
+    period: PositiveDuration = timedelta(days=7)
+    lags: Annotated[int, Field(ge=1, le=52)] = 4
+    exclude: Annotated[list[ExcludedRange | ExcludedSchedule], Field(max_length=100)] = []
+    refresh: PositiveDuration | None = None
+
+    @property
+    def effective_refresh(self) -> timedelta:
+        return self.refresh or self.period
+
+
+Reference = Annotated[RollingReference | FixedReference | SeasonalReference, Field(discriminator="kind")]
+
+
+class VolumeCheck(_Model):
+    """Each window's row count against the reference's, for the same length (``__volume__``).
+
+    Both a relative change of at least ``warning``/``critical`` (either way) and an exact
+    rate test at ``significance`` are needed: a quiet source with a handful of rows
+    moves by 50 % on noise alone and must not page.
+    """
+
+    warning: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.15
+    critical: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.3
+    significance: Significance = 0.001
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VolumeCheck:
+        if self.warning > self.critical:
+            raise ValueError(f"warning ({self.warning}) must not exceed critical ({self.critical})")
+        return self
 
 
 class PseudocountSmoothing(_Model):
@@ -338,6 +400,8 @@ class Defaults(_Model):
     # A column drifts only when its q-value is at most this; null: effect size alone.
     significance: Significance | None = 0.01
     segments: Segments | None = None
+    # null: no volume check (events sources only).
+    volume: VolumeCheck | None = VolumeCheck()
 
 
 class Feature(_Model):
@@ -495,6 +559,8 @@ class Monitor(_Model):
     significance: Significance | None = None
     # Written as null, it turns the defaults' segments off for this monitor.
     segments: Segments | None = None
+    # Written as null, it turns the volume check off for this monitor.
+    volume: VolumeCheck | None = None
 
     @model_validator(mode="after")
     def _columns(self) -> Monitor:
@@ -528,6 +594,18 @@ def segments_problem(source_kind: str, features: list[Feature], segments: Segmen
     return None
 
 
+def seasonal_problem(source_kind: str, window: Window | None, reference) -> str | None:
+    """Why this seasonal reference cannot serve this monitor, or None."""
+    if not isinstance(reference, SeasonalReference):
+        return None
+    if source_kind != "events":
+        return "a seasonal reference needs an events source: it is summed from stored slices"
+    if window is not None and window.size > reference.period:
+        return (f"the window ({window.size}) is longer than the seasonal period ({reference.period}): "
+                f"the lags would overlap the window they are compared with")
+    return None
+
+
 class MonitorSettings(_Model):
     """A monitor with every inherited setting resolved: what the pipeline runs."""
 
@@ -536,7 +614,7 @@ class MonitorSettings(_Model):
     features: list[Feature]
     schedule: Schedule
     window: Window
-    reference: RollingReference | FixedReference
+    reference: RollingReference | FixedReference | SeasonalReference
     smoothing: PseudocountSmoothing | EpsilonSmoothing
     kl_direction: Literal["reference_current", "current_reference"]
     thresholds: Thresholds
@@ -547,10 +625,14 @@ class MonitorSettings(_Model):
     lateness: timedelta | None = None
     significance: float | None = 0.01
     segments: Segments | None = None
+    volume: VolumeCheck | None = None
 
     @model_validator(mode="after")
     def _segments_fit(self) -> MonitorSettings:
         problem = segments_problem(self.source.kind, self.features, self.segments)
+        if problem:
+            raise ValueError(f"monitor {self.name!r}: {problem}")
+        problem = seasonal_problem(self.source.kind, self.window, self.reference)
         if problem:
             raise ValueError(f"monitor {self.name!r}: {problem}")
         return self
@@ -575,6 +657,8 @@ class Config(_Model):
         for i, monitor in enumerate(self.monitors):
             segments = monitor.segments if "segments" in monitor.model_fields_set else self.defaults.segments
             problem = segments_problem(monitor.source.kind, monitor.features, segments)
+            problem = problem or seasonal_problem(monitor.source.kind, monitor.window or self.defaults.window,
+                                                  monitor.reference or self.defaults.reference)
             if problem:
                 raise ValueError(f"monitors[{i}] ({monitor.name}): {problem}")
         return self
@@ -621,6 +705,8 @@ def resolve_monitor(monitor: Monitor, defaults: Defaults) -> MonitorSettings:
         significance=(monitor.significance if "significance" in monitor.model_fields_set
                       else defaults.significance),
         segments=monitor.segments if "segments" in monitor.model_fields_set else defaults.segments,
+        volume=(monitor.volume if "volume" in monitor.model_fields_set else defaults.volume)
+        if monitor.source.kind == "events" else None,
     )
 
 

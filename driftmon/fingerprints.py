@@ -41,6 +41,7 @@ MONITOR_HARMLESS = {
     "catch_up": "how many missed windows the daemon computes, not their numbers",
     "slice": "a window summed from slices equals its full count",
     "lateness": "when a slice stops being recounted, not how it is counted",
+    "volume": "the volume check's thresholds: its __volume__ rows carry their own fingerprint",
 }
 # Settings of a monitor's segments that cannot change a number (the rest, ``by`` and ``max``, decide
 # which rows each segment holds).

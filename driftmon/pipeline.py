@@ -21,21 +21,26 @@ import torch
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from driftmon.config import ComputeConfig, MonitorSettings
+from driftmon.config import ComputeConfig, MonitorSettings, SeasonalReference
 from driftmon.counting.incremental import SliceCounter, SlicedWindow
 from driftmon.counting.profiles import Completeness, reference_profile
+from driftmon.counting.seasonal import SeasonalCounts, holes, seasonal_reference
 from driftmon.counting.slices import lateness
 from driftmon.errors import DriftmonError, SourceError, StoreError
 from driftmon.fingerprints import results_fingerprint
 from driftmon.segmenting import Batch, batch_of
 from driftmon.sources import Source, open_source
 from driftmon.sources.profile import ReferenceProfile, WindowCounts, segment_key
+from driftmon.sources.schema_watch import SchemaWatch, schema_note
 from driftmon.sources.sql import statement_timeout
 from driftmon.stats.divergence import Divergences, divergences
 from driftmon.stats.significance import benjamini_hochberg
+from driftmon.stats.volume import VolumeCheck
 from driftmon.store.database import EngineRegistry
+from driftmon.store.health_queries import save_window_health
 from driftmon.store.repository import Repository
 from driftmon.urls import mask_credentials
+from driftmon.window_health import health_row, newest_row_at, window_volume
 from driftmon.windows import TimeRange, reference_range
 
 log = logging.getLogger(__name__)
@@ -111,6 +116,12 @@ class RunOutcome:
     recomputed: list[RunOutcome] = field(default_factory=list)
     # driftmon.fingerprints.results_fingerprint of the settings that made the results.
     fingerprint: str | None = None
+    # Data health (README, "Data health"): the window's volume check (driftmon/stats/volume.py;
+    # None where the monitor has none), the start of the newest slice that held rows, and
+    # the source_schemas row this run's schema check stored (None: not checked this run).
+    volume: VolumeCheck | None = None
+    newest_row_at: datetime | None = None
+    schema: dict | None = None
 
     @property
     def critical(self) -> bool:
@@ -234,6 +245,8 @@ class _Work:
     results: list[ColumnResult]
     sliced: SlicedWindow | None
     recomputed: list[RunOutcome]
+    volume: VolumeCheck | None = None
+    newest_row_at: datetime | None = None
 
 
 
@@ -249,6 +262,7 @@ class Pipeline:
         # The clock that decides whether a slice is sealed and a profile complete; tests move it.
         self.clock = clock or (lambda: datetime.now(UTC))
         self.slices = SliceCounter(self.repository, results, self.clock)
+        self.schemas = SchemaWatch(results, self.clock)
         self._sources: dict[str, tuple[MonitorSettings, Source]] = {}
         self._profiles: dict[str, ReferenceProfile] = {}
         # References recounted by this process (backfill --recount): once each, not once per window.
@@ -276,17 +290,20 @@ class Pipeline:
         reference = reference_range(monitor.reference, window)
         try:
             work = self._compute(monitor, source_url, window, reference, recount)
-            outcome = RunOutcome(monitor.name, window, OK, work.results, reference,
+            schema = self._check_schema(monitor, reference, None)
+            outcome = RunOutcome(monitor.name, window, OK, work.results, reference, schema=schema,
                                  rows_scanned=work.counts.rows_scanned,
                                  duration_seconds=time.perf_counter() - clock, trigger=trigger,
                                  recomputed=work.recomputed,
-                                 fingerprint=results_fingerprint(monitor, source_url))
+                                 fingerprint=results_fingerprint(monitor, source_url),
+                                 volume=work.volume, newest_row_at=work.newest_row_at)
             if self.abandon.is_set():
                 return self._abandoned(outcome)
             self._store(outcome, started, scheduled_at, work)
         except Exception as exc:  # noqa: BLE001  every failure becomes a failed run row, counted and logged
-            outcome = RunOutcome(monitor.name, window, "failed", [], reference,
-                                 error=_describe(monitor, exc), reason=_reason(exc),
+            schema = self._check_schema(monitor, reference, exc)
+            outcome = RunOutcome(monitor.name, window, "failed", [], reference, schema=schema,
+                                 error=_describe(monitor, exc) + schema_note(schema), reason=_reason(exc),
                                  duration_seconds=time.perf_counter() - clock, trigger=trigger)
             if not isinstance(exc, DriftmonError | RuntimeError | ValueError):
                 log.error("unexpected error in a run", exc_info=exc, extra={
@@ -296,6 +313,20 @@ class Pipeline:
             _log_outcome(late)
         _log_outcome(outcome)
         return outcome
+
+    def _check_schema(self, monitor: MonitorSettings, reference: TimeRange, exc: BaseException | None) -> dict | None:
+        """The source table against its baseline (driftmon/sources/schema_watch.py), when due:
+        after a source failure, when the reference moved, or every few minutes."""
+        cached = self._sources.get(monitor.name)
+        if cached is None or cached[0] != monitor or not self.schemas.due(
+                monitor.name, failed=isinstance(exc, SourceError), reference=reference):
+            return None
+        try:
+            return self.schemas.check(monitor.name, cached[1], reference, failed=exc is not None)
+        except Exception as problem:  # noqa: BLE001  an unreachable source: the run's own error says so
+            log.warning("schema check failed: %s", problem, extra={
+                "event": "schema.check_failed", "monitor": monitor.name})
+            return None
 
     def cancel_source_reads(self) -> int:
         """At shutdown, once runs are abandoned: stop their queries on the sources too."""
@@ -309,15 +340,25 @@ class Pipeline:
 
     def _compute(self, monitor, source_url, window, reference, recount=False) -> _Work:
         source = self.source_for(monitor, source_url)
-        profile = self._profile(monitor, source, reference, recount)
+        base = self._profile(monitor, source, reference, recount, holes(monitor, window))
+        seasonal = self._seasonal(monitor, source, base, window)
+        profile = seasonal.profile if seasonal else base
         sliced = self.slices.window(monitor, source, profile, window, recount=recount)
+        if sliced is not None and seasonal is not None:
+            sliced.rows = seasonal.rows + sliced.rows
         counts = sliced.counts if sliced else source.counts(profile, window)
         results = self._statistics(monitor, counts, reference)
-        recomputed = self._recompute_changed(monitor, source, profile, reference, window, sliced)
-        return _Work(counts, results, sliced, recomputed)
+        recomputed = self._recompute_changed(monitor, source, base, reference, window, sliced)
+        volume = window_volume(monitor, counts, profile, seasonal)
+        return _Work(counts, results, sliced, recomputed, volume, newest_row_at(sliced, counts))
+
+    def _seasonal(self, monitor, source, base, window) -> SeasonalCounts | None:
+        if not isinstance(monitor.reference, SeasonalReference):
+            return None
+        return seasonal_reference(self.slices, monitor, source, base, window)
 
     def _profile(self, monitor: MonitorSettings, source: Source, reference: TimeRange,
-                 recount: bool = False) -> ReferenceProfile:
+                 recount: bool = False, holes: tuple[TimeRange, ...] = ()) -> ReferenceProfile:
         """The reference profile, read back from the store once per range: complete stored
         profiles never change, except by a recount, which this process does once per range."""
         recount_key = (monitor.name, source.fingerprint, reference)
@@ -328,7 +369,7 @@ class Pipeline:
             return cached
         completeness = Completeness(self.clock(), lateness(monitor), monitor.min_samples)
         profile = reference_profile(self.repository, self.results, source, monitor.name, reference,
-                                    completeness, recount=recount)
+                                    completeness, recount=recount, holes=holes)
         if recount:
             self._recounted.add(recount_key)
         self._profiles[monitor.name] = profile
@@ -342,7 +383,7 @@ class Pipeline:
         self.engine_calls += 1
         return column_results(monitor, batch, stats, reference)
 
-    def _recompute_changed(self, monitor, source, profile, reference, window, sliced) -> list[RunOutcome]:
+    def _recompute_changed(self, monitor, source, base, reference, window, sliced) -> list[RunOutcome]:
         """Stored windows that used a slice this run's recount changed (late rows), recomputed."""
         ends = self.slices.windows_using(monitor, sliced.changed) if sliced else None
         if ends is None:
@@ -354,7 +395,8 @@ class Pipeline:
             earlier = TimeRange(end - monitor.window.size, end)
             if reference_range(monitor.reference, earlier) != reference:
                 continue  # counted under another profile: its slices are not these
-            counts = self.slices.recount_of(monitor, source, profile, sliced, earlier)
+            seasonal = self._seasonal(monitor, source, base, earlier)  # its own lags
+            counts = self.slices.recount_of(monitor, source, seasonal.profile if seasonal else base, sliced, earlier)
             if counts is None:
                 log.warning("late rows changed a window whose slices are gone; not recomputed", extra={
                     "event": "run.late_window_skipped", "monitor": monitor.name,
@@ -386,6 +428,10 @@ class Pipeline:
                 for late in outcome.recomputed:
                     self._store_results(connection, late, started, None, outcome.fingerprint)
                 self._store_results(connection, outcome, started, scheduled_at, outcome.fingerprint)
+                health = health_row(self._sources[outcome.monitor][0], outcome.window, outcome.volume,
+                                    outcome.newest_row_at, outcome.fingerprint, datetime.now(UTC))
+                if health is not None:
+                    save_window_health(connection, health)
         except SQLAlchemyError as exc:
             raise StoreError(f"storing the results failed: {_first_line(exc)}") from exc
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from driftmon.config import FixedReference, RollingReference, Schedule
+from driftmon.config import ExcludedRange, FixedReference, RollingReference, Schedule, SeasonalReference
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A cron line that can fire (driftmon.cron refuses February 30th) fires at least every
@@ -97,18 +97,50 @@ def backfill_windows(
 
 
 def reference_range(
-    reference: RollingReference | FixedReference, current: TimeRange
+    reference: RollingReference | FixedReference | SeasonalReference, current: TimeRange
 ) -> TimeRange:
-    """The reference window for a current window.
+    """The reference window for a current window: for a seasonal reference, the range its bins are cut from.
 
     A rolling reference ends ``offset`` before the current window, aligned down
     to ``refresh``: its range, and so its stored profile, changes at most once
-    per refresh period rather than every cycle.
+    per refresh period rather than every cycle. A seasonal reference's bins come
+    from the ``lags × period`` before the window, aligned down the same way, so
+    that every lag of every window until the next refresh is binned alike.
     """
     if isinstance(reference, FixedReference):
         return TimeRange(as_utc(reference.start), as_utc(reference.end))
+    if isinstance(reference, SeasonalReference):
+        end = align_down(current.start, reference.effective_refresh)
+        return TimeRange(end - reference.lags * reference.period, end)
     end = align_down(current.start - reference.offset, reference.refresh)
     return TimeRange(end - reference.size, end)
+
+
+def seasonal_lags(reference: SeasonalReference, current: TimeRange) -> list[TimeRange]:
+    """The same-phase window in each of the last ``lags`` periods, oldest first."""
+    return [TimeRange(current.start - k * reference.period, current.end - k * reference.period)
+            for k in range(reference.lags, 0, -1)]
+
+
+def excluded_spans(reference: SeasonalReference, span: TimeRange) -> list[TimeRange]:
+    """The excluded stretches of time that overlap ``span``, clipped to it, merged, oldest first."""
+    found = []
+    for exclusion in reference.exclude:
+        if isinstance(exclusion, ExcludedRange):
+            found.append(TimeRange(as_utc(exclusion.start), as_utc(exclusion.end)))
+            continue
+        for tick in ticks(Schedule(cron=exclusion.cron), span.start - exclusion.duration, span.end):
+            found.append(TimeRange(tick, tick + exclusion.duration))
+    merged: list[TimeRange] = []
+    for piece in sorted(found):
+        start, end = max(piece.start, span.start), min(piece.end, span.end)
+        if start >= end:
+            continue
+        if merged and start <= merged[-1].end:
+            merged[-1] = TimeRange(merged[-1].start, max(end, merged[-1].end))
+        else:
+            merged.append(TimeRange(start, end))
+    return merged
 
 
 def _cron_trigger(expression: str):

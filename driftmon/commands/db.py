@@ -163,8 +163,8 @@ def db_delete_windows(config_path: str | None, monitor_name: str, after: datetim
                   f"and {found['runs']} run row(s) ending after {after.isoformat()}"], yes)
         with engine.begin() as connection:
             deleted = repository.delete_windows_after(connection, monitor_name, after)
-    click.echo(f"deleted {deleted['results']} result row(s), {deleted['runs']} run row(s) and "
-               f"{deleted['leases']} lease(s) of monitor {monitor_name}")
+    click.echo(f"deleted {deleted['results']} result row(s), {deleted['runs']} run row(s), "
+               f"{deleted['health']} health row(s) and {deleted['leases']} lease(s) of monitor {monitor_name}")
 
 
 @db.command("reset-reference")

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from sqlalchemy import Engine
 
-from driftmon.config import MonitorSettings
+from driftmon.config import MonitorSettings, SeasonalReference
 from driftmon.counting.slices import is_sealed, lateness, slice_length
 from driftmon.fingerprints import fingerprint
 from driftmon.sources import Source
@@ -41,6 +41,18 @@ class SlicedWindow:
     fresh: dict[datetime, SliceCount]  # counted from the source by this run
     changed: list[TimeRange] = field(default_factory=list)  # stored slices whose recount differs
     rows: list[dict] = field(default_factory=list)  # slice rows to write
+
+
+@dataclass
+class Gathered:
+    """The slices of one span: their counts in order, and what the run must store."""
+
+    key: str
+    payloads: list
+    fresh: dict[datetime, SliceCount]
+    changed: list[TimeRange]
+    rows: list[dict]
+    rows_read: int
 
 
 class SliceCounter:
@@ -67,9 +79,16 @@ class SliceCounter:
         length = slice_length(monitor)
         if length is None:
             return None
+        gathered = self.gather(monitor, source, profile, window, length, recount=recount)
+        counts = source.window_from_slices(profile, gathered.payloads, window, gathered.rows_read)
+        return SlicedWindow(counts, gathered.key, length, gathered.fresh, gathered.changed, gathered.rows)
+
+    def gather(self, monitor: MonitorSettings, source: Source, profile: ReferenceProfile, span: TimeRange,
+               length: timedelta, *, recount: bool = False) -> Gathered:
+        """The slices of ``span``: stored ones read through the cache, missing ones counted in one statement."""
         key = slice_profile_key(source, profile, length)
-        starts = slice_starts(window, length)
-        stored = self._stored(monitor.name, key, window, starts)
+        starts = slice_starts(span, length)
+        stored = self._stored(monitor.name, key, span, starts)
         needed = [s for s in starts if recount or s not in stored or not stored[s][1]]
         fresh: dict[datetime, SliceCount] = {}
         rows_read = 0
@@ -79,7 +98,6 @@ class SliceCounter:
             rows_read = sum(c.rows for c in counted.values())
             fresh = {start: counted[start] for start in needed}
         payloads = [_packed(fresh[s].payload) if s in fresh else stored[s][2] for s in starts]
-        counts = source.window_from_slices(profile, payloads, window, rows_read)
         changed = [TimeRange(s, s + length) for s in fresh
                    if s in stored and not _same(fresh[s].payload, stored[s][2])]
         now, late = self.clock(), lateness(monitor)
@@ -89,8 +107,15 @@ class SliceCounter:
              "counted_at": now}
             for s, c in fresh.items()
         ]
-        self._remember(monitor.name, key, window.start - late, rows)
-        return SlicedWindow(counts, key, length, fresh, changed, rows)
+        self._remember(monitor.name, key, self.horizon(monitor, span) - late, rows)
+        return Gathered(key, payloads, fresh, changed, rows, rows_read)
+
+    def horizon(self, monitor: MonitorSettings, window: TimeRange) -> datetime:
+        """The start of the oldest slice a run for ``window`` reads: a seasonal reference's oldest lag."""
+        reference = monitor.reference
+        if isinstance(reference, SeasonalReference):
+            return window.start - reference.lags * reference.period
+        return window.start
 
     def _stored(self, monitor: str, key: str, window: TimeRange,
                 starts: list[datetime]) -> dict[datetime, tuple[datetime, bool, object]]:
@@ -158,8 +183,8 @@ class SliceCounter:
         return TimeRange(first.start, last.end + monitor.window.size - timedelta(microseconds=1))
 
     def retention_cutoff(self, monitor: MonitorSettings, window: TimeRange) -> datetime:
-        """Slices that ended by then serve no window still open to late rows."""
-        return window.start - lateness(monitor)
+        """Slices that ended by then serve no window still open to late rows (nor a seasonal lag)."""
+        return self.horizon(monitor, window) - lateness(monitor)
 
 
 def slice_profile_key(source: Source, profile: ReferenceProfile, length: timedelta) -> str:

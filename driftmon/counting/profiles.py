@@ -38,7 +38,7 @@ class Completeness:
 
 def reference_profile(repository: Repository, results: Engine, source: Source, monitor: str,
                       reference: TimeRange, completeness: Completeness | None = None, *,
-                      recount: bool = False) -> ReferenceProfile:
+                      recount: bool = False, holes: tuple[TimeRange, ...] = ()) -> ReferenceProfile:
     """The stored profile for this range and config, counted and stored if absent or incomplete.
 
     Without ``completeness``, a profile is complete once its range has ended and it holds a row.
@@ -48,7 +48,8 @@ def reference_profile(repository: Repository, results: Engine, source: Source, m
         current = _stored(repository, results, source, monitor, reference)
         if current.complete and source.fits(current):
             return current
-    counted = source.profile(reference)
+    # holes: a seasonal reference's excluded stretches (their fingerprint is in the source's).
+    counted = source.profile(reference, holes) if holes else source.profile(reference)
     complete = completeness.of(counted)
     profile = replace(counted, columns=tuple(replace(c, complete=complete) for c in counted.columns),
                       segments=counted.segments and replace(counted.segments, complete=complete))

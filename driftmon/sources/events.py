@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql
 
-from driftmon.config import SEGMENT_PSEUDO_COLUMN, Feature, MonitorSettings
+from driftmon.config import SEGMENT_PSEUDO_COLUMN, Feature, MonitorSettings, SeasonalReference
 from driftmon.fingerprints import column_fingerprint, fingerprint, source_fingerprint
 from driftmon.sources import binning, dialects
 from driftmon.sources.alignment import align, align_segments, whole_population
@@ -70,12 +71,18 @@ class EventsSource(ReferenceBinning, SegmentMembership):
                                    names, self.source.timeout, timestamp=self.source.timestamp_column,
                                    timestamp_unit=self.source.timestamp_unit,
                                    numeric=[f.column for f in self.features if f.type == "numeric"])
-        # Every source setting that shapes a count, with the database the engine reads.
+        # Every source setting that shapes a count, with the database the engine reads; a seasonal
+        # reference's exclusions too, as they shape its profile's bins (profile(holes=...)).
         self.fingerprint = source_fingerprint(self.source, engine.url)
+        if isinstance(monitor.reference, SeasonalReference) and monitor.reference.exclude:
+            self.fingerprint = fingerprint({"source": self.fingerprint, "exclude": [
+                e.model_dump(mode="json") for e in monitor.reference.exclude]})
         self.statements = 0  # executed so far; tests and logs read it
         self._warned: set[str] = set()  # columns already reported as having too many categories
         # The count statement of the latest bins (cuts, categories), for the next window.
         self._counting: tuple[tuple, WindowStatement] | None = None
+        # Stretches a profile being cut must leave out (a seasonal reference's exclusions).
+        self._holes: tuple[TimeRange, ...] = ()
 
     def expected_hash(self, column: str) -> str:
         """The fingerprint of what shapes the column's profile (driftmon/fingerprints.py)."""
@@ -94,13 +101,22 @@ class EventsSource(ReferenceBinning, SegmentMembership):
 
     # --- the interface -----------------------------------------------------
 
-    def profile(self, reference: TimeRange) -> ReferenceProfile:
-        """Cut the reference's bins and count it: edges, categories, counts."""
-        with self.reader.reading(f"reference {reference}") as connection:
-            cuts = self._cuts(connection, reference)
-            categories = self._categories(connection, reference)
-            members, distinct = self._segment_members(connection, reference) if self.segments else ([], 0)
-            per_segment, _ = self._count(connection, reference, cuts, categories, members)
+    def profile(self, reference: TimeRange, holes: tuple[TimeRange, ...] = ()) -> ReferenceProfile:
+        """Cut the reference's bins and count it: edges, categories, counts.
+
+        ``holes`` (a seasonal reference's excluded stretches) never shape the bins (edges,
+        categories, segment members); the profile's own counts, which a seasonal reference
+        replaces by its lags' (``profile_from_slices``), still hold their rows.
+        """
+        self._holes = holes
+        try:
+            with self.reader.reading(f"reference {reference}") as connection:
+                cuts = self._cuts(connection, reference)
+                categories = self._categories(connection, reference)
+                members, distinct = self._segment_members(connection, reference) if self.segments else ([], 0)
+                per_segment, _ = self._count(connection, reference, cuts, categories, members)
+        finally:
+            self._holes = ()
         counts = whole_population(per_segment)
         columns = tuple(self._column_profile(f, cuts, categories, counts[f.column],
                                              [s[f.column] for s in per_segment] if self.segments else None)
@@ -159,6 +175,28 @@ class EventsSource(ReferenceBinning, SegmentMembership):
         per_segment = layout.segment_tallies(payloads) if self.segments else [layout.tallies(payloads)]
         return self._aligned(profile, self._tallied(per_segment, cuts, categories), window, rows_scanned)
 
+    def profile_from_slices(self, profile: ReferenceProfile, payloads: list) -> ReferenceProfile:
+        """The profile's bins with the summed counts of these slices: a seasonal reference.
+
+        Every lag is counted in the same bins, so the sum is a profile like one counted
+        from the lags' rows directly (bin for bin; tests/test_seasonal.py checks it).
+        """
+        cuts, categories = _bins_of(profile)
+        layout = self._layout(cuts, categories, profile)
+        per_segment = self._tallied(layout.segment_tallies(payloads) if self.segments else [layout.tallies(payloads)],
+                                    cuts, categories)
+        counts = whole_population(per_segment)
+
+        def column(c: ColumnProfile) -> ColumnProfile:
+            found = counts[c.column]
+            return replace(c, counts=tuple(found.counts.values()), other=found.other, missing=found.missing,
+                           segment_counts=tuple((*s[c.column].counts.values(), s[c.column].other,
+                                                 s[c.column].missing) for s in per_segment) if self.segments else ())
+
+        segments = profile.segments and replace(
+            profile.segments, rows=tuple(s[self.features[0].column].total for s in per_segment))
+        return replace(profile, columns=tuple(column(c) for c in profile.columns), segments=segments)
+
     def _tallied(self, per_segment: list[dict[int, dict[int, float]]], cuts,
                  categories) -> list[dict[str, ColumnCounts]]:
         """Per segment, each column's ``{code: count}`` as its ColumnCounts (labels made once per column)."""
@@ -181,9 +219,11 @@ class EventsSource(ReferenceBinning, SegmentMembership):
         return self.table.c[self.source.timestamp_column]
 
     def _in_window(self, window: TimeRange) -> list[sa.ColumnElement]:
-        timestamp = self._timestamp
-        return [in_range(self.engine.dialect.name, timestamp, window, self.reader.epoch),
-                *equality_filters(self.table, self.source.where, self.engine.dialect.name)]
+        timestamp, name = self._timestamp, self.engine.dialect.name
+        holes = [~in_range(name, timestamp, hole, self.reader.epoch, suffix=f"_hole{i}")
+                 for i, hole in enumerate(self._holes)] if window != _ANY_WINDOW else []
+        return [in_range(name, timestamp, window, self.reader.epoch), *holes,
+                *equality_filters(self.table, self.source.where, name)]
 
     def _category(self, feature: Feature) -> sa.ColumnElement:
         """A categorical column's values, compared byte for byte where the collation would not."""

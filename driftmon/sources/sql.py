@@ -80,20 +80,22 @@ def window_bounds(engine_name: str, window: TimeRange, epoch: Epoch | None = Non
 
 
 def in_range(engine_name: str, timestamp: sa.ColumnClause, window: TimeRange,
-             epoch: Epoch | None = None) -> sa.ColumnElement:
+             epoch: Epoch | None = None, suffix: str = "") -> sa.ColumnElement:
     """``start <= ts < end`` with UTC bounds, whatever the engine stores.
 
     ``epoch``: the column holds numbers, time since the epoch (bound in the
     column's own type, so an index on it serves the range).
-    The bounds are bound parameters named as in ``window_bounds``.
+    The bounds are bound parameters named as in ``window_bounds``, plus ``suffix``
+    (a second range in one statement: a seasonal reference's excluded stretches).
     """
-    bounds = window_bounds(engine_name, window, epoch)
+    bounds = {name + suffix: value for name, value in window_bounds(engine_name, window, epoch).items()}
     if epoch is not None:
-        return sa.and_(timestamp >= sa.bindparam("window_start", bounds["window_start"], type_=epoch.type),
-                       timestamp < sa.bindparam("window_end", bounds["window_end"], type_=epoch.type))
+        return sa.and_(
+            timestamp >= sa.bindparam("window_start" + suffix, bounds["window_start" + suffix], type_=epoch.type),
+            timestamp < sa.bindparam("window_end" + suffix, bounds["window_end" + suffix], type_=epoch.type))
     if engine_name == "sqlite":
         def bound(name):
-            return sa.bindparam(name, bounds[name], type_=sa.String)
+            return sa.bindparam(name + suffix, bounds[name + suffix], type_=sa.String)
 
         # Text timestamps may be written '2024-01-01T00:00:00', with or without
         # fractions or an offset; strftime normalises all of them to UTC. It
@@ -108,8 +110,8 @@ def in_range(engine_name: str, timestamp: sa.ColumnClause, window: TimeRange,
         )
     moment = sa.DateTime(timezone=not dialects.is_portable(engine_name))
     return sa.and_(
-        timestamp >= sa.bindparam("window_start", bounds["window_start"], type_=moment),
-        timestamp < sa.bindparam("window_end", bounds["window_end"], type_=moment),
+        timestamp >= sa.bindparam("window_start" + suffix, bounds["window_start" + suffix], type_=moment),
+        timestamp < sa.bindparam("window_end" + suffix, bounds["window_end" + suffix], type_=moment),
     )
 
 

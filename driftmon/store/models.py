@@ -225,3 +225,53 @@ class SliceCounts(Base):
     counted_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_slice_counts_monitor_slice_end", "monitor", "slice_end"),)
+
+
+class WindowHealth(Base):
+    """The health of one monitor's window beside its drift: volume and freshness (README, "Data health").
+
+    ``rows`` against ``expected`` (the reference's rows for the same length: seasonal
+    where the reference is) with the rate test's ``p_value`` gives ``status``;
+    ``newest_row_at`` is the start of the newest slice (the window, where a monitor
+    counts whole windows) that held rows: the freshness the run saw, to one slice.
+    """
+
+    __tablename__ = "window_health"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    monitor: Mapped[str] = mapped_column(String(200))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    rows: Mapped[float] = mapped_column(Double)
+    reference_rows: Mapped[float] = mapped_column(Double)
+    expected: Mapped[float | None] = mapped_column(Double)
+    change: Mapped[float | None] = mapped_column(Double)
+    p_value: Mapped[float | None] = mapped_column(Double)
+    status: Mapped[str] = mapped_column(String(20))
+    threshold_warning: Mapped[float | None] = mapped_column(Double)
+    threshold_critical: Mapped[float | None] = mapped_column(Double)
+    newest_row_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # results_fingerprint with the volume settings: a changed check recomputes the row.
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("monitor", "window_end"),)
+
+
+class SourceSchema(Base):
+    """What a monitor's source table looked like, and how it changed (README, "Data health").
+
+    ``baseline`` ({column: type}) is the table as it was when the monitor's reference
+    profile was counted; ``changes`` names what differs now (dropped, retyped, added
+    columns) and ``status`` sums them up: ``ok``, ``changed`` (columns added: news, not
+    harm) or ``broken`` (a watched column dropped or retyped).
+    """
+
+    __tablename__ = "source_schemas"
+
+    monitor: Mapped[str] = mapped_column(String(200), primary_key=True)
+    baseline: Mapped[dict] = mapped_column(JSON)
+    baseline_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(20))
+    changes: Mapped[list] = mapped_column(JSON)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from driftmon.config import SEGMENT_PSEUDO_COLUMN
 from driftmon.sources.profile import ColumnProfile, ReferenceProfile, SegmentProfile
+from driftmon.store import health_queries
 from driftmon.store.models import Lease, Result, Run, SliceCounts
 from driftmon.store.models import ReferenceProfile as ProfileRow
 from driftmon.windows import TimeRange
@@ -389,6 +390,7 @@ class Repository:
         for name, table in (("results", _results), ("runs", _runs), ("leases", _leases)):
             statement = table.delete().where(table.c.monitor == monitor, table.c.window_end > after)
             deleted[name] = connection.execute(statement).rowcount
+        deleted["health"] = health_queries.delete_window_health_after(connection, monitor, after)
         return deleted
 
     def delete_reference_state(self, connection: Connection, monitor: str) -> dict:
@@ -396,6 +398,8 @@ class Repository:
         deleted = {}
         for name, table in (("profiles", _profiles), ("slices", _slices)):
             deleted[name] = connection.execute(table.delete().where(table.c.monitor == monitor)).rowcount
+        # The schema baseline is the table as the reference saw it: it goes with the reference.
+        deleted["schema"] = health_queries.delete_schema(connection, monitor)
         return deleted
 
 

@@ -1,0 +1,63 @@
+"""Seasonal references (README, "Seasonal references"): the same phase of the last few periods.
+
+A window at 03:00 on a Monday is compared with the 03:00 windows of the last
+``lags`` Mondays (``period: 7d``), not with a week of every hour pooled: a
+daily or weekly cycle then stops looking like drift. The lags' counts are the
+sum of their stored slices, counted in the bins of ONE profile (the whole
+``lags × period`` before the window, cut once per ``refresh``) so every lag is
+binned alike and a steady cycle reads nothing of the source for them. Slices
+that overlap an excluded stretch (``exclude``: ranges, or a cron line with a
+duration) are left out, and so are those rows from the profile's bins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from driftmon.config import MonitorSettings, SeasonalReference
+from driftmon.counting.incremental import SliceCounter
+from driftmon.counting.slices import contiguous, grid_problem, slice_length, slices_of
+from driftmon.errors import DriftmonError
+from driftmon.sources import Source
+from driftmon.sources.profile import ReferenceProfile
+from driftmon.windows import TimeRange, excluded_spans, reference_range, seasonal_lags
+
+
+@dataclass
+class SeasonalCounts:
+    """A window's seasonal reference: the profile's bins with the kept lags' counts."""
+
+    profile: ReferenceProfile
+    kept: timedelta  # how much of the lags' time entered the reference
+    lags: list[TimeRange]
+    rows: list[dict] = field(default_factory=list)  # lag slices counted by this run, to store
+
+
+def holes(monitor: MonitorSettings, window: TimeRange) -> tuple[TimeRange, ...]:
+    """The excluded stretches inside the range a seasonal monitor's bins are cut from."""
+    reference = monitor.reference
+    if not isinstance(reference, SeasonalReference) or not reference.exclude:
+        return ()
+    return tuple(excluded_spans(reference, reference_range(reference, window)))
+
+
+def seasonal_reference(counter: SliceCounter, monitor: MonitorSettings, source: Source,
+                       profile: ReferenceProfile, window: TimeRange) -> SeasonalCounts:
+    """The lags of ``window`` summed from their slices (counted where missing), excluded slices left out."""
+    reference = monitor.reference
+    assert isinstance(reference, SeasonalReference)
+    length = slice_length(monitor)
+    if length is None:
+        raise DriftmonError(f"monitor {monitor.name!r}: a seasonal reference is summed from slices, "
+                            f"but {grid_problem(monitor)}")
+    lags = seasonal_lags(reference, window)
+    excluded = excluded_spans(reference, TimeRange(lags[0].start, lags[-1].end))
+    kept = [piece for lag in lags for piece in slices_of(lag, length)
+            if not any(piece.start < hole.end and hole.start < piece.end for hole in excluded)]
+    payloads, rows = [], []
+    for span in contiguous(kept):
+        gathered = counter.gather(monitor, source, profile, span, length)
+        payloads += gathered.payloads
+        rows += gathered.rows
+    return SeasonalCounts(source.profile_from_slices(profile, payloads), len(kept) * length, lags, rows)
