@@ -705,9 +705,21 @@ def resolve_monitor(monitor: Monitor, defaults: Defaults) -> MonitorSettings:
         significance=(monitor.significance if "significance" in monitor.model_fields_set
                       else defaults.significance),
         segments=monitor.segments if "segments" in monitor.model_fields_set else defaults.segments,
-        volume=(monitor.volume if "volume" in monitor.model_fields_set else defaults.volume)
-        if monitor.source.kind == "events" else None,
+        volume=_volume_check(monitor, defaults),
     )
+
+
+def _volume_check(monitor: Monitor, defaults: Defaults) -> VolumeCheck | None:
+    """The monitor's volume check: its own, else the defaults'. Unless one of them writes it, a
+    fixed reference has none: a training set's row count says nothing of tonight's traffic."""
+    if monitor.source.kind != "events":
+        return None
+    if "volume" in monitor.model_fields_set:
+        return monitor.volume
+    reference = monitor.reference or defaults.reference
+    if isinstance(reference, FixedReference) and "volume" not in defaults.model_fields_set:
+        return None
+    return defaults.volume
 
 
 def merge_thresholds(base: Thresholds, override: ThresholdOverride | None) -> Thresholds:

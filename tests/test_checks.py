@@ -47,12 +47,26 @@ def test_cuda_without_cuda_is_a_problem_offline():
 
 
 def test_slice_grid_is_reported():
-    assert offline_checks(config_for("sqlite://")).notes == ["m: slices of 0:05:00, late rows counted for 0:05:00"]
+    assert offline_checks(config_for("sqlite://")).notes == [
+        "m: slices of 0:05:00, late rows counted for 0:05:00",
+        "m: volume check: warning at 15%, critical at 30% more or fewer rows than expected (rate test at 0.001)"]
     bad = offline_checks(config_for("sqlite://", slice="7m"))
     assert bad.problems == ["monitors[0].slice: slice 0:07:00 does not divide the window size (1:00:00) "
                             "and the schedule's grid (0:05:00)"]
     odd = offline_checks(config_for("sqlite://", schedule={"every": "1500ms"}))
     assert odd.problems == [] and "each cycle counts its whole window" in odd.notes[0]
+
+
+def test_seasonal_reference_and_volume_are_reported():
+    seasonal = offline_checks(config_for("sqlite://", reference={
+        "kind": "seasonal", "period": "1d", "lags": 7, "exclude": [{"cron": "0 0 * * 6", "duration": "2d"}]},
+        volume=None))
+    assert seasonal.problems == [] and seasonal.notes[1:] == [
+        "m: seasonal reference: the same window of each of the last 7 period(s) of 1 day, 0:00:00, "
+        "bins re-cut every 1 day, 0:00:00, 1 exclusion(s)", "m: volume check off"]
+    unsliced = offline_checks(config_for("sqlite://", reference={"kind": "seasonal", "period": "1d"}, slice="off"))
+    assert unsliced.problems == ["monitors[0].reference: a seasonal reference is summed from slices, "
+                                 "but slices are off (slice: off)"]
 
 
 def test_connect_checks_tables_columns_and_types(engine, db_url):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from driftmon.config import Config, FixedReference, MonitorSettings
+from driftmon.config import Config, FixedReference, MonitorSettings, SeasonalReference
 
 
 @dataclass
@@ -48,7 +48,27 @@ def offline_checks(config: Config, now: datetime | None = None) -> CheckReport:
             report.notes.append(f"{monitor.name}: slices of {slice_length(monitor)}, "
                                 f"late rows counted for {lateness(monitor)}")
         report.warnings.extend(fixed_reference_warnings(index, monitor, now))
+        report.notes.extend(health_notes(index, monitor, problem, report))
     return report
+
+
+def health_notes(index: int, monitor: MonitorSettings, grid: str | None, report: CheckReport) -> list[str]:
+    """What a seasonal reference compares with, and the volume check; a seasonal reference
+    whose slices do not fit is a problem: it is summed from slices."""
+    notes = []
+    reference = monitor.reference
+    if isinstance(reference, SeasonalReference):
+        if grid:
+            report.problems.append(f"monitors[{index}].reference: a seasonal reference is summed from slices, "
+                                   f"but {grid}")
+        notes.append(f"{monitor.name}: seasonal reference: the same window of each of the last {reference.lags} "
+                     f"period(s) of {reference.period}, bins re-cut every {reference.effective_refresh}"
+                     + (f", {len(reference.exclude)} exclusion(s)" if reference.exclude else ""))
+    volume = monitor.volume
+    notes.append(f"{monitor.name}: volume check off" if volume is None else
+                 f"{monitor.name}: volume check: warning at {volume.warning:.0%}, critical at {volume.critical:.0%} "
+                 f"more or fewer rows than expected (rate test at {volume.significance})")
+    return notes
 
 
 def url_problems(config: Config) -> list[str]:
