@@ -218,3 +218,51 @@ def test_exclusions_shape_the_profiles_fingerprint_and_the_results_one(tmp_path)
         assert results_fingerprint(plain, "sqlite://") != results_fingerprint(weekends, "sqlite://")
     finally:
         engine.dispose()
+
+
+def test_every_lag_excluded_leaves_nothing_to_compare_with(tmp_path):
+    source = f"sqlite:///{tmp_path / 'log.db'}"
+    write_log(source, seasonal_rows(np.random.default_rng(3), START, 3 * 24))
+    everything = {"kind": "seasonal", "period": "1d", "lags": 2, "exclude": [{"cron": "0 * * * *", "duration": "1h"}]}
+    outcome = _window_results(f"sqlite:///{tmp_path / 'r.db'}", source, everything, START + 2 * DAY + 5 * HOUR)
+    assert outcome.status == "ok"
+    assert {r.status for r in outcome.results} == {"insufficient_data"}
+    assert all(r.samples_reference == 0 for r in outcome.results)
+    assert outcome.volume.status == "insufficient_data" and outcome.volume.expected is None
+
+
+def test_segments_are_each_compared_with_their_own_lags(tmp_path):
+    """A segmented seasonal monitor: each segment's reference is its own rows in the lags."""
+    import sqlalchemy as sa
+
+    from driftmon.store.database import create_db_engine
+
+    source = f"sqlite:///{tmp_path / 'log.db'}"
+    write_log(source, seasonal_rows(np.random.default_rng(4), START, 4 * 24))
+    engine = create_db_engine(source)
+    with engine.begin() as connection:  # a segment column: the row's second of the minute, even or odd
+        connection.execute(sa.text("ALTER TABLE seasonal_log ADD COLUMN app TEXT"))
+        connection.execute(sa.text("UPDATE seasonal_log SET app = CASE WHEN CAST(strftime('%S', ts) AS INTEGER) "
+                                   "% 2 = 0 THEN 'web' ELSE 'ios' END"))
+    engine.dispose()
+    reference = {"kind": "seasonal", "period": "1d", "lags": 3}
+    raw = seasonal_config(f"sqlite:///{tmp_path / 'r.db'}", source, reference, segments={"by": ["app"]})
+    config = parse_config(raw, {})
+    app = application.open_app(config)
+    try:
+        monitor = config.resolved_monitors()[0]
+        window = TimeRange(START + 3 * DAY + 5 * HOUR, START + 3 * DAY + 6 * HOUR)
+        outcome = application.run_window(app, monitor, window, trigger="run_once")
+        src = app.pipeline.source_for(monitor, source)
+        base = app.pipeline._profiles[monitor.name]
+        direct = [src.counts(base, lag) for lag in seasonal_lags(monitor.reference, window)]
+    finally:
+        app.close()
+    assert outcome.status == "ok", outcome.error
+    members = [s.segment_profile for s in direct][0]
+    for result in (r for r in outcome.results if r.segment and r.column == "x2"):
+        index = members.keys.index(result.segment_key)
+        f = direct[0].segments[index].columns.index("x2")
+        summed = sum(np.asarray(d.segments[index].current[f, :len(result.labels)]) for d in direct)
+        assert list(result.reference_counts) == summed.tolist(), result.segment_key
+    assert {r.segment_key for r in outcome.results if r.segment} >= {"app=web", "app=ios"}
