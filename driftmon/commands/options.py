@@ -37,7 +37,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's code for Ctrl-C
 # Set to 1, an unexpected error shows its traceback (it is a defect: see handle_errors).
 DEBUG_ENV = "DRIFTMON_DEBUG"
 EXIT_CODES_HELP = (
-    "Exit codes: 0 nothing critical, 1 at least one column critical, "
+    "Exit codes: 0 nothing critical, 1 at least one column (or a window's volume) critical, "
     "2 bad configuration or usage, 3 a monitor run failed."
 )
 

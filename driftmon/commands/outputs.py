@@ -2,23 +2,39 @@
 
 Column names, roles and error messages can come from the data: the table shows
 them through ``driftmon.textsafe.visible``, the JSON exactly.
+
+A monitor with a volume check adds one ``"column": "__volume__"`` object (README,
+"Data health") after its columns, and one ``volume`` line to the table.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
+from driftmon.config import MonitorSettings
+from driftmon.config import VolumeCheck as VolumeSettings
 from driftmon.pipeline import ColumnResult, RunOutcome
 from driftmon.textsafe import visible
 
 _HEADER = ("monitor", "column", "role", "samples (ref / cur)", "KL", "PSI", "JS", "p", "q", "status")
 
 
-def as_json(outcomes: list[RunOutcome]) -> str:
-    """One object per (monitor, column, segment), then one per failed monitor run: the public
-    contract of ``run-once --output json`` (README, "Commands"). ``segment`` is null for the
-    whole population, else ``{column: value}``."""
-    records = [_json_object(r) for o in outcomes for r in o.results]
+VOLUME_COLUMN = "__volume__"
+
+
+def as_json(outcomes: list[RunOutcome], monitors: Iterable[MonitorSettings] = ()) -> str:
+    """One object per (monitor, column, segment) and a ``__volume__`` object per monitor with a
+    volume check, then one per failed monitor run: the public contract of ``run-once --output
+    json`` (README, "Commands"). ``segment`` is null for the whole population, else ``{column:
+    value}``. ``monitors``: the settings the volume object takes its thresholds from (the
+    outcome does not carry them); a monitor not among them gets null thresholds."""
+    volume_settings = {m.name: m.volume for m in monitors}
+    records = []
+    for outcome in outcomes:
+        records += [_json_object(r) for r in outcome.results]
+        if outcome.volume is not None:
+            records.append(_volume_object(outcome, volume_settings.get(outcome.monitor)))
     records += [_failure_object(o) for o in outcomes if o.status != "ok"]
     return json.dumps(records, indent=2)
 
@@ -42,6 +58,28 @@ def _json_object(result: ColumnResult) -> dict:
         "q_value": result.q_value,
         "status": result.status,
         "segment": dict(result.segment) if result.segment else None,
+    }
+
+
+def _volume_object(outcome: RunOutcome, settings: VolumeSettings | None) -> dict:
+    """The window's row count against the reference's expected count (driftmon.stats.volume)."""
+    volume = outcome.volume
+    return {
+        "monitor": outcome.monitor,
+        "column": VOLUME_COLUMN,
+        "role": "volume",
+        "segment": None,  # the whole population's rows
+        "window_start": outcome.window.start.isoformat(),
+        "window_end": outcome.window.end.isoformat(),
+        "status": volume.status,
+        "rows": _number(volume.rows),
+        "expected": volume.expected,
+        "reference_rows": _number(volume.reference_rows),
+        "change": volume.change,
+        "p_value": volume.p_value,
+        "threshold_warning": None if settings is None else settings.warning,
+        "threshold_critical": None if settings is None else settings.critical,
+        "newest_row_at": None if outcome.newest_row_at is None else outcome.newest_row_at.isoformat(),
     }
 
 
@@ -71,9 +109,20 @@ def as_table(outcomes: list[RunOutcome]) -> str:
                          _probability(r.q_value), visible(r.status)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += [_volume_line(o) for o in outcomes if o.volume is not None]
     lines += [f"{o.monitor}: FAILED: {o.error}" for o in outcomes if o.status != "ok"]
     windows = sorted({f"{o.monitor} {o.window}" for o in outcomes})
     return "\n".join(visible(line) for line in [*lines, "", "windows: " + "; ".join(windows)])
+
+
+def _volume_line(outcome: RunOutcome) -> str:
+    """``fraud: volume critical: 240 rows, expected 400 (-40.0 %), p 1.2e-12, newest row at ...``."""
+    volume = outcome.volume
+    expected = "-" if volume.expected is None else _number(round(volume.expected, 1))
+    change = "" if volume.change is None else f" ({100 * volume.change:+.1f} %)"
+    newest = "-" if outcome.newest_row_at is None else outcome.newest_row_at.isoformat()
+    return (f"{outcome.monitor}: volume {volume.status}: {_number(volume.rows)} rows, expected {expected}{change}, "
+            f"p {_probability(volume.p_value)}, newest row at {newest}")
 
 
 def _samples(result: ColumnResult) -> str:

@@ -20,7 +20,8 @@ and the page says how many it shows. Only the charted columns' history is read.
 
 A segmented monitor's page also has a segments × columns heat map below the
 summary and a section per segment at its end (``driftmon.inspect.segment_report``);
-an unsegmented monitor's page is as it was.
+an unsegmented monitor's page is as it was. Below the summary, a Volume section charts
+each window's rows against the expected rows (``driftmon.inspect.volume_chart``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from sqlalchemy import Connection, Engine
 
 from driftmon.config import MonitorSettings
 from driftmon.errors import ConfigError
-from driftmon.inspect import segment_report
+from driftmon.inspect import segment_report, volume_chart
 from driftmon.inspect.explain import ColumnExplanation, WindowExplanation, load_explanation
 from driftmon.inspect.html_parts import (
     SEVERITY,
@@ -119,8 +120,8 @@ def build_report(connection: Connection, monitor: MonitorSettings, start: dateti
                in repository.result_tallies(connection, monitor.name, span, _ALARMS)}
     segments = None if monitor.segments is None else segment_report.load_segment_view(
         connection, monitor, explanation, repository, dtype)
-    return render_report(monitor, explanation, history, span, back_link=back_link, charts=charts,
-                         tallies=tallies, segments=segments)
+    return render_report(monitor, explanation, history, span, back_link=back_link, charts=charts, tallies=tallies,
+                         segments=segments, volume=volume_chart.load_volume(connection, monitor.name, span))
 
 
 def most_drifted(columns: Sequence[ColumnExplanation], limit: int) -> list[int]:
@@ -145,12 +146,13 @@ def render_report(monitor: MonitorSettings, explanation: WindowExplanation | Non
                   span: TimeRange, *, top: int = TOP_MARKED, back_link: str | None = None,
                   generated_at: datetime | None = None, charts: int = MAX_CHARTS,
                   tallies: dict[str, Tally] | None = None,
-                  segments: segment_report.SegmentView | None = None) -> str:
+                  segments: segment_report.SegmentView | None = None, volume: list[dict] | None = None) -> str:
     """The whole HTML page as text.
 
     ``history``: the stored results of the range (those of the charted columns suffice);
     ``tallies``: every column's windows in the range (default: counted from ``history``);
-    ``segments``: a segmented monitor's segments of the window (the heat map and drill-downs).
+    ``segments``: a segmented monitor's segments of the window (the heat map and drill-downs);
+    ``volume``: the range's stored window health rows (None: no volume section).
     """
     generated_at = generated_at or datetime.now(UTC)
     title = f"driftmon report: {monitor.name}"
@@ -167,6 +169,8 @@ def render_report(monitor: MonitorSettings, explanation: WindowExplanation | Non
     body.append(_column_table(explanation, charted, tallies, charted=True))
     if segments is not None:
         body.append(segment_report.heat_map(segments, explanation))
+    if volume is not None:
+        body.append(volume_chart.volume_section(monitor, volume, span))
     shown = _shown_range(tallies, span)
     with _drawing():
         body += [_column_section(i, explanation.columns[i], by_column.get(explanation.columns[i].column, []),

@@ -138,7 +138,9 @@ class SchemaWatch:
         if stored is None or (stored["status"], stored["changes"]) != (row["status"], row["changes"]):
             level = logging.WARNING if row["status"] == BROKEN else logging.INFO
             log.log(level, "monitor %r: source schema %s%s", monitor, row["status"],
-                    "".join(f"; {c['column']} {c['change']}" for c in row["changes"]))
+                    "".join(f"; {c['column']} {c['change']}" for c in row["changes"]),
+                    extra={"event": "schema.changed", "monitor": monitor, "status": row["status"],
+                           "changes": row["changes"]})
         return row
 
     @staticmethod
