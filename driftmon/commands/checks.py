@@ -42,7 +42,7 @@ def check_config(config_path: str | None, connect: bool) -> None:
     if report.problems:
         raise ConfigError(report.problems)
     click.echo(_describe_config(config))
-    click.echo("  slices:")
+    click.echo("  monitors, one by one:")
     for note in report.notes:
         click.echo(f"    {note}")
     if connected is not None:
