@@ -426,6 +426,9 @@ def drifted_log(engine):
 
 
 SIGNIFICANCE = {"driftmon_drift_p_value", "driftmon_drift_q_value"}
+# Only a source table that changed has these series; the test's table never does
+# (tests/test_health_metrics.py exports them, the offline test below covers the panel).
+SCHEMA_CHANGES = {"driftmon_schema_change"}
 
 
 def significance_stored(engine) -> bool:
@@ -449,12 +452,14 @@ def test_every_query_names_scraped_metrics_and_labels(tmp_path, db_url, engine, 
             "source": {"kind": "events", "table": "no_such_table", "timestamp_column": "ts"},
         }
     )
-    # And a segmented one, so that the segment families and the segment mix are scraped too.
+    # And a segmented one, so that the segment families and the segment mix are scraped too,
+    # with a volume check (off by default against a fixed reference) for the volume families.
     settings["monitors"].append(
         {
             "name": "by_country",
             "features": [{"column": "amount", "bins": 10}, {"column": "age", "bins": 8}],
             "segments": {"by": ["country"], "top_k": 2},
+            "volume": {},
             "source": {"kind": "events", "table": "inference_log", "timestamp_column": "ts"},
         }
     )
@@ -486,7 +491,7 @@ def test_every_query_names_scraped_metrics_and_labels(tmp_path, db_url, engine, 
             values.setdefault((name, label), set()).add(value)
 
     dashboard = load_dashboard()
-    not_exported = set() if significance_stored(engine) else SIGNIFICANCE
+    not_exported = (set() if significance_stored(engine) else SIGNIFICANCE) | SCHEMA_CHANGES
     used: set[str] = set()
     for where, expr in queries(dashboard):
         names = metric_names(expr)
@@ -535,9 +540,11 @@ def test_every_query_names_scraped_metrics_and_labels(tmp_path, db_url, engine, 
 def test_dashboard_shows_every_family_the_collector_can_export():
     """Offline, so that families the test daemon's data cannot produce (the significance
     gauges before the engine computes them) are covered too."""
+    from driftmon.serving.health_metrics import HealthCollector, HealthState
     from driftmon.serving.metrics import DriftCollector, DriftState
 
     families = {family.name for family in DriftCollector(DriftState(), [], {}).describe()}
+    families |= {family.name for family in HealthCollector(HealthState(), []).describe()}
     used = set().union(*(metric_names(expr) for _, expr in queries(load_dashboard())))
-    assert SIGNIFICANCE <= families
+    assert SIGNIFICANCE | SCHEMA_CHANGES <= families
     assert families - used == set(), f"families no panel shows: {sorted(families - used)}"

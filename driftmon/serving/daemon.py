@@ -53,6 +53,7 @@ from driftmon.errors import ConfigError
 from driftmon.pipeline import RunOutcome
 from driftmon.serving.claims import CLAIMED, WindowClaims
 from driftmon.serving.health import Health
+from driftmon.serving.health_metrics import HealthCollector, HealthState
 from driftmon.serving.leases import Leases
 from driftmon.serving.metrics import DriftCollector, DriftState
 from driftmon.serving.run_metrics import RunMetrics
@@ -123,6 +124,8 @@ class Daemon:
         self.state = DriftState()
         self.run_metrics = RunMetrics(registry)
         self.collector: DriftCollector | None = None
+        self.data_health = HealthState()  # volume, freshness, schema (health_metrics.py)
+        self.health_collector: HealthCollector | None = None
         self.stop_event = threading.Event()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.app: App | None = None
@@ -174,6 +177,8 @@ class Daemon:
         build = {"version": driftmon.__version__, "torch_version": torch.__version__, "device": device}
         self.collector = DriftCollector(self.state, self.monitors, build)
         self.registry.register(self.collector)
+        self.health_collector = HealthCollector(self.data_health, self.monitors)
+        self.registry.register(self.health_collector)
         self.run_metrics.prepare(m.name for m in self.monitors)
         return server
 
@@ -184,11 +189,11 @@ class Daemon:
         return ReportPages(self.monitors, self.app.results, dtype=self.config.compute.dtype)
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
-        """/metrics: the drift families and the daemon's own counters, both from text
+        """/metrics: the drift and data health families and the daemon's own counters, from text
         pre-rendered per monitor: the families generate_latest would write of the registry."""
         _, content_type = choose_encoder(accept)
         openmetrics = content_type.startswith("application/openmetrics-text")
-        parts = self.collector.exposition_parts(openmetrics)
+        parts = self.collector.exposition_parts(openmetrics) + self.health_collector.exposition_parts(openmetrics)
         return b"".join([*parts, *self.run_metrics.exposition_parts(openmetrics),
                          b"# EOF\n" if openmetrics else b""]), content_type
 
@@ -224,6 +229,7 @@ class Daemon:
             rows += changed_segment_rows(connection, rows, [m.name for m in self.monitors if m.segments],
                                          self.state.segment_marks())
             successes = self.app.pipeline.repository.last_successes(connection)
+            self.data_health.restore(connection)
         return rows, successes
 
     def refresh(self) -> None:
@@ -344,8 +350,10 @@ class Daemon:
         finished = datetime.now(UTC)
         for recomputed in outcome.recomputed:
             self.state.record(recomputed, finished)
+            self.data_health.record(recomputed)
             self.run_metrics.record(recomputed)
         self.state.record(outcome, finished)
+        self.data_health.record(outcome)
         self.run_metrics.record(outcome)
         if outcome.status == "ok":
             self.store_health.write_succeeded()
