@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from seasonaldata import DAY, FEATURES, HOUR, START, seasonal_config, seasonal_rows, write_log
 
 from driftmon import app as application
 from driftmon.config import SeasonalReference
 from driftmon.config_file import parse_config
 from driftmon.errors import ConfigError
 from driftmon.windows import TimeRange, excluded_spans, reference_range, seasonal_lags
+from tests.seasonaldata import DAY, FEATURES, HOUR, START, seasonal_config, seasonal_rows, write_log
 
 LAGS = 4
 HISTORY = 7  # days before the backfilled ones: the rolling reference's full week
