@@ -266,3 +266,30 @@ def test_segments_are_each_compared_with_their_own_lags(tmp_path):
         summed = sum(np.asarray(d.segments[index].current[f, :len(result.labels)]) for d in direct)
         assert list(result.reference_counts) == summed.tolist(), result.segment_key
     assert {r.segment_key for r in outcome.results if r.segment} >= {"app=web", "app=ios"}
+
+
+def test_a_steady_cycle_reads_only_its_new_slices(tmp_path):
+    """The first window after the bins are cut counts its lags' whole span in one statement and
+    stores every slice of it; the next windows find their lags stored and read the source for
+    their own new slice alone: one statement, the window's rows, however many lags."""
+    source = f"sqlite:///{tmp_path / 'log.db'}"
+    write_log(source, seasonal_rows(np.random.default_rng(6), START, 5 * 24))
+    reference = {"kind": "seasonal", "period": "1d", "lags": 3}
+    config = parse_config(seasonal_config(f"sqlite:///{tmp_path / 'r.db'}", source, reference), {})
+    app = application.open_app(config)
+    try:
+        monitor = config.resolved_monitors()[0]
+        window = TimeRange(START + 4 * DAY + 5 * HOUR, START + 4 * DAY + 6 * HOUR)
+        first = application.run_window(app, monitor, window, trigger="schedule")
+        src = app.pipeline.source_for(monitor, source)
+        steady = []
+        for hour in range(1, 4):
+            before = src.statements
+            steady.append(application.run_window(app, monitor, TimeRange(window.start + hour * HOUR,
+                                                                         window.end + hour * HOUR), trigger="schedule"))
+            assert src.statements - before == 1, hour
+    finally:
+        app.close()
+    assert first.status == "ok" and all(o.status == "ok" for o in steady)
+    assert all(o.rows_scanned == o.results[0].samples_current > 0 for o in steady)
+    assert all(o.results[0].samples_reference > 0 for o in steady)

@@ -5,7 +5,10 @@ A window at 03:00 on a Monday is compared with the 03:00 windows of the last
 daily or weekly cycle then stops looking like drift. The lags' counts are the
 sum of their stored slices, counted in the bins of ONE profile (the whole
 ``lags × period`` before the window, cut once per ``refresh``) so every lag is
-binned alike and a steady cycle reads nothing of the source for them. Slices
+binned alike and a steady cycle reads nothing of the source for them: after a
+refresh, the first window counts every slice from its oldest lag to itself in one
+statement (as a rolling reference's refresh counts its range) and stores them,
+the later ones read their own new slice alone (bench/bench_seasonal.py). Slices
 that overlap an excluded stretch (``exclude``: ranges, or a cron line with a
 duration) are left out, and so are those rows from the profile's bins.
 """
@@ -17,10 +20,11 @@ from datetime import timedelta
 
 from driftmon.config import MonitorSettings, SeasonalReference
 from driftmon.counting.incremental import SliceCounter
-from driftmon.counting.slices import contiguous, grid_problem, slice_length, slices_of
+from driftmon.counting.slices import grid_problem, slice_length, slices_of
 from driftmon.errors import DriftmonError
 from driftmon.sources import Source
 from driftmon.sources.profile import ReferenceProfile
+from driftmon.sources.slicing import slice_starts
 from driftmon.windows import TimeRange, excluded_spans, reference_range, seasonal_lags
 
 
@@ -52,12 +56,15 @@ def seasonal_reference(counter: SliceCounter, monitor: MonitorSettings, source: 
         raise DriftmonError(f"monitor {monitor.name!r}: a seasonal reference is summed from slices, "
                             f"but {grid_problem(monitor)}")
     lags = seasonal_lags(reference, window)
-    excluded = excluded_spans(reference, TimeRange(lags[0].start, lags[-1].end))
-    kept = [piece for lag in lags for piece in slices_of(lag, length)
+    hull = TimeRange(lags[0].start, lags[-1].end)
+    excluded = excluded_spans(reference, hull)
+    kept = [piece.start for lag in lags for piece in slices_of(lag, length)
             if not any(piece.start < hole.end and hole.start < piece.end for hole in excluded)]
-    payloads, rows = [], []
-    for span in contiguous(kept):
-        gathered = counter.gather(monitor, source, profile, span, length)
-        payloads += gathered.payloads
-        rows += gathered.rows
-    return SeasonalCounts(source.profile_from_slices(profile, payloads), len(kept) * length, lags, rows)
+    # Every slice from the oldest lag to the window, not the lags alone: what is missing (after
+    # a refresh cut new bins, all of it) is counted in ONE statement and stored, so the lags of
+    # the later windows are stored already and a steady cycle reads only its own new slice.
+    span = TimeRange(hull.start, max(hull.end, window.start))
+    gathered = counter.gather(monitor, source, profile, span, length)
+    payloads = dict(zip(slice_starts(span, length), gathered.payloads, strict=True))
+    return SeasonalCounts(source.profile_from_slices(profile, [payloads[start] for start in kept]),
+                          len(kept) * length, lags, gathered.rows)
