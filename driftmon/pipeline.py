@@ -346,6 +346,7 @@ class Pipeline:
         sliced = self.slices.window(monitor, source, profile, window, recount=recount)
         if sliced is not None and seasonal is not None:
             sliced.rows = seasonal.rows + sliced.rows
+            sliced.overwrite = seasonal.overwrite
         counts = sliced.counts if sliced else source.counts(profile, window)
         results = self._statistics(monitor, counts, reference)
         recomputed = self._recompute_changed(monitor, source, base, reference, window, sliced)
@@ -444,7 +445,7 @@ class Pipeline:
 
     def _store_slices(self, connection, outcome: RunOutcome, sliced, overwrite: bool) -> None:
         monitor = self._sources[outcome.monitor][0]
-        self.repository.save_slices(connection, sliced.rows, overwrite_sealed=overwrite)
+        self.repository.save_slices(connection, sliced.rows, overwrite_sealed=overwrite or sliced.overwrite)
         cutoff = self.slices.retention_cutoff(monitor, outcome.window)
         self.repository.delete_slices(connection, outcome.monitor, cutoff, sliced.profile_key)
 

@@ -293,3 +293,31 @@ def test_a_steady_cycle_reads_only_its_new_slices(tmp_path):
     assert first.status == "ok" and all(o.status == "ok" for o in steady)
     assert all(o.rows_scanned == o.results[0].samples_current > 0 for o in steady)
     assert all(o.results[0].samples_reference > 0 for o in steady)
+
+
+def test_lags_counted_while_the_table_was_empty_are_counted_again_once_history_is_loaded(tmp_path):
+    """Explicit edges keep the same bins whatever the rows, so slices sealed empty would be reused
+    for good: too few rows in the lags makes them be counted again (stored state is not trusted blindly)."""
+    source = f"sqlite:///{tmp_path / 'log.db'}"
+    write_log(source, seasonal_rows(np.random.default_rng(8), START + 3 * DAY, 2 * 24))  # only the last days
+    reference = {"kind": "seasonal", "period": "1d", "lags": 3}
+    raw = seasonal_config(f"sqlite:///{tmp_path / 'r.db'}", source, reference)
+    raw["monitors"][0]["features"] = [{"column": name, "binning": "explicit", "edges": [-1, 0, 1]}
+                                      for name in FEATURES]
+    config = parse_config(raw, {})
+    window = TimeRange(START + 3 * DAY + 5 * HOUR, START + 3 * DAY + 6 * HOUR)
+    empty = _window_results_with(config, window)
+    assert {r.status for r in empty.results} == {"insufficient_data"}
+    write_log(source, seasonal_rows(np.random.default_rng(9), START, 3 * 24))  # the history, loaded late
+    loaded = _window_results_with(config, TimeRange(window.start + HOUR, window.end + HOUR))
+    assert all(r.samples_reference > 250 for r in loaded.results), [r.samples_reference for r in loaded.results]
+    again = _window_results_with(config, TimeRange(window.start + 2 * HOUR, window.end + 2 * HOUR))
+    assert all(r.samples_reference > 250 for r in again.results)
+
+
+def _window_results_with(config, window):
+    app = application.open_app(config)
+    try:
+        return application.run_window(app, config.resolved_monitors()[0], window, trigger="run_once")
+    finally:
+        app.close()

@@ -41,6 +41,7 @@ class SlicedWindow:
     fresh: dict[datetime, SliceCount]  # counted from the source by this run
     changed: list[TimeRange] = field(default_factory=list)  # stored slices whose recount differs
     rows: list[dict] = field(default_factory=list)  # slice rows to write
+    overwrite: bool = False  # the rows replace sealed stored ones (a recount)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from driftmon.config import MonitorSettings, SeasonalReference
 from driftmon.counting.incremental import SliceCounter
-from driftmon.counting.slices import grid_problem, slice_length, slices_of
+from driftmon.counting.slices import contiguous, grid_problem, slice_length, slices_of
 from driftmon.errors import DriftmonError
 from driftmon.sources import Source
 from driftmon.sources.profile import ReferenceProfile
@@ -36,6 +36,7 @@ class SeasonalCounts:
     kept: timedelta  # how much of the lags' time entered the reference
     lags: list[TimeRange]
     rows: list[dict] = field(default_factory=list)  # lag slices counted by this run, to store
+    overwrite: bool = False  # recounted because too few rows: they replace sealed stored slices
 
 
 def holes(monitor: MonitorSettings, window: TimeRange) -> tuple[TimeRange, ...]:
@@ -64,7 +65,27 @@ def seasonal_reference(counter: SliceCounter, monitor: MonitorSettings, source: 
     # a refresh cut new bins, all of it) is counted in ONE statement and stored, so the lags of
     # the later windows are stored already and a steady cycle reads only its own new slice.
     span = TimeRange(hull.start, max(hull.end, window.start))
-    gathered = counter.gather(monitor, source, profile, span, length)
-    payloads = dict(zip(slice_starts(span, length), gathered.payloads, strict=True))
-    return SeasonalCounts(source.profile_from_slices(profile, [payloads[start] for start in kept]),
-                          len(kept) * length, lags, gathered.rows)
+    reference, rows = _summed(counter, monitor, source, profile, [span], length, kept, recount=False)
+    overwrite = bool(kept) and _rows(reference) < monitor.min_samples
+    if overwrite:
+        # Too few rows to trust, like an incomplete profile: slices sealed while the table was
+        # still empty (history loaded after the monitor started) are counted again, the lags
+        # alone (a quiet hour must not read weeks), and replace the stored ones.
+        lag_spans = contiguous([TimeRange(start, start + length) for start in kept])
+        reference, rows = _summed(counter, monitor, source, profile, lag_spans, length, kept, recount=True)
+    return SeasonalCounts(reference, len(kept) * length, lags, rows, overwrite)
+
+
+def _summed(counter: SliceCounter, monitor: MonitorSettings, source: Source, profile: ReferenceProfile,
+            spans: list[TimeRange], length: timedelta, kept: list, *,
+            recount: bool) -> tuple[ReferenceProfile, list[dict]]:
+    payloads, rows = {}, []
+    for span in spans:
+        gathered = counter.gather(monitor, source, profile, span, length, recount=recount)
+        payloads.update(zip(slice_starts(span, length), gathered.payloads, strict=True))
+        rows += gathered.rows
+    return source.profile_from_slices(profile, [payloads[start] for start in kept]), rows
+
+
+def _rows(profile: ReferenceProfile) -> float:
+    return max((c.total for c in profile.columns), default=0.0)
