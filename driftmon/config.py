@@ -231,10 +231,19 @@ class Window(_Model):
 
 
 class RollingReference(_Model):
+    """``size`` before the window (less ``offset``), its end moving every ``refresh``.
+
+    Its counts are summed from stored slices (driftmon/counting/rolling.py): moving the
+    range reads nothing from the source. Its bins are cut from a profile of the same
+    length once per ``rebin``, at a phase of its own per monitor so that not every
+    monitor re-cuts at midnight.
+    """
+
     kind: Literal["rolling"] = "rolling"
     size: PositiveDuration = timedelta(days=7)
     offset: NonNegativeDuration = timedelta(0)
     refresh: PositiveDuration = timedelta(days=1)
+    rebin: PositiveDuration = timedelta(days=7)
 
 
 class FixedReference(_Model):

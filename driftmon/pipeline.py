@@ -21,9 +21,10 @@ import torch
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from driftmon.config import ComputeConfig, MonitorSettings, SeasonalReference
+from driftmon.config import ComputeConfig, MonitorSettings, RollingReference, SeasonalReference
 from driftmon.counting.incremental import SliceCounter, SlicedWindow
 from driftmon.counting.profiles import Completeness, reference_profile
+from driftmon.counting.rolling import RollingReferences
 from driftmon.counting.seasonal import SeasonalCounts, holes, seasonal_reference
 from driftmon.counting.slices import lateness
 from driftmon.errors import DriftmonError, SourceError, StoreError
@@ -41,7 +42,7 @@ from driftmon.store.health_queries import save_window_health
 from driftmon.store.repository import Repository
 from driftmon.urls import mask_credentials
 from driftmon.window_health import health_row, newest_row_at, window_volume
-from driftmon.windows import TimeRange, reference_range
+from driftmon.windows import TimeRange, bins_range, reference_range
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +239,16 @@ def check_column_errors(monitor: MonitorSettings, counts: WindowCounts) -> None:
 
 
 @dataclass
+class _Reference:
+    """What a window is compared with (Pipeline._reference), and the slices it counted to get it."""
+
+    profile: ReferenceProfile
+    rows: list[dict] = field(default_factory=list)
+    overwrite: bool = False
+    seasonal: SeasonalCounts | None = None
+
+
+@dataclass
 class _Work:
     """What a run computed, before it is stored."""
 
@@ -263,6 +274,7 @@ class Pipeline:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.slices = SliceCounter(self.repository, results, self.clock)
         self.schemas = SchemaWatch(results, self.clock)
+        self.rolling = RollingReferences(self.slices)
         self._sources: dict[str, tuple[MonitorSettings, Source]] = {}
         self._profiles: dict[str, ReferenceProfile] = {}
         # References recounted by this process (backfill --recount): once each, not once per window.
@@ -340,23 +352,39 @@ class Pipeline:
 
     def _compute(self, monitor, source_url, window, reference, recount=False) -> _Work:
         source = self.source_for(monitor, source_url)
-        base = self._profile(monitor, source, reference, recount, holes(monitor, window))
-        seasonal = self._seasonal(monitor, source, base, window)
-        profile = seasonal.profile if seasonal else base
-        sliced = self.slices.window(monitor, source, profile, window, recount=recount)
-        if sliced is not None and seasonal is not None:
-            sliced.rows = seasonal.rows + sliced.rows
-            sliced.overwrite = seasonal.overwrite
-        counts = sliced.counts if sliced else source.counts(profile, window)
+        base = self._profile(monitor, source, self._bins_range(monitor, reference, window), recount,
+                             holes(monitor, window))
+        if base.range != reference and not base.complete and isinstance(monitor.reference, RollingReference):
+            # The re-cut range holds too few rows (a table younger than it): bins from the
+            # reference itself, re-cut at each move, until a re-cut range is complete.
+            base = self._profile(monitor, source, reference, recount)
+        chosen = self._reference(monitor, source, base, reference, window, recount)
+        sliced = self.slices.window(monitor, source, chosen.profile, window, recount=recount)
+        if sliced is not None:
+            sliced.rows = chosen.rows + sliced.rows
+            sliced.overwrite = chosen.overwrite
+        counts = sliced.counts if sliced else source.counts(chosen.profile, window)
         results = self._statistics(monitor, counts, reference)
         recomputed = self._recompute_changed(monitor, source, base, reference, window, sliced)
-        volume = window_volume(monitor, counts, profile, seasonal)
+        volume = window_volume(monitor, counts, chosen.profile, chosen.seasonal)
         return _Work(counts, results, sliced, recomputed, volume, newest_row_at(sliced, counts))
 
-    def _seasonal(self, monitor, source, base, window) -> SeasonalCounts | None:
-        if not isinstance(monitor.reference, SeasonalReference):
-            return None
-        return seasonal_reference(self.slices, monitor, source, base, window)
+    @staticmethod
+    def _bins_range(monitor: MonitorSettings, reference: TimeRange, window: TimeRange) -> TimeRange:
+        """Where the bins come from: a rolling events reference's own ``rebin`` range, else the reference's."""
+        if isinstance(monitor.reference, RollingReference) and monitor.source.kind == "events":
+            return bins_range(monitor.reference, window, monitor.name)
+        return reference
+
+    def _reference(self, monitor, source, base, reference, window, recount=False) -> _Reference:
+        """The profile a window is compared with: its bins, and the counts of its reference."""
+        if isinstance(monitor.reference, SeasonalReference):
+            seasonal = seasonal_reference(self.slices, monitor, source, base, window)
+            return _Reference(seasonal.profile, seasonal.rows, seasonal.overwrite, seasonal)
+        if isinstance(monitor.reference, RollingReference) and monitor.source.kind == "events":
+            rolled = self.rolling.reference(monitor, source, base, reference, window, recount=recount)
+            return _Reference(rolled.profile, rolled.rows, rolled.overwrite)
+        return _Reference(base)
 
     def _profile(self, monitor: MonitorSettings, source: Source, reference: TimeRange,
                  recount: bool = False, holes: tuple[TimeRange, ...] = ()) -> ReferenceProfile:
@@ -396,8 +424,8 @@ class Pipeline:
             earlier = TimeRange(end - monitor.window.size, end)
             if reference_range(monitor.reference, earlier) != reference:
                 continue  # counted under another profile: its slices are not these
-            seasonal = self._seasonal(monitor, source, base, earlier)  # its own lags
-            counts = self.slices.recount_of(monitor, source, seasonal.profile if seasonal else base, sliced, earlier)
+            chosen = self._reference(monitor, source, base, reference, earlier)  # a seasonal one: its own lags
+            counts = self.slices.recount_of(monitor, source, chosen.profile, sliced, earlier)
             if counts is None:
                 log.warning("late rows changed a window whose slices are gone; not recomputed", extra={
                     "event": "run.late_window_skipped", "monitor": monitor.name,

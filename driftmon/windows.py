@@ -116,6 +116,25 @@ def reference_range(
     return TimeRange(end - reference.size, end)
 
 
+def bins_range(reference: RollingReference, current: TimeRange, monitor: str) -> TimeRange:
+    """The range a rolling reference's bins are cut from: ``size`` long, ending at the latest
+    ``rebin`` tick (shifted by the monitor's own phase) at or before the reference's end."""
+    phase = rebin_phase(reference, monitor)
+    end = align_down(current.start - reference.offset - phase, reference.rebin) + phase
+    return TimeRange(end - reference.size, end)
+
+
+def rebin_phase(reference: RollingReference, monitor: str) -> timedelta:
+    """Where in each ``rebin`` period a monitor re-cuts its bins: a stable share of it drawn from
+    the monitor's name, in whole minutes, so that many monitors spread their re-cuts over the
+    period instead of all reading their whole reference at midnight."""
+    import hashlib
+
+    minutes = max(reference.rebin // timedelta(minutes=1), 1)
+    draw = int.from_bytes(hashlib.sha256(monitor.encode()).digest()[:8], "big")
+    return (draw % minutes) * timedelta(minutes=1)
+
+
 def seasonal_lags(reference: SeasonalReference, current: TimeRange) -> list[TimeRange]:
     """The same-phase window in each of the last ``lags`` periods, oldest first."""
     return [TimeRange(current.start - k * reference.period, current.end - k * reference.period)

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from sqlalchemy import Engine
 
-from driftmon.config import MonitorSettings, SeasonalReference
+from driftmon.config import MonitorSettings, RollingReference, SeasonalReference
 from driftmon.counting.slices import is_sealed, lateness, slice_length
 from driftmon.fingerprints import fingerprint
 from driftmon.sources import Source
@@ -28,7 +28,7 @@ from driftmon.sources.profile import ReferenceProfile, WindowCounts
 from driftmon.sources.segment_slices import decode, is_segmented
 from driftmon.sources.slicing import SliceCount, slice_starts
 from driftmon.store.repository import Repository
-from driftmon.windows import TimeRange
+from driftmon.windows import TimeRange, reference_range
 
 
 @dataclass
@@ -54,6 +54,7 @@ class Gathered:
     changed: list[TimeRange]
     rows: list[dict]
     rows_read: int
+    sealed: dict[datetime, bool] = field(default_factory=dict)  # per slice start: final
 
 
 class SliceCounter:
@@ -108,8 +109,13 @@ class SliceCounter:
              "counted_at": now}
             for s, c in fresh.items()
         ]
+        sealed = {s: stored[s][1] for s in starts if s in stored}
+        sealed.update({row["slice_start"]: row["sealed"] for row in rows})
         self._remember(monitor.name, key, self.horizon(monitor, span) - late, rows)
-        return Gathered(key, payloads, fresh, changed, rows, rows_read)
+        return Gathered(key, payloads, fresh, changed, rows, rows_read, sealed)
+
+    def key(self, source: Source, profile: ReferenceProfile, length: timedelta) -> str:
+        return slice_profile_key(source, profile, length)
 
     def horizon(self, monitor: MonitorSettings, window: TimeRange) -> datetime:
         """The start of the oldest slice a run for ``window`` reads: a seasonal reference's oldest lag."""
@@ -184,8 +190,12 @@ class SliceCounter:
         return TimeRange(first.start, last.end + monitor.window.size - timedelta(microseconds=1))
 
     def retention_cutoff(self, monitor: MonitorSettings, window: TimeRange) -> datetime:
-        """Slices that ended by then serve no window still open to late rows (nor a seasonal lag)."""
-        return self.horizon(monitor, window) - lateness(monitor)
+        """Slices that ended by then serve no window still open to late rows, nor a seasonal lag,
+        nor a rolling reference (its counts are summed from them)."""
+        oldest = self.horizon(monitor, window)
+        if isinstance(monitor.reference, RollingReference):
+            oldest = min(oldest, reference_range(monitor.reference, window).start)
+        return oldest - lateness(monitor)
 
 
 def slice_profile_key(source: Source, profile: ReferenceProfile, length: timedelta) -> str:

@@ -185,6 +185,17 @@ class EventsSource(ReferenceBinning, SegmentMembership):
         layout = self._layout(cuts, categories, profile)
         per_segment = self._tallied(layout.segment_tallies(payloads) if self.segments else [layout.tallies(payloads)],
                                     cuts, categories)
+        return self._with_counts(profile, per_segment)
+
+    def profile_counted(self, profile: ReferenceProfile, reference: TimeRange) -> ReferenceProfile:
+        """The profile's bins with the counts of ``reference`` read from the source (where slices
+        cannot serve: a rolling reference whose grid does not fit)."""
+        cuts, categories = _bins_of(profile)
+        with self.reader.reading(f"reference {reference}") as connection:
+            per_segment, _ = self._count(connection, reference, cuts, categories, _members_of(profile))
+        return replace(self._with_counts(profile, per_segment), range=reference)
+
+    def _with_counts(self, profile: ReferenceProfile, per_segment: list[dict[str, ColumnCounts]]) -> ReferenceProfile:
         counts = whole_population(per_segment)
 
         def column(c: ColumnProfile) -> ColumnProfile:
