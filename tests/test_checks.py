@@ -49,7 +49,11 @@ def test_cuda_without_cuda_is_a_problem_offline():
 def test_slice_grid_is_reported():
     assert offline_checks(config_for("sqlite://")).notes == [
         "m: slices of 0:05:00, late rows counted for 0:05:00",
+        "m: rolling reference: moves every 1 day, 0:00:00, summed from stored slices (no source read); bins re-cut "
+        "every 7 days, 0:00:00, 1 day, 1:53:00 into each period",
         "m: volume check: warning at 15%, critical at 30% more or fewer rows than expected (rate test at 0.001)"]
+    odd_offset = offline_checks(config_for("sqlite://", reference={"kind": "rolling", "offset": "7m"}))
+    assert "counted from the source (its refresh, size or offset is not whole slices)" in odd_offset.notes[1]
     bad = offline_checks(config_for("sqlite://", slice="7m"))
     assert bad.problems == ["monitors[0].slice: slice 0:07:00 does not divide the window size (1:00:00) "
                             "and the schedule's grid (0:05:00)"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from driftmon.config import Config, FixedReference, MonitorSettings, SeasonalReference
+from driftmon.config import Config, FixedReference, MonitorSettings, RollingReference, SeasonalReference
 
 
 @dataclass
@@ -53,10 +53,18 @@ def offline_checks(config: Config, now: datetime | None = None) -> CheckReport:
 
 
 def health_notes(index: int, monitor: MonitorSettings, grid: str | None, report: CheckReport) -> list[str]:
-    """What a seasonal reference compares with, and the volume check; a seasonal reference
-    whose slices do not fit is a problem: it is summed from slices."""
+    """How a rolling reference moves, what a seasonal one compares with, and the volume check;
+    a seasonal reference whose slices do not fit is a problem: it is summed from slices."""
     notes = []
     reference = monitor.reference
+    if isinstance(reference, RollingReference) and monitor.source.kind == "events":
+        from driftmon.counting.rolling import grid_length
+        from driftmon.windows import rebin_phase
+
+        moves = ("summed from stored slices (no source read)" if grid_length(monitor)
+                 else "counted from the source (its refresh, size or offset is not whole slices)")
+        notes.append(f"{monitor.name}: rolling reference: moves every {reference.refresh}, {moves}; bins re-cut "
+                     f"every {reference.rebin}, {rebin_phase(reference, monitor.name)} into each period")
     if isinstance(reference, SeasonalReference):
         if grid:
             report.problems.append(f"monitors[{index}].reference: a seasonal reference is summed from slices, "
