@@ -108,3 +108,38 @@ def test_the_slice_cache_does_not_hold_the_reference(tmp_path):
         app.close()
     assert outcome.status == "ok" and outcome.results[0].samples_reference > 5_000
     assert cached <= (DAY + 2 * HOUR) / timedelta(minutes=5)  # 3 days of 5-minute slices would be 864
+
+
+def test_a_segmented_reference_moves_from_slices_segment_by_segment(tmp_path):
+    import sqlalchemy as sa
+
+    from driftmon.store.database import create_db_engine
+
+    app, monitor, source = _app(tmp_path, DAILY_BINS)
+    app.close()
+    engine = create_db_engine(source)
+    with engine.begin() as connection:  # a segment column: the row's second of the minute, even or odd
+        connection.execute(sa.text("ALTER TABLE seasonal_log ADD COLUMN app TEXT"))
+        connection.execute(sa.text("UPDATE seasonal_log SET app = CASE WHEN CAST(strftime('%S', ts) AS INTEGER) "
+                                   "% 2 = 0 THEN 'web' ELSE 'ios' END"))
+    engine.dispose()
+    raw = seasonal_config(f"sqlite:///{tmp_path / 'seg.db'}", source, DAILY_BINS, name=MIDDAY,
+                          segments={"by": ["app"]})
+    config = parse_config(raw, {})
+    app = application.open_app(config)
+    try:
+        monitor = config.resolved_monitors()[0]
+        application.run_window(app, monitor, _hour(START + 3 * DAY - HOUR), trigger="schedule")
+        moved = application.run_window(app, monitor, _hour(START + 3 * DAY), trigger="schedule")
+        src = app.pipeline.source_for(monitor, source)
+        full = src.counts(app.pipeline._profiles[monitor.name], moved.reference)
+    finally:
+        app.close()
+    keys = full.segment_profile.keys
+    checked = 0
+    for result in (r for r in moved.results if r.segment and r.column != "segment"):
+        counts = full.segments[keys.index(result.segment_key)]
+        f = counts.columns.index(result.column)
+        assert list(result.reference_counts) == counts.current[f, :len(result.labels)].tolist()
+        checked += 1
+    assert checked == len(keys) * 8 and {"app=web", "app=ios"} <= set(keys)

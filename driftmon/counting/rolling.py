@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
+import numpy as np
+
 from driftmon.config import MonitorSettings, RollingReference
 from driftmon.counting.incremental import SliceCounter
 from driftmon.counting.slices import slice_length
@@ -52,12 +54,17 @@ def grid_length(monitor: MonitorSettings) -> timedelta | None:
 
 
 class RollingReferences:
-    """Sums of stored slices per reference range, kept per monitor while every slice is sealed."""
+    """Sums of stored slices per reference range, kept per monitor while every slice is sealed.
+
+    A daily move keeps most of the range: the new sum is the kept one, less the slices that
+    left the range, plus those that entered it (two days of slices read from the results
+    database, not seven): the move costs about twice a steady cycle (bench/bench_rolling.py).
+    """
 
     def __init__(self, counter: SliceCounter):
         self.counter = counter
-        # monitor -> (profile key, range, summed profile): one range per monitor, a day's worth of cycles.
-        self._sums: dict[str, tuple[str, TimeRange, ReferenceProfile]] = {}
+        # monitor -> (profile key, range, summed payload, its profile): one range per monitor.
+        self._sums: dict[str, tuple[str, TimeRange, object, ReferenceProfile]] = {}
 
     def reference(self, monitor: MonitorSettings, source: Source, bins: ReferenceProfile, reference: TimeRange,
                   window: TimeRange, *, recount: bool = False) -> RolledReference:
@@ -67,30 +74,57 @@ class RollingReferences:
         key = self.counter.key(source, bins, length)
         kept = self._sums.get(monitor.name)
         if not recount and kept is not None and kept[:2] == (key, reference):
-            return RolledReference(kept[2])
-        # Every slice from the reference's start to the window: what the bins in use lack (after a
-        # re-cut, all of it) is counted in ONE statement and stored for the ranges to come.
-        span = TimeRange(reference.start, max(reference.end, window.start))
-        profile, rows, sealed = self._summed(monitor, source, bins, span, reference, length, recount)
+            return RolledReference(kept[3])
+        moved = self._moved(monitor, source, bins, reference, length, kept, key) if not recount else None
+        if moved is not None:
+            total, rows, sealed = moved
+        else:
+            # Every slice from the reference's start to the window: what the bins in use lack (after
+            # a re-cut, all of it) is counted in ONE statement and stored for the ranges to come.
+            span = TimeRange(reference.start, max(reference.end, window.start))
+            total, rows, sealed = self._summed(monitor, source, bins, span, [reference], length, recount)
+        profile = replace(source.profile_from_slices(bins, [total]), range=reference)
         overwrite = recount
         if _rows(profile) < monitor.min_samples and not recount:
             # Too few rows to trust, as an incomplete profile: slices sealed while the table was
             # still empty (history loaded after the monitor started) are counted again.
-            profile, rows, sealed = self._summed(monitor, source, bins, reference, reference, length, True)
-            overwrite = True
+            total, rows, sealed = self._summed(monitor, source, bins, reference, [reference], length, True)
+            profile, overwrite = replace(source.profile_from_slices(bins, [total]), range=reference), True
         if sealed and _rows(profile) >= monitor.min_samples:
-            self._sums[monitor.name] = (key, reference, profile)
+            self._sums[monitor.name] = (key, reference, total, profile)
         else:
             self._sums.pop(monitor.name, None)
         return RolledReference(profile, rows, overwrite)
 
-    def _summed(self, monitor, source, bins, span, reference, length, recount):
+    def _moved(self, monitor, source, bins, reference, length, kept, key):
+        """The kept sum moved to ``reference``: less what left, plus what entered; None when it cannot be."""
+        if kept is None or kept[0] != key:
+            return None
+        old = kept[1]
+        if not (old.start <= reference.start < old.end <= reference.end):
+            return None
+        left = TimeRange(old.start, reference.start) if reference.start > old.start else None
+        entered = TimeRange(old.end, reference.end) if reference.end > old.end else None
+        total = kept[2].copy()
+        rows, sealed = [], True
+        for span, sign in ((left, -1), (entered, 1)):
+            if span is None:
+                continue
+            part, counted, final = self._summed(monitor, source, bins, span, [span], length, False)
+            total += sign * part
+            rows += counted
+            sealed = sealed and final
+        return total, rows, sealed
+
+    def _summed(self, monitor, source, bins, span, wanted_spans, length, recount):
+        """The sum of the slices of ``wanted_spans`` (within ``span``, which is gathered whole)."""
         gathered = self.counter.gather(monitor, source, bins, span, length, recount=recount)
         payloads = dict(zip(slice_starts(span, length), gathered.payloads, strict=True))
-        wanted = slice_starts(reference, length)
-        summed = source.profile_from_slices(bins, [payloads[start] for start in wanted])
+        wanted = [start for part in wanted_spans for start in slice_starts(part, length)]
+        total = sum((np.asarray(payloads[start], dtype=np.int64) for start in wanted[1:]),
+                    np.array(payloads[wanted[0]], dtype=np.int64))
         sealed = all(gathered.sealed[start] for start in wanted)
-        return replace(summed, range=reference), gathered.rows, sealed
+        return total, gathered.rows, sealed
 
 
 def _rows(profile: ReferenceProfile) -> float:
