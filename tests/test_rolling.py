@@ -143,3 +143,23 @@ def test_a_segmented_reference_moves_from_slices_segment_by_segment(tmp_path):
         assert list(result.reference_counts) == counts.current[f, :len(result.labels)].tolist()
         checked += 1
     assert checked == len(keys) * 8 and {"app=web", "app=ios"} <= set(keys)
+
+
+def test_a_recount_reads_the_reference_once_per_range_not_once_per_window(tmp_path):
+    """backfill --recount: the first window recounts the reference's slices, the next ones of the same
+    range recount only their own."""
+    app, monitor, source = _app(tmp_path, DAILY_BINS)
+    try:
+        windows = [_hour(START + 3 * DAY + k * HOUR) for k in range(1, 4)]
+        for window in windows:  # stored first
+            application.run_window(app, monitor, window, trigger="backfill")
+        src = app.pipeline.source_for(monitor, source)
+        spent = []
+        for window in windows:
+            before = src.statements
+            outcome = application.run_window(app, monitor, window, trigger="recount", recount=True)
+            assert outcome.status == "ok"
+            spent.append(src.statements - before)
+    finally:
+        app.close()
+    assert spent[1:] == [1, 1] and spent[0] > 2, spent

@@ -65,6 +65,7 @@ class RollingReferences:
         self.counter = counter
         # monitor -> (profile key, range, summed payload, its profile): one range per monitor.
         self._sums: dict[str, tuple[str, TimeRange, object, ReferenceProfile]] = {}
+        self._recounted: set[tuple[str, str, TimeRange]] = set()
 
     def reference(self, monitor: MonitorSettings, source: Source, bins: ReferenceProfile, reference: TimeRange,
                   window: TimeRange, *, recount: bool = False) -> RolledReference:
@@ -72,6 +73,10 @@ class RollingReferences:
         if length is None:
             return RolledReference(source.profile_counted(bins, reference))
         key = self.counter.key(source, bins, length)
+        # backfill --recount: the range's slices once per process, not once per window.
+        recount = recount and (monitor.name, key, reference) not in self._recounted
+        if recount:
+            self._recounted.add((monitor.name, key, reference))
         kept = self._sums.get(monitor.name)
         if not recount and kept is not None and kept[:2] == (key, reference):
             return RolledReference(kept[3])
