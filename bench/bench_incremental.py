@@ -172,6 +172,35 @@ def generate_sqlite(engine: sa.Engine, rows: int) -> None:
             connection.execute(table.insert(), batch)
 
 
+def databases(args):
+    """``(title, url, engine)`` of each database the options ask for (``--pg-rows``, ``--sqlite-rows``):
+    the 24-column table generated (or kept with ``--reuse``), and a fresh results store beside it."""
+    if args.pg_rows:
+        table_bench.ensure_database(args.pg_url)
+        engine = create_db_engine(args.pg_url)
+        if not (args.reuse and table_bench.existing_rows(engine) == args.pg_rows):
+            print(f"generating {args.pg_rows:,} rows in PostgreSQL ...", flush=True)
+            table_bench.generate_table(engine, args.pg_rows)
+        table_bench.fresh_results(engine)
+        migrate.upgrade(engine)
+        yield f"PostgreSQL, {args.pg_rows:,} rows", args.pg_url, engine
+        engine.dispose()
+    if args.sqlite_rows:
+        path = Path(args.sqlite_path)
+        url = f"sqlite:///{path}"
+        if not args.reuse or not path.exists():
+            path.unlink(missing_ok=True)
+            engine = create_db_engine(url)
+            print(f"generating {args.sqlite_rows:,} rows in SQLite ...", flush=True)
+            generate_sqlite(engine, args.sqlite_rows)
+        else:
+            engine = create_db_engine(url)
+        table_bench.fresh_results(engine)
+        migrate.upgrade(engine)
+        yield f"SQLite, {args.sqlite_rows:,} rows", url, engine
+        engine.dispose()
+
+
 def print_table(title: str, rows: list[dict], backfill: dict) -> None:
     print(f"\n{title}")
     print("| window | rows in it | full count (run) | steady cycle | full / cycle | rows read per cycle "
@@ -203,38 +232,10 @@ def main(argv=None) -> None:
     parser.add_argument("--windows", nargs="+", default=list(WINDOWS), choices=list(WINDOWS))
     parser.add_argument("--no-backfill", action="store_true")
     args = parser.parse_args(argv)
-    if args.pg_rows:
-        table_bench.ensure_database(args.pg_url)
-        engine = create_db_engine(args.pg_url)
-        if not (args.reuse and table_bench.existing_rows(engine) == args.pg_rows):
-            print(f"generating {args.pg_rows:,} rows in PostgreSQL ...", flush=True)
-            table_bench.generate_table(engine, args.pg_rows)
-        with engine.begin() as connection:
-            connection.exec_driver_sql("DROP TABLE IF EXISTS slice_counts, results, runs, reference_profiles, "
-                                       "leases, alembic_version CASCADE")
-        migrate.upgrade(engine)
-        rows = bench_windows(args.pg_url, engine, args)
-        backfill = None if args.no_backfill else bench_backfill(args.pg_url, engine)
-        print_table(f"PostgreSQL, {args.pg_rows:,} rows", rows, backfill)
-        engine.dispose()
-    if args.sqlite_rows:
-        path = Path(args.sqlite_path)
-        url = f"sqlite:///{path}"
-        if not args.reuse or not path.exists():
-            path.unlink(missing_ok=True)
-            engine = create_db_engine(url)
-            print(f"generating {args.sqlite_rows:,} rows in SQLite ...", flush=True)
-            generate_sqlite(engine, args.sqlite_rows)
-        else:
-            engine = create_db_engine(url)
-        with engine.begin() as connection:
-            for name in ("slice_counts", "results", "runs", "reference_profiles", "leases", "alembic_version"):
-                connection.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
-        migrate.upgrade(engine)
+    for title, url, engine in databases(args):
         rows = bench_windows(url, engine, args)
         backfill = None if args.no_backfill else bench_backfill(url, engine)
-        print_table(f"SQLite, {args.sqlite_rows:,} rows", rows, backfill)
-        engine.dispose()
+        print_table(title, rows, backfill)
     print(f"\n(measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
 
 

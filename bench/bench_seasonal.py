@@ -31,8 +31,7 @@ import bench_sources as table_bench  # noqa: E402
 from driftmon.config import ComputeConfig  # noqa: E402
 from driftmon.config_file import parse_config  # noqa: E402
 from driftmon.pipeline import Pipeline  # noqa: E402
-from driftmon.store import migrate  # noqa: E402
-from driftmon.store.database import EngineRegistry, create_db_engine  # noqa: E402
+from driftmon.store.database import EngineRegistry  # noqa: E402
 
 START, DAY, HOUR, MINUTE = table_bench.START, timedelta(days=1), timedelta(hours=1), timedelta(minutes=1)
 REFERENCES = {"rolling": {"kind": "rolling", "size": "7d"},
@@ -94,35 +93,8 @@ def main(argv=None) -> None:
     parser.add_argument("--cycles", type=int, default=7)
     parser.add_argument("--reuse", action="store_true", help="keep a table that already has the rows")
     args = parser.parse_args(argv)
-    if args.pg_rows:
-        table_bench.ensure_database(args.pg_url)
-        engine = create_db_engine(args.pg_url)
-        if not (args.reuse and table_bench.existing_rows(engine) == args.pg_rows):
-            print(f"generating {args.pg_rows:,} rows in PostgreSQL ...", flush=True)
-            table_bench.generate_table(engine, args.pg_rows)
-        with engine.begin() as connection:
-            connection.exec_driver_sql("DROP TABLE IF EXISTS slice_counts, results, runs, reference_profiles, "
-                                       "leases, window_health, source_schemas, alembic_version CASCADE")
-        migrate.upgrade(engine)
-        report(f"PostgreSQL, {args.pg_rows:,} rows", bench(args.pg_url, engine, args.cycles))
-        engine.dispose()
-    if args.sqlite_rows:
-        path = Path(args.sqlite_path)
-        url = f"sqlite:///{path}"
-        if not args.reuse or not path.exists():
-            path.unlink(missing_ok=True)
-            engine = create_db_engine(url)
-            print(f"generating {args.sqlite_rows:,} rows in SQLite ...", flush=True)
-            incremental.generate_sqlite(engine, args.sqlite_rows)
-        else:
-            engine = create_db_engine(url)
-        with engine.begin() as connection:
-            for name in ("slice_counts", "results", "runs", "reference_profiles", "leases", "window_health",
-                         "source_schemas", "alembic_version"):
-                connection.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
-        migrate.upgrade(engine)
-        report(f"SQLite, {args.sqlite_rows:,} rows", bench(url, engine, args.cycles))
-        engine.dispose()
+    for title, url, engine in incremental.databases(args):
+        report(title, bench(url, engine, args.cycles))
     print(f"\n(measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
 
 

@@ -226,16 +226,6 @@ def generate_sqlite(engine: sa.Engine, rows: int) -> None:
             connection.exec_driver_sql(insert, list(zip(stamps, *values, strict=True)))
 
 
-def fresh_results(engine: sa.Engine) -> None:
-    """A fresh results store beside the source table: every other table dropped."""
-    tables = [t for t in sa.inspect(engine).get_table_names() if t != "inference_log"]
-    with engine.begin() as connection:
-        for table in tables:
-            quoted = engine.dialect.identifier_preparer.quote(table)
-            cascade = " CASCADE" if engine.dialect.name == "postgresql" else ""
-            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {quoted}{cascade}")
-
-
 # --- measuring -----------------------------------------------------------------------
 
 
@@ -414,7 +404,7 @@ def main(argv=None) -> None:
         if not (args.reuse and postgres_rows(engine) == args.pg_rows):
             print(f"generating {args.pg_rows:,} rows in PostgreSQL ...", flush=True)
             generate_postgres(engine, args.pg_rows)
-        fresh_results(engine)
+        table_bench.fresh_results(engine)
         engine.dispose()
         runs.append(bench_backend(f"PostgreSQL, {args.pg_rows:,} rows", args.pg_url, args.pg_url, args))
         print_report(runs[-1])
@@ -425,7 +415,7 @@ def main(argv=None) -> None:
         if not (args.reuse and path.exists()):
             print(f"generating {args.sqlite_rows:,} rows in SQLite ...", flush=True)
             generate_sqlite(engine, args.sqlite_rows)
-        fresh_results(engine)
+        table_bench.fresh_results(engine)
         engine.dispose()
         runs.append(bench_backend(f"SQLite, {args.sqlite_rows:,} rows", url, url, args))
         print_report(runs[-1])

@@ -144,6 +144,16 @@ def generate_table(engine: sa.Engine, rows: int) -> float:
     return time.perf_counter() - began
 
 
+def fresh_results(engine: sa.Engine) -> None:
+    """A fresh results store beside the source table: every other table dropped."""
+    tables = [t for t in sa.inspect(engine).get_table_names() if t != "inference_log"]
+    with engine.begin() as connection:
+        for table in tables:
+            quoted = engine.dialect.identifier_preparer.quote(table)
+            cascade = " CASCADE" if engine.dialect.name == "postgresql" else ""
+            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {quoted}{cascade}")
+
+
 def existing_rows(engine: sa.Engine) -> int | None:
     with engine.connect() as connection:
         comment = connection.exec_driver_sql(

@@ -59,3 +59,14 @@ def seasonal_config(results_url: str, source_url: str, reference: dict, **monito
             "features": [{"column": name, "bins": 10} for name in FEATURES], **monitor,
         }],
     }
+
+
+def run_window(config, window):
+    """One window of the config's first monitor through the pipeline, as ``run-once`` runs it."""
+    from driftmon import app as application
+
+    app = application.open_app(config)
+    try:
+        return application.run_window(app, config.resolved_monitors()[0], window, trigger="run_once")
+    finally:
+        app.close()

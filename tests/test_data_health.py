@@ -10,23 +10,14 @@ from __future__ import annotations
 import numpy as np
 import sqlalchemy as sa
 
-from driftmon import app as application
 from driftmon.config_file import parse_config
 from driftmon.store import health_queries
 from driftmon.store.database import create_db_engine
 from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange
-from tests.seasonaldata import DAY, HOUR, START, seasonal_config, seasonal_rows, write_log
+from tests.seasonaldata import DAY, HOUR, START, run_window, seasonal_config, seasonal_rows, write_log
 
 ROLLING = {"kind": "rolling", "size": "2d"}
-
-
-def _run(config, window):
-    app = application.open_app(config)
-    try:
-        return application.run_window(app, config.resolved_monitors()[0], window, trigger="run_once")
-    finally:
-        app.close()
 
 
 def _stored(db_url):
@@ -45,12 +36,12 @@ def test_a_run_stores_its_volume_and_freshness_and_a_quiet_window_keeps_the_newe
     write_log(source, seasonal_rows(np.random.default_rng(1), START, 2 * 24 + 3))  # rows end at 03:00 on day 3
     config = parse_config(seasonal_config(db_url, source, ROLLING), {})
     busy = TimeRange(START + 2 * DAY + 2 * HOUR, START + 2 * DAY + 3 * HOUR)
-    outcome = _run(config, busy)
+    outcome = run_window(config, busy)
     assert outcome.status == "ok" and outcome.volume.status == "ok"
     # An hourly schedule and window: one slice per window, so the newest row is "since 02:00".
     assert outcome.newest_row_at == busy.start
     quiet = TimeRange(busy.start + 2 * HOUR, busy.end + 2 * HOUR)
-    silent = _run(config, quiet)
+    silent = run_window(config, quiet)
     assert silent.newest_row_at is None
     assert silent.volume.status == "critical" and silent.volume.rows == 0 and silent.volume.change == -1.0
     history, schema, _ = _stored(db_url)
@@ -75,14 +66,14 @@ def test_a_dropped_column_fails_the_run_naming_it_and_writes_nothing_partial(db_
     write_log(source, seasonal_rows(np.random.default_rng(2), START, 3 * 24))
     config = parse_config(seasonal_config(db_url, source, ROLLING), {})
     first = TimeRange(START + 2 * DAY, START + 2 * DAY + HOUR)
-    assert _run(config, first).status == "ok"
+    assert run_window(config, first).status == "ok"
     _, _, results_before = _stored(db_url)
     engine = create_db_engine(source)
     with engine.begin() as connection:
         connection.execute(sa.text("ALTER TABLE seasonal_log DROP COLUMN x5"))
         connection.execute(sa.text("ALTER TABLE seasonal_log ADD COLUMN region TEXT"))
     engine.dispose()
-    broken = _run(config, TimeRange(first.start + HOUR, first.end + HOUR))
+    broken = run_window(config, TimeRange(first.start + HOUR, first.end + HOUR))
     assert broken.status == "failed" and broken.results == [] and broken.volume is None
     assert "x5" in broken.error and "[source schema broken: column 'x5' dropped]" in broken.error
     assert broken.schema["status"] == "broken"

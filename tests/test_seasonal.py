@@ -20,7 +20,7 @@ from driftmon.config import SeasonalReference
 from driftmon.config_file import parse_config
 from driftmon.errors import ConfigError
 from driftmon.windows import TimeRange, excluded_spans, reference_range, seasonal_lags
-from tests.seasonaldata import DAY, FEATURES, HOUR, START, seasonal_config, seasonal_rows, write_log
+from tests.seasonaldata import DAY, FEATURES, HOUR, START, run_window, seasonal_config, seasonal_rows, write_log
 
 LAGS = 4
 HISTORY = 7  # days before the backfilled ones: the rolling reference's full week
@@ -142,12 +142,7 @@ def test_bad_seasonal_settings_are_refused_naming_the_key(reference, window, sou
 
 def _window_results(db_url, source, reference, window_end):
     config = parse_config(seasonal_config(db_url, source, reference), {})
-    app = application.open_app(config)
-    try:
-        monitor = config.resolved_monitors()[0]
-        return application.run_window(app, monitor, TimeRange(window_end - HOUR, window_end), trigger="run_once")
-    finally:
-        app.close()
+    return run_window(config, TimeRange(window_end - HOUR, window_end))
 
 
 def test_an_excluded_range_never_contributes(db_url, tmp_path):
@@ -306,18 +301,10 @@ def test_lags_counted_while_the_table_was_empty_are_counted_again_once_history_i
                                       for name in FEATURES]
     config = parse_config(raw, {})
     window = TimeRange(START + 3 * DAY + 5 * HOUR, START + 3 * DAY + 6 * HOUR)
-    empty = _window_results_with(config, window)
+    empty = run_window(config, window)
     assert {r.status for r in empty.results} == {"insufficient_data"}
     write_log(source, seasonal_rows(np.random.default_rng(9), START, 3 * 24))  # the history, loaded late
-    loaded = _window_results_with(config, TimeRange(window.start + HOUR, window.end + HOUR))
+    loaded = run_window(config, TimeRange(window.start + HOUR, window.end + HOUR))
     assert all(r.samples_reference > 250 for r in loaded.results), [r.samples_reference for r in loaded.results]
-    again = _window_results_with(config, TimeRange(window.start + 2 * HOUR, window.end + 2 * HOUR))
+    again = run_window(config, TimeRange(window.start + 2 * HOUR, window.end + 2 * HOUR))
     assert all(r.samples_reference > 250 for r in again.results)
-
-
-def _window_results_with(config, window):
-    app = application.open_app(config)
-    try:
-        return application.run_window(app, config.resolved_monitors()[0], window, trigger="run_once")
-    finally:
-        app.close()
