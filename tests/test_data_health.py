@@ -81,3 +81,21 @@ def test_a_dropped_column_fails_the_run_naming_it_and_writes_nothing_partial(db_
     history, schema, results_after = _stored(db_url)
     assert results_after == results_before and [r["window_end"] for r in history] == [first.end]
     assert schema["status"] == "broken"
+
+
+def test_a_monitor_moved_to_another_database_takes_a_new_schema_baseline(db_url, tmp_path):
+    """Staging to production with the same results database: production's table (one column more)
+    is not a schema change of staging's (the stored baseline carries the source's fingerprint)."""
+    staging, production = f"sqlite:///{tmp_path / 'staging.db'}", f"sqlite:///{tmp_path / 'production.db'}"
+    rows = seasonal_rows(np.random.default_rng(3), START, 3 * 24)
+    write_log(staging, rows)
+    write_log(production, rows)
+    engine = create_db_engine(production)
+    with engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE seasonal_log ADD COLUMN region TEXT"))
+    engine.dispose()
+    window = TimeRange(START + 2 * DAY, START + 2 * DAY + HOUR)
+    assert run_window(parse_config(seasonal_config(db_url, staging, ROLLING), {}), window).schema["status"] == "ok"
+    moved = run_window(parse_config(seasonal_config(db_url, production, ROLLING), {}), window)
+    assert moved.status == "ok" and moved.schema["status"] == "ok" and moved.schema["changes"] == []
+    assert "region" in moved.schema["baseline"]

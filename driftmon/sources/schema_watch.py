@@ -125,9 +125,13 @@ class SchemaWatch:
         watched = [name for name in dict.fromkeys(reader.columns) if name]
         now = self._reflect(reader)
         checked_at = self.clock()
+        fingerprint = getattr(source, "fingerprint", None)
         with self.results.begin() as connection:
             stored = health_queries.load_schema(connection, monitor)
-            row = self._next_row(monitor, stored, now, watched, reference, failed, checked_at)
+            if stored is not None and stored.get("fingerprint") != fingerprint:
+                stored = None  # another table or database: its baseline says nothing of this one
+            row = {**self._next_row(monitor, stored, now, watched, reference, failed, checked_at),
+                   "fingerprint": fingerprint}
             health_queries.save_schema(connection, row)
         with self._lock:
             self._checked[monitor] = _Checked(checked_at, reference, row["baseline_at"])

@@ -67,7 +67,7 @@ def load_schema(connection: Connection, monitor: str) -> dict | None:
 def save_schema(connection: Connection, row: dict) -> None:
     """Store a monitor's schema row (baseline, status, changes), replacing the stored one."""
     connection.execute(_schemas.delete().where(_schemas.c.monitor == row["monitor"]))
-    connection.execute(_schemas.insert(), [{c.name: row[c.name] for c in _schemas.columns}])
+    connection.execute(_schemas.insert(), [{c.name: row.get(c.name) for c in _schemas.columns}])
 
 
 def all_schemas(connection: Connection) -> list[dict]:

@@ -275,3 +275,6 @@ class SourceSchema(Base):
     status: Mapped[str] = mapped_column(String(20))
     changes: Mapped[list] = mapped_column(JSON)
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The source's fingerprint (table, settings, database: driftmon/fingerprints.py): a baseline
+    # of another table or database is not compared with this one.
+    fingerprint: Mapped[str | None] = mapped_column(String(64))

@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("changes", sa.JSON(), nullable=False),
         sa.Column("checked_at", UTCDateTime(), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint("monitor", name=op.f("pk_source_schemas")),
     )
 
