@@ -20,6 +20,8 @@ from driftmon.serving.signals import stop_on_signals
 from driftmon.stats.divergence import DeviceUnavailableError, resolve_device, set_threads
 from driftmon.store import migrate
 from driftmon.store.database import EngineRegistry
+from driftmon.store.health_queries import stale_health_ends
+from driftmon.window_health import health_fingerprint
 from driftmon.windows import TimeRange, backfill_windows, current_window
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ def run_latest(app: App, monitors: list[MonitorSettings], now: datetime) -> list
 
 def pending_windows(app: App, monitor: MonitorSettings, start: datetime, end: datetime) -> list[TimeRange]:
     """The monitor's historical windows in [start, end] with no results yet, or with results
-    that other settings made (their fingerprint differs: driftmon/fingerprints.py)."""
+    (or a volume check) that other settings made (their fingerprint differs: driftmon/fingerprints.py)."""
     windows = backfill_windows(monitor.schedule, monitor.window.size, start, end)
     if not windows:
         return []
@@ -78,6 +80,7 @@ def pending_windows(app: App, monitor: MonitorSettings, start: datetime, end: da
     made_by = results_fingerprint(monitor, app.config.source_url(monitor.source))
     with app.results.connect() as connection:
         stored = app.pipeline.repository.stored_window_ends(connection, monitor.name, span, made_by)
+        stored -= stale_health_ends(connection, monitor.name, span, health_fingerprint(monitor, made_by))
     return [w for w in windows if w.end not in stored]
 
 

@@ -53,7 +53,6 @@ def health_row(monitor: MonitorSettings, window: TimeRange, volume: VolumeCheck 
     if volume is None and newest is None:
         return None
     check = monitor.volume
-    settings = check.model_dump(mode="json") if check is not None else None
     return {
         "monitor": monitor.name, "window_start": window.start, "window_end": window.end,
         "rows": volume.rows if volume else 0.0, "reference_rows": volume.reference_rows if volume else 0.0,
@@ -63,5 +62,12 @@ def health_row(monitor: MonitorSettings, window: TimeRange, volume: VolumeCheck 
         "threshold_warning": check.warning if check else None,
         "threshold_critical": check.critical if check else None,
         "newest_row_at": newest, "computed_at": now,
-        "fingerprint": fingerprint({"results": results_fingerprint, "volume": settings}),
+        "fingerprint": health_fingerprint(monitor, results_fingerprint),
     }
+
+
+def health_fingerprint(monitor: MonitorSettings, results_fingerprint: str | None) -> str:
+    """What made a health row: the results' settings and the volume check's."""
+    check = monitor.volume
+    return fingerprint({"results": results_fingerprint,
+                        "volume": check.model_dump(mode="json") if check is not None else None})

@@ -99,3 +99,27 @@ def test_a_monitor_moved_to_another_database_takes_a_new_schema_baseline(db_url,
     moved = run_window(parse_config(seasonal_config(db_url, production, ROLLING), {}), window)
     assert moved.status == "ok" and moved.schema["status"] == "ok" and moved.schema["changes"] == []
     assert "region" in moved.schema["baseline"]
+
+
+def test_a_changed_volume_check_is_computed_again_by_backfill(db_url, tmp_path):
+    """A health row carries the fingerprint of the volume check that made it: stale rows are redone."""
+    from driftmon.app import backfill_with_progress, open_app
+
+    source = f"sqlite:///{tmp_path / 'log.db'}"
+    write_log(source, seasonal_rows(np.random.default_rng(4), START, 3 * 24))
+    span = (START + 2 * DAY, START + 2 * DAY + 3 * HOUR)
+
+    def backfill(volume):
+        config = parse_config(seasonal_config(db_url, source, ROLLING, volume=volume), {})
+        app = open_app(config)
+        try:
+            return backfill_with_progress(app, config.resolved_monitors(), *span).outcomes
+        finally:
+            app.close()
+
+    assert len(backfill({"critical": 0.3})) == 3
+    assert backfill({"critical": 0.3}) == []  # nothing stale
+    redone = backfill({"critical": 0.5})
+    assert len(redone) == 3
+    history, _, _ = _stored(db_url)
+    assert {row["threshold_critical"] for row in history} == {0.5}

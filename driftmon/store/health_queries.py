@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from driftmon.store.models import SourceSchema, WindowHealth
+from driftmon.windows import TimeRange, as_utc
 
 _health = WindowHealth.__table__
 _schemas = SourceSchema.__table__
@@ -54,6 +55,16 @@ def window_health_history(connection: Connection, monitor: str, start: datetime 
     return [dict(row) for row in connection.execute(statement.order_by(_health.c.window_end)).mappings()]
 
 
+def stale_health_ends(connection: Connection, monitor: str, span: TimeRange, fingerprint: str) -> set[datetime]:
+    """Ends of the windows in ``span`` whose health row was made by other settings (a changed
+    volume check): a backfill computes them again. Windows without one (stored before health
+    rows existed) are not stale: their drift results stand."""
+    statement = sa.select(_health.c.window_end).where(
+        _health.c.monitor == monitor, _health.c.window_end > span.start, _health.c.window_end <= span.end,
+        sa.or_(_health.c.fingerprint.is_(None), _health.c.fingerprint != fingerprint))
+    return {_utc(end) for end in connection.execute(statement).scalars()}
+
+
 def delete_window_health_after(connection: Connection, monitor: str, after: datetime) -> int:
     return connection.execute(_health.delete().where(
         _health.c.monitor == monitor, _health.c.window_end > after)).rowcount
@@ -79,6 +90,4 @@ def delete_schema(connection: Connection, monitor: str) -> int:
 
 
 def _utc(moment):
-    from driftmon.windows import as_utc
-
     return None if moment is None else as_utc(moment)
