@@ -282,41 +282,31 @@ class EventsSource(ReferenceBinning, SegmentMembership):
         return self._counting[1]
 
     def _count_unnest(self, codes, extra):
-        # One scan at one query level: the codes go through unnest(ARRAY[...])
-        # joined LATERAL, so parallel workers aggregate partially. A LATERAL
-        # VALUES list re-initialises its expressions for every outer row
-        # (nodeValuesscan.c): 2.5-3x slower in bench/bench_sources.py.
+        # One scan: each row's keyed codes are unnested by unnest(ARRAY[...]) in the SELECT list
+        # of a subquery, then grouped. As a LATERAL join the unnest took 73 ms where this takes
+        # 57 ms for a cycle's two slices of the 10 M-row table (bench/bench_slice_statement.py,
+        # same counts); a LATERAL VALUES list, re-initialised for every outer row
+        # (nodeValuesscan.c), was 2.5-3x slower.
         keys = postgresql.array(
             [code + (i * _KEY_SPAN - MISSING_CODE) for i, code in enumerate(codes)]
         )
         if extra:
-            return self._count_unnest_grouped(keys, extra)
-        unpivot = sa.func.unnest(keys).table_valued("key").render_derived().lateral("u")
-        return (
-            sa.select(unpivot.c.key, sa.func.count())
-            .select_from(self.table.join(unpivot, sa.true()))
-            .where(*self._in_window(_ANY_WINDOW))
-            .group_by(unpivot.c.key)
-        )
-
-    def _count_unnest_grouped(self, keys, extra):
-        # Grouped by slice (or segment) at the join's level, that expression ran once per
-        # unnested key (24x per row: 46 s instead of 15 s for a 24 h window of the
-        # 10 M-row benchmark). The OFFSET 0 fence keeps the subquery from being
-        # pulled up, so it runs once per source row.
-        coded = (
-            sa.select(*extra, keys.label("keys"))
-            .where(*self._in_window(_ANY_WINDOW))
-            .offset(0)
-            .subquery("coded")
-        )
-        unpivot = sa.func.unnest(coded.c["keys"]).table_valued("key").render_derived().lateral("u")
-        groups = [coded.c[e.name] for e in extra]
-        return (
-            sa.select(*groups, unpivot.c.key, sa.func.count())
-            .select_from(coded.join(unpivot, sa.true()))
-            .group_by(*groups, unpivot.c.key)
-        )
+            # Grouped by slice (or segment): the extras are computed once per source row, in a
+            # subquery the OFFSET 0 fence keeps from being pulled up (grouped at the unnest's
+            # level, they ran once per key: 24x per row, 46 s instead of 15 s for a 24 h window).
+            coded = (
+                sa.select(*extra, keys.label("keys"))
+                .where(*self._in_window(_ANY_WINDOW))
+                .offset(0)
+                .subquery("coded")
+            )
+            groups = [coded.c[e.name] for e in extra]
+            unpivoted = sa.select(*groups, sa.func.unnest(coded.c["keys"]).label("key")).subquery("unpivoted")
+        else:
+            unpivoted = (sa.select(sa.func.unnest(keys).label("key"))
+                         .where(*self._in_window(_ANY_WINDOW)).subquery("unpivoted"))
+        names = [unpivoted.c[e.name] for e in extra]
+        return sa.select(*names, unpivoted.c.key, sa.func.count()).group_by(*names, unpivoted.c.key)
 
     def _count_array_join(self, codes, extra):
         # ClickHouse and Spark: one scan that unpivots each row's keyed codes (arrayJoin,
