@@ -3,8 +3,8 @@
 Only bin counts cross the wire. Every watched column becomes an integer bin
 code in SQL (value bins 0…B−1, ``OTHER_CODE``, ``MISSING_CODE``), and one
 statement counts the codes of all columns of a window: on PostgreSQL a single
-scan that unpivots each row's codes with a LATERAL ``unnest(ARRAY[...])``
-(parallel workers aggregate their share), on ClickHouse and Spark the same
+scan that unpivots each row's codes with ``unnest(ARRAY[...])`` in a subquery's
+SELECT list (parallel workers aggregate their share), on ClickHouse and Spark the same
 with ``arrayJoin``/``explode``, on MariaDB/MySQL one scan into a derived table
 joined to one row per column; elsewhere (SQLite has no arrays) one scan into a
 materialised CTE of codes, then a UNION ALL of one GROUP BY per column over it.
