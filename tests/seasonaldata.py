@@ -70,3 +70,15 @@ def run_window(config, window):
         return application.run_window(app, config.resolved_monitors()[0], window, trigger="run_once")
     finally:
         app.close()
+
+
+def add_app_segment(url: str, table: str = "seasonal_log") -> None:
+    """A segment column ``app``: 'web' for rows on an even second of the minute, 'ios' for the others."""
+    engine = create_db_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN app TEXT"))
+            connection.execute(sa.text(f"UPDATE {table} SET app = CASE WHEN CAST(strftime('%S', ts) AS INTEGER) "
+                                       "% 2 = 0 THEN 'web' ELSE 'ios' END"))
+    finally:
+        engine.dispose()

@@ -11,7 +11,7 @@ from driftmon import app as application
 from driftmon.config import RollingReference
 from driftmon.config_file import parse_config
 from driftmon.windows import TimeRange, bins_range, rebin_phase, reference_range
-from tests.seasonaldata import DAY, HOUR, START, seasonal_config, seasonal_rows, write_log
+from tests.seasonaldata import DAY, HOUR, START, add_app_segment, seasonal_config, seasonal_rows, write_log
 
 DAILY_BINS = {"kind": "rolling", "size": "2d", "refresh": "1d", "rebin": "1d"}
 # A monitor whose bins are re-cut at midday (its phase), so a midnight move keeps them.
@@ -111,18 +111,9 @@ def test_the_slice_cache_does_not_hold_the_reference(tmp_path):
 
 
 def test_a_segmented_reference_moves_from_slices_segment_by_segment(tmp_path):
-    import sqlalchemy as sa
-
-    from driftmon.store.database import create_db_engine
-
     app, monitor, source = _app(tmp_path, DAILY_BINS)
     app.close()
-    engine = create_db_engine(source)
-    with engine.begin() as connection:  # a segment column: the row's second of the minute, even or odd
-        connection.execute(sa.text("ALTER TABLE seasonal_log ADD COLUMN app TEXT"))
-        connection.execute(sa.text("UPDATE seasonal_log SET app = CASE WHEN CAST(strftime('%S', ts) AS INTEGER) "
-                                   "% 2 = 0 THEN 'web' ELSE 'ios' END"))
-    engine.dispose()
+    add_app_segment(source)
     raw = seasonal_config(f"sqlite:///{tmp_path / 'seg.db'}", source, DAILY_BINS, name=MIDDAY,
                           segments={"by": ["app"]})
     config = parse_config(raw, {})

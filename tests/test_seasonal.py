@@ -20,7 +20,17 @@ from driftmon.config import SeasonalReference
 from driftmon.config_file import parse_config
 from driftmon.errors import ConfigError
 from driftmon.windows import TimeRange, excluded_spans, reference_range, seasonal_lags
-from tests.seasonaldata import DAY, FEATURES, HOUR, START, run_window, seasonal_config, seasonal_rows, write_log
+from tests.seasonaldata import (
+    DAY,
+    FEATURES,
+    HOUR,
+    START,
+    add_app_segment,
+    run_window,
+    seasonal_config,
+    seasonal_rows,
+    write_log,
+)
 
 LAGS = 4
 HISTORY = 7  # days before the backfilled ones: the rolling reference's full week
@@ -228,18 +238,9 @@ def test_every_lag_excluded_leaves_nothing_to_compare_with(tmp_path):
 
 def test_segments_are_each_compared_with_their_own_lags(tmp_path):
     """A segmented seasonal monitor: each segment's reference is its own rows in the lags."""
-    import sqlalchemy as sa
-
-    from driftmon.store.database import create_db_engine
-
     source = f"sqlite:///{tmp_path / 'log.db'}"
     write_log(source, seasonal_rows(np.random.default_rng(4), START, 4 * 24))
-    engine = create_db_engine(source)
-    with engine.begin() as connection:  # a segment column: the row's second of the minute, even or odd
-        connection.execute(sa.text("ALTER TABLE seasonal_log ADD COLUMN app TEXT"))
-        connection.execute(sa.text("UPDATE seasonal_log SET app = CASE WHEN CAST(strftime('%S', ts) AS INTEGER) "
-                                   "% 2 = 0 THEN 'web' ELSE 'ios' END"))
-    engine.dispose()
+    add_app_segment(source)
     reference = {"kind": "seasonal", "period": "1d", "lags": 3}
     raw = seasonal_config(f"sqlite:///{tmp_path / 'r.db'}", source, reference, segments={"by": ["app"]})
     config = parse_config(raw, {})

@@ -114,9 +114,6 @@ class SliceCounter:
         self._remember(monitor.name, key, self.horizon(monitor, span) - late, rows)
         return Gathered(key, payloads, fresh, changed, rows, rows_read, sealed)
 
-    def key(self, source: Source, profile: ReferenceProfile, length: timedelta) -> str:
-        return slice_profile_key(source, profile, length)
-
     def horizon(self, monitor: MonitorSettings, window: TimeRange) -> datetime:
         """The start of the oldest slice a run for ``window`` reads: a seasonal reference's oldest lag."""
         reference = monitor.reference

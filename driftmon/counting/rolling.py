@@ -25,7 +25,7 @@ from datetime import timedelta
 import numpy as np
 
 from driftmon.config import MonitorSettings, RollingReference
-from driftmon.counting.incremental import SliceCounter
+from driftmon.counting.incremental import SliceCounter, slice_profile_key
 from driftmon.counting.slices import slice_length
 from driftmon.sources import Source
 from driftmon.sources.profile import ReferenceProfile
@@ -72,7 +72,7 @@ class RollingReferences:
         length = grid_length(monitor)
         if length is None:
             return RolledReference(source.profile_counted(bins, reference))
-        key = self.counter.key(source, bins, length)
+        key = slice_profile_key(source, bins, length)
         # backfill --recount: the range's slices once per process, not once per window.
         recount = recount and (monitor.name, key, reference) not in self._recounted
         if recount:
