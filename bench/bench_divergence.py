@@ -1,8 +1,25 @@
 """Benchmark: driftmon's divergence engine against scipy and numpy.
 
-    python bench/bench_divergence.py [--threads N] [--device cpu|cuda]
-                                     [--sizes F ...] [--bins B ...] [--quick]
-                                     [--rounds N] [--g-only [--baseline DIR]]
+    python bench/bench_divergence.py [--threads N] [--device cpu|cuda] [--quick] [--rounds N]
+    python bench/bench_divergence.py --large [--sizes F ...] [--bins B ...] ...
+    python bench/bench_divergence.py --g-only [--baseline DIR] ...
+
+By default it times the engine at the daemon's shapes (issue 25): what
+``pipeline.compute_statistics`` passes for one monitor, float64 numpy counts
+with the mask of real bins and ``whole_counts=True``, F = 24 and 50 columns,
+B = 22 bins (categorical top 20 + ``__other__`` + ``__missing__``; numeric
+columns have 11 real bins or fewer), a 7-day reference of ~2.9 M rows per
+column against a 5-minute window of ~8,700 (``daemon_counts``), some bins
+empty. Side by side, interleaved round after round on the same inputs: the
+engine with its G-test (the daemon's call) and without it, a masked numpy
+version of KL, PSI and JS, a per-column scipy loop (``scipy.stats.entropy``
+both ways, ``scipy.spatial.distance.jensenshannon ** 2``) and a per-column
+``chi2_contingency`` G loop; their ratios; and the largest differences of the
+engine's values from numpy's and scipy's (KL, PSI, JS absolute, G relative),
+which must be within 1e-9 (the script exits 1 otherwise).
+
+``--large`` (implied by ``--sizes``) runs the earlier table instead, on int64
+Poisson(50) counts at F = 100 ... 100 000, B = 10 and 64:
 
 For every F (rows = columns of a monitor) and B (bins) it prints the median
 time of one call computing KL, PSI and JS for all rows with pseudo-count
@@ -47,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
 import statistics
 import sys
@@ -393,8 +411,8 @@ def _ms(seconds: float | None, missing: str = "skipped") -> str:
     return missing if seconds is None else f"{seconds * 1e3:.3f}"
 
 
-def _ratio(slow: float | None, fast: float) -> str:
-    return "-" if slow is None else f"{slow / fast:,.1f}x"
+def _ratio(slow: float | None, fast: float, digits: int = 1) -> str:
+    return "-" if slow is None else f"{slow / fast:,.{digits}f}x"
 
 
 def print_header(args, device: torch.device) -> None:
@@ -427,6 +445,309 @@ def print_overhead(device, sync) -> None:
 
 
 # --------------------------------------------------------------------------
+# The daemon's shapes (issue 25): what compute_statistics passes
+# --------------------------------------------------------------------------
+
+# The daemon's call: float64 counts as numpy arrays (WindowCounts), the mask of real bins, whole counts
+# (events sources count with SQL COUNT), F = the monitor's columns, B = the widest column's bins.
+DAEMON_SHAPES = ((24, 22), (50, 22))
+# bench_sources' 10 M-row table: a 7-day reference holds ~2.9 M rows per column (less its NULLs),
+# a 5-minute slice ~8,700, and bench_incremental's 24-column monitor has 22 bins at the widest.
+REFERENCE_ROWS = 2_900_000
+WINDOW_ROWS = 8_700
+EQUAL_TO = 1e-9
+
+
+def daemon_counts(features: int, bins: int, drifted: bool = True, seed: int = 0):
+    """(reference, current, mask) as the pipeline builds them: float64 ``[F, B]`` and bool ``[F, B]``.
+
+    Like bench_sources' columns: every sixth a categorical (top 20 of Zipf-like
+    shares + ``__other__`` + ``__missing__``: all ``bins``, the rarest empty in
+    the window), the rest numeric quantile bins (10, + ``__missing__`` at 2 %,
+    a third of them with no NULLs at all: an empty bin in both windows, as
+    the score column's). Multinomial counts of ``REFERENCE_ROWS`` and
+    ``WINDOW_ROWS``; ``drifted`` moves every third column's shares.
+    """
+    rng = np.random.default_rng(seed)
+    reference, current = np.zeros((features, bins)), np.zeros((features, bins))
+    mask = np.zeros((features, bins), dtype=bool)
+    for row in range(features):
+        if row % 6 == 5:
+            shares = 1.0 / np.arange(1, bins + 1) ** 2.2
+        else:
+            shares = np.append(np.full(10, 0.098), 0.02 if row % 3 else 0.0)[:bins]
+        shares = shares / shares.sum()
+        moved = shares * (1 + 0.3 * np.sin(np.arange(len(shares)) + row)) if drifted and row % 3 == 0 else shares
+        reference[row, : len(shares)] = rng.multinomial(REFERENCE_ROWS, shares)
+        current[row, : len(shares)] = rng.multinomial(WINDOW_ROWS, moved / moved.sum())
+        mask[row, : len(shares)] = True
+    return reference, current, mask
+
+
+def numpy_masked(reference: np.ndarray, current: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """KL, PSI and JS ([3, F]) of padded rows with whole-array numpy (three logs per bin), padding dropped."""
+    real = mask.sum(axis=1)
+
+    def shares(counts):
+        return np.where(mask, (counts + ALPHA) / (counts.sum(axis=1) + ALPHA * real)[:, None], 0.0)
+
+    p, q = shares(reference), shares(current)
+    log_p, log_q = np.log(np.where(mask, p, 1.0)), np.log(np.where(mask, q, 1.0))
+    log_m = np.log(np.where(mask, 0.5 * (p + q), 1.0))
+    log_ratio = log_p - log_q
+    kl = np.einsum("fb,fb->f", p, log_ratio)
+    psi = np.einsum("fb,fb->f", p - q, log_ratio)
+    js = 0.5 * (np.einsum("fb,fb->f", p, log_p - log_m) + np.einsum("fb,fb->f", q, log_q - log_m))
+    return np.stack([kl, psi, js])
+
+
+def scipy_masked_loop(reference: np.ndarray, current: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """KL, PSI and JS ([3, F]) one column at a time on its real bins: ``entropy`` both ways, ``jensenshannon ** 2``."""
+    out = np.empty((3, len(reference)))
+    for row, real in enumerate(mask):
+        ref, cur = reference[row, real], current[row, real]
+        p = (ref + ALPHA) / (ref.sum() + ALPHA * ref.size)
+        q = (cur + ALPHA) / (cur.sum() + ALPHA * cur.size)
+        kl = entropy(p, q)
+        out[:, row] = kl, kl + entropy(q, p), jensenshannon(p, q) ** 2
+    return out
+
+
+def scipy_g_masked_loop(reference: np.ndarray, current: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """G (uncorrected) per column on its non-empty bins: ``chi2_contingency(..., lambda_="log-likelihood")``."""
+    out = np.empty(len(reference))
+    for row, real in enumerate(mask):
+        table = np.stack([reference[row, real], current[row, real]])
+        table = table[:, table.sum(axis=0) > 0]
+        out[row] = chi2_contingency(table, correction=False, lambda_="log-likelihood").statistic
+    return out
+
+
+def measure_daemon_shape(features: int, bins: int, setting: str, rounds: int, sync) -> dict:
+    """Median seconds of every contender on the same inputs, round after round, and the largest differences.
+
+    The engine is called exactly as ``pipeline.compute_statistics`` calls it:
+    numpy float64 arrays in (their conversion is part of the daemon's call),
+    the mask, ``whole_counts=True``, the device setting as configured
+    (``setting``: "auto" by default), with the G-test and without it. Each
+    round calls every contender twice in a row: the first call runs after
+    the other contenders' work has taken the caches (``cold``: as in the
+    daemon, where SQL, slice sums and the store run between two engine
+    calls), the second right after the first (``warm``: back to back). At
+    these sizes the two differ by more than the arithmetic costs.
+    """
+    reference, current, mask = daemon_counts(features, bins)
+
+    def engine(significance: bool):
+        return lambda: divergences(
+            reference, current, mask, device=setting, whole_counts=True, significance=significance
+        )
+
+    contenders = {
+        "engine": engine(True),
+        "engine_nog": engine(False),
+        "numpy": lambda: numpy_masked(reference, current, mask),
+        "scipy": lambda: scipy_masked_loop(reference, current, mask),
+        "scipy_g": lambda: scipy_g_masked_loop(reference, current, mask),
+    }
+    for fn in contenders.values():
+        fn()  # warm-up: tables, workspace, CUDA context
+    times = {(name, state): [] for name in contenders for state in ("cold", "warm")}
+    for round_ in range(rounds):
+        # Alternate the order so that no contender always follows the same one.
+        for name, fn in contenders.items() if round_ % 2 == 0 else reversed(contenders.items()):
+            times[name, "cold"].append(timed(fn, sync))
+            times[name, "warm"].append(timed(fn, sync))
+    row = {f"{name} {state}": statistics.median(values) for (name, state), values in times.items()}
+    result = contenders["engine"]()
+    values = engine_values(result)
+    row["numpy_diff"] = float(np.abs(values - numpy_masked(reference, current, mask)).max())
+    row["scipy_diff"] = float(np.abs(values - scipy_masked_loop(reference, current, mask)).max())
+    g_scipy = scipy_g_masked_loop(reference, current, mask)
+    row["g_diff"] = float((np.abs(result.g_statistic.numpy() - g_scipy) / np.maximum(g_scipy, 1.0)).max())
+    return row
+
+
+DAEMON_COLUMNS = [
+    ("F", 4),
+    ("B", 3),
+    ("calls", 6),
+    ("engine", 9),
+    ("engine no G", 12),
+    ("numpy", 8),
+    ("scipy loop", 11),
+    ("scipy G loop", 13),
+    ("numpy/no G", 11),
+    ("scipy/no G", 11),
+    ("scipyG/engine", 14),
+    ("(scipy+G)/engine", 17),
+]
+
+
+def format_daemon_rows(features: int, bins: int, t: dict) -> list[str]:
+    lines = []
+    for state in ("cold", "warm"):
+        def ms(name, state=state):
+            return t[f"{name} {state}"]
+
+        cells = [
+            str(features),
+            str(bins),
+            state,
+            _ms(ms("engine")),
+            _ms(ms("engine_nog")),
+            _ms(ms("numpy")),
+            _ms(ms("scipy")),
+            _ms(ms("scipy_g")),
+            _ratio(ms("numpy"), ms("engine_nog"), 2),
+            _ratio(ms("scipy"), ms("engine_nog"), 2),
+            _ratio(ms("scipy_g"), ms("engine"), 2),
+            _ratio(ms("scipy") + ms("scipy_g"), ms("engine"), 2),
+        ]
+        lines.append(" ".join(cell.rjust(width) for cell, (_, width) in zip(cells, DAEMON_COLUMNS, strict=True)))
+    return lines
+
+
+def run_daemon_shapes(args, setting: str, device: torch.device, sync) -> bool:
+    """The default table; True when every difference is within ``EQUAL_TO``."""
+    print(
+        f"driftmon divergence benchmark, the daemon's shapes: torch {torch.__version__}, numpy {np.__version__}, "
+        f"scipy {scipy.__version__}, python {platform.python_version()}"
+    )
+    print(
+        f"device {setting!r} ({device}), torch threads {torch.get_num_threads()}; float64 counts with a mask, "
+        "whole_counts=True, "
+        f"reference {REFERENCE_ROWS:,} rows per column, window {WINDOW_ROWS:,}; times in ms, medians of "
+        f"{args.repeats['daemon']} interleaved rounds. engine = divergences() as compute_statistics calls it "
+        "(KL, PSI, JS + G-test); numpy / scipy loop = KL, PSI, JS only; scipy G loop = chi2_contingency per column"
+    )
+    print("cold = the first of two calls in a row, after the other contenders ran; warm = the second")
+    print(" ".join(name.rjust(width) for name, width in DAEMON_COLUMNS))
+    equal, differences = True, []
+    for features, bins in DAEMON_SHAPES:
+        row = measure_daemon_shape(features, bins, setting, args.repeats["daemon"], sync)
+        print("\n".join(format_daemon_rows(features, bins, row)), flush=True)
+        differences.append((features, bins, row["numpy_diff"], row["scipy_diff"], row["g_diff"]))
+    for features, bins, *diffs in differences:
+        print(f"F={features} B={bins}: largest |engine - numpy| {diffs[0]:.1e}, |engine - scipy| {diffs[1]:.1e} "
+              f"(KL, PSI, JS); G relative to scipy's {diffs[2]:.1e}")
+        equal = equal and max(diffs) <= EQUAL_TO
+    print(f"equal to {EQUAL_TO:g} (KL, PSI, JS absolute; G relative): {'yes' if equal else 'NO'}")
+    return equal
+
+
+# --------------------------------------------------------------------------
+# Threads: 1 against 2, on a quiet machine and beside a busy database
+# --------------------------------------------------------------------------
+
+# The daemon's shapes, a segmented monitor's batch (52 segments x 24 columns, bench_segments.py) and a large one.
+THREAD_SHAPES = ((24, 22), (50, 22), (1_273, 52), (10_000, 64))
+
+
+def measure_threads(setting: str, rounds: int, sync) -> dict[tuple[int, int], tuple[float, float]]:
+    """Median seconds of the daemon's call with 1 and with 2 torch threads, per shape, side by side.
+
+    torch's thread count is process-wide, so the two settings take turns
+    round after round (the order alternating); after each switch one call is
+    left untimed (the pool starts), then three are timed and their median kept.
+    """
+    inputs = {shape: daemon_counts(*shape) for shape in THREAD_SHAPES}
+    samples = {(shape, threads): [] for shape in THREAD_SHAPES for threads in (1, 2)}
+    for round_ in range(rounds):
+        for threads in (1, 2) if round_ % 2 == 0 else (2, 1):
+            torch.set_num_threads(threads)
+            for shape, (reference, current, mask) in inputs.items():
+                def call(reference=reference, current=current, mask=mask):
+                    return divergences(reference, current, mask, device=setting, whole_counts=True)
+
+                call()
+                samples[shape, threads].append(statistics.median(timed(call, sync) for _ in range(3)))
+    return {shape: tuple(statistics.median(samples[shape, t]) for t in (1, 2)) for shape in THREAD_SHAPES}
+
+
+class DatabaseLoad:
+    """``sessions`` PostgreSQL sessions each running CPU-bound queries back to back, in threads, until stopped.
+
+    Every wait is bounded: connecting (10 s), each query (``statement_timeout``),
+    the number of queries per session, and the join on stop (the running
+    queries are cancelled first).
+    """
+
+    QUERY = "SELECT sum(sqrt(i)) FROM generate_series(1, 20000000) AS i"
+
+    def __init__(self, url: str, sessions: int, max_queries: int = 1_000):
+        import threading
+
+        import psycopg
+
+        conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+        self.connections = [psycopg.connect(conninfo, connect_timeout=10, autocommit=True) for _ in range(sessions)]
+        self.stop = threading.Event()
+        self.max_queries = max_queries
+        self.threads = [threading.Thread(target=self._run, args=(c,), daemon=True) for c in self.connections]
+
+    def _run(self, connection) -> None:
+        import psycopg
+
+        connection.execute("SET statement_timeout = '60s'")
+        for _ in range(self.max_queries):
+            if self.stop.is_set():
+                return
+            try:
+                connection.execute(self.QUERY).fetchall()
+            except psycopg.Error:
+                return  # cancelled on stop, or timed out
+
+    def __enter__(self) -> DatabaseLoad:
+        for thread in self.threads:
+            thread.start()
+        time.sleep(2.0)  # the queries under way
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for connection in self.connections:
+            connection.cancel_safe(timeout=5)
+        for thread in self.threads:
+            thread.join(timeout=30)
+        for connection in self.connections:
+            connection.close()
+
+
+def _load_average() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
+def run_threads_compare(args, setting: str, sync) -> None:
+    """The table of 1 against 2 threads: on the machine as it is, then beside ``--load-sessions`` busy sessions."""
+    rounds = args.rounds or (11 if args.quick else 41)
+    conditions = [("no database load", None)]
+    if args.load_url:
+        conditions.append((f"{args.load_sessions} busy PostgreSQL sessions", args.load_url))
+    print(
+        f"torch threads 1 against 2, the daemon's call (float64, mask, whole_counts, G-test), device {setting!r}; "
+        f"{rounds} rounds, the settings taking turns; medians in ms; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print("| condition | load average (1 min) | F x B | 1 thread | 2 threads | 2 threads / 1 thread |")
+    print("| --- | ---: | --- | ---: | ---: | ---: |")
+    for title, url in conditions:
+        if url is None:
+            load, times = _load_average(), measure_threads(setting, rounds, sync)
+        else:
+            with DatabaseLoad(url, args.load_sessions):
+                load, times = _load_average(), measure_threads(setting, rounds, sync)
+                load = f"{load} -> {_load_average()}"
+        for (features, bins), (one, two) in times.items():
+            cells = f"{features:,} x {bins} | {one * 1e3:.3f} | {two * 1e3:.3f} | {two / one:.2f}x"
+            print(f"| {title} | {load} | {cells} |", flush=True)
+    torch.set_num_threads(args.threads)
+
+
+# --------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------
 
@@ -434,18 +755,28 @@ def print_overhead(device, sync) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    parser.add_argument("--sizes", type=int, nargs="+", help="row counts F to run")
-    parser.add_argument("--bins", type=int, nargs="+", default=[10, 64], help="bin counts B")
+    parser.add_argument(
+        "--device", help="auto, cpu, cuda or cuda:N (default: auto, compute.device's default, at the daemon's "
+        "shapes, passed to the engine as given; cpu with --large and --g-only)")
+    parser.add_argument("--large", action="store_true", help="the large int64 table (F up to 100 000, B 10 and 64)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="row counts F to run (implies --large)")
+    parser.add_argument("--bins", type=int, nargs="+", default=[10, 64], help="bin counts B (with --large)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
     parser.add_argument("--rounds", type=int, help="interleaved rounds of the engine (21; 5 with --quick)")
     parser.add_argument("--g-only", action="store_true", help="only the G-test's cost, null and drifted")
     parser.add_argument("--baseline", metavar="DIR", help="with --g-only: also time the checkout in DIR, interleaved")
     parser.add_argument("--cases", nargs="+", choices=list(G_CASES), help="with --g-only: the count cases (all)")
+    parser.add_argument("--threads-compare", action="store_true", help="1 against 2 torch threads, at THREAD_SHAPES")
+    parser.add_argument("--load-url", help="with --threads-compare: also beside busy sessions of this PostgreSQL")
+    parser.add_argument("--load-sessions", type=int, default=2, help="busy sessions for --load-url (2)")
     args = parser.parse_args(argv)
     args.repeats = {"engine": 5, "numpy": 3, "scipy": 1} if args.quick else {"engine": 21, "numpy": 11, "scipy": 3}
+    # Calls of a fraction of a millisecond: many rounds, so that the medians settle.
+    args.repeats["daemon"] = 101 if args.quick else 1001
     if args.rounds is not None:
         args.repeats["engine"] = max(args.rounds, args.repeats["scipy"])
+        args.repeats["daemon"] = args.rounds
+    args.large = args.large or args.sizes is not None
     return args
 
 
@@ -457,7 +788,8 @@ def default_sizes(args, device: torch.device) -> list[int]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     set_threads(args.threads)
-    device = resolve_device(args.device)
+    setting = args.device or ("cpu" if args.large or args.g_only else "auto")
+    device = resolve_device(setting)
     # Device work is asynchronous: wait for it before reading the clock.
     sync = torch.cuda.synchronize if device.type == "cuda" else _no_sync
     if args.g_only:
@@ -470,6 +802,13 @@ def main(argv: list[str] | None = None) -> None:
             for bins in args.bins:
                 times = measure_g_cost(rows, bins, device, args.repeats["engine"], sync, baseline, args.cases)
                 print_g_cost(rows, bins, times)
+        return
+    if args.threads_compare:
+        run_threads_compare(args, setting, sync)
+        return
+    if not args.large:
+        if not run_daemon_shapes(args, setting, device, sync):
+            raise SystemExit(1)
         return
     print_header(args, device)
     for rows in args.sizes or default_sizes(args, device):

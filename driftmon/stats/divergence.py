@@ -87,10 +87,14 @@ def set_threads(n: int) -> None:
 
     Call once at start-up (``compute.threads``): torch's setting is
     process-wide, so it cannot be chosen per call. Never rely on torch's
-    default of one thread per core: with a database busy on the same 2-core
-    machine, the same call ran 17x slower with 2 OpenMP threads than with 1
-    (oversubscription). The daemon gets its parallelism from running monitors
-    side by side on a bounded pool instead.
+    default of one thread per core: on a 2-core machine whose cores other
+    processes keep busy, the daemon's call ran slower with 2 threads than
+    with 1, by 6.5x (F = 10 000, B = 64) to 75x (F = 24, B = 22) at load
+    average 6, and by 7x to 100x beside two busy PostgreSQL sessions
+    (``bench/bench_divergence.py --threads-compare``, issue 25;
+    oversubscription). On an idle machine 2 threads were 1.2-1.4x faster
+    (issue 25), too little for that risk. The daemon gets its parallelism
+    from running monitors side by side on a bounded pool instead.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"threads must be a positive integer, got {n!r}")
@@ -289,12 +293,16 @@ def divergences(
 
 
 # Options of calls on the CPU, by their arguments: checking them again cost
-# more than a small op. Not for "auto" or CUDA, whose answers can change.
+# more than a small op. Not for CUDA, nor "auto" where CUDA is available: their answers can change.
 _CPU_OPTIONS: dict[tuple, _Options] = {}
 _MAX_CPU_OPTIONS = 64
 
 
 def _parse_options(smoothing, alpha, epsilon, kl_direction, device, dtype) -> _Options:
+    if isinstance(device, str) and device == "auto" and not torch.cuda.is_available():
+        # What "auto" resolves to on this machine, and cached as that: the daemon's default
+        # (compute.device) otherwise paid ~10 us a call resolving it again.
+        device = "cpu"
     # The types too: True == 1, but alpha=True is an error.
     key = (smoothing, alpha, type(alpha), epsilon, type(epsilon), kl_direction, device, dtype)
     try:
@@ -355,6 +363,7 @@ class _Counts:
 
     windows: tuple[Tensor, Tensor]  # [F, B] each, int64 or floating
     mask: Tensor | None  # [F, B] bool, True on real bins
+    padding: Tensor | None  # ~mask, made once: three passes zero padding with it
     totals: Tensor  # [2, F] float64: N per window and row
     n_bins: Tensor  # [F] float64: real bins per row
     largest: float  # no count is larger (the largest count or row total; 0 when empty)
@@ -368,12 +377,13 @@ def _prepare_inputs(reference, current, mask, options: _Options) -> _Counts:
     )
     _check_shapes(windows)
     mask = _as_mask(mask, windows[0].shape, device)
-    if mask is not None:
+    padding = None if mask is None else ~mask
+    if padding is not None:
         # Padding may hold anything (even NaN); it must not reach the math.
-        windows = tuple(w.masked_fill(~mask, 0) for w in windows)
+        windows = tuple(w.masked_fill(padding, 0) for w in windows)
     totals = torch.stack([_row_totals(w) for w in windows])
     largest = _largest_count(windows, totals, options)
-    return _Counts(windows, mask, totals, _real_bins(mask, windows[0]), largest)
+    return _Counts(windows, mask, padding, totals, _real_bins(mask, windows[0]), largest)
 
 
 def _largest_count(windows: tuple[Tensor, Tensor], totals: Tensor, options: _Options) -> float:
@@ -385,12 +395,25 @@ def _largest_count(windows: tuple[Tensor, Tensor], totals: Tensor, options: _Opt
     tables cost a tenth of the call. (On CUDA a bad index is a device
     assert, not an exception, so the GPU always checks first.)
     """
-    bound = totals.max().item() if totals.numel() else 0.0
     integers = not any(w.is_floating_point() for w in windows)
     lookup_checks = options.smoothing == "pseudocount" and options.device.type == "cpu"
-    if lookup_checks and integers and bound < _TABLE_MAX:
-        return bound
-    return max(_checked_max(name, w) for name, w in zip(_WINDOWS, windows, strict=True))
+    if lookup_checks and integers:
+        bound = totals.max().item() if totals.numel() else 0.0
+        if bound < _TABLE_MAX:
+            return bound
+    return _checked_largest(windows)
+
+
+def _checked_largest(windows: tuple[Tensor, Tensor]) -> float:
+    """The largest count of both windows, checked as ``_checked_max`` checks each: one read-back of
+    the four extremes instead of two (a read-back costs what a small op does)."""
+    if windows[0].numel() == 0 or windows[0].dtype != windows[1].dtype:
+        return max(_checked_max(name, w) for name, w in zip(_WINDOWS, windows, strict=True))
+    extremes = torch.stack([*torch.aminmax(windows[0]), *torch.aminmax(windows[1])]).tolist()
+    for name, counts, (low, high) in zip(_WINDOWS, windows, (extremes[:2], extremes[2:]), strict=True):
+        if not (low >= 0 and high < math.inf):
+            _raise_bad_rows(name, counts)
+    return max(extremes[1], extremes[3])
 
 
 def _as_counts(data, name: str, device: torch.device) -> Tensor:
@@ -491,10 +514,13 @@ def _row_terms(counts: _Counts, options: _Options, pairs: PairIndex | None = Non
     scratch = _workspace("scratch", (2, *shape), options.dtype, options.device)
     shift = _SMOOTHERS[options.smoothing](counts, probs, scratch, options, pairs)
     log_ratio, other = scratch.unbind()
-    _zero_padding((probs, log_ratio), counts.mask)
+    _zero_padding((probs, log_ratio), counts.padding)
     dot_ref, dot_cur = _row_dots(probs, log_ratio).unbind()
-    kl_ref_cur, kl_cur_ref = dot_ref - shift, shift - dot_cur
-    mix = _mixture_term(probs, log_ratio, other, counts.mask)  # overwrites the log ratio
+    # x - 0.0 is x, bit for bit (-0.0 included): a float shift of 0 (the log path) subtracts nothing. Not so
+    # 0.0 - x, which is +0.0 where -x is -0.0: that one stays.
+    kl_ref_cur = dot_ref if isinstance(shift, float) and shift == 0.0 else dot_ref - shift
+    kl_cur_ref = shift - dot_cur
+    mix = _mixture_term(probs, log_ratio, other, counts.padding)  # overwrites the log ratio
     return _RowTerms(kl_ref_cur, kl_cur_ref, kl_ref_cur + kl_cur_ref, mix, options.kl_direction)
 
 
@@ -637,10 +663,11 @@ def _log_table(alpha: float, size: int, dtype: torch.dtype, device: torch.device
     return torch.log(values + alpha).to(dtype)
 
 
-def _zero_padding(tensors, mask: Tensor | None, value: float = 0.0) -> None:
-    if mask is not None:
+def _zero_padding(tensors, padding: Tensor | None, value: float = 0.0) -> None:
+    """``value`` where ``padding`` (``~mask``) is True."""
+    if padding is not None:
         for tensor in tensors:
-            tensor.masked_fill_(~mask, value)
+            tensor.masked_fill_(padding, value)
 
 
 def _row_dots(probs: Tensor, values: Tensor) -> Tensor:
@@ -668,7 +695,7 @@ def _float64(tensor: Tensor) -> Tensor:
     return _as_dtype(tensor, torch.float64)
 
 
-def _mixture_term(probs: Tensor, total: Tensor, ratio: Tensor, mask: Tensor | None) -> Tensor:
+def _mixture_term(probs: Tensor, total: Tensor, ratio: Tensor, padding: Tensor | None) -> Tensor:
     """sum (p + q) log(4pq / (p + q)^2) = -4 sum m log cosh(x / 2), x = log(p / q).
 
     Symmetric in p and q operation by operation (sums and products only), so
@@ -680,7 +707,7 @@ def _mixture_term(probs: Tensor, total: Tensor, ratio: Tensor, mask: Tensor | No
     torch.add(p, q, out=total)
     torch.mul(p, q, out=ratio).mul_(4.0)  # exact: scaling by 4 rounds nothing
     ratio.div_(total).div_(total)
-    _zero_padding((ratio,), mask, 1.0)  # 0 / 0 there
+    _zero_padding((ratio,), padding, 1.0)  # 0 / 0 there
     return _row_dot(total, ratio.log_())
 
 
