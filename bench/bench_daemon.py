@@ -803,6 +803,10 @@ def main() -> int:
     schedule.add_argument("--duration", type=float, default=180.0, help="seconds each serve run lasts")
     schedule.add_argument("--warmup", type=float, default=30.0, help="seconds after /readyz not measured")
     schedule.add_argument("--window", default="1h", help="window size of the monitors")
+    schedule.add_argument("--workers", type=int, default=None,
+                          help="compute.workers [default: left out, the daemon's own default]")
+    schedule.add_argument("--baseline-root", type=Path, default=None,
+                          help="also run this checkout's daemon, just before --daemon-root's, for each count")
     args = parser.parse_args()
     if args.profile_config:
         profile_collector(args.profile_config, args.profile_repeat)

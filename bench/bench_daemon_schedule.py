@@ -56,6 +56,10 @@ class Load:
     failed_runs: int = 0
     lags: list[float] = field(default_factory=list)
     cpu: float = float("nan")
+    rss: int = 0  # VmRSS of serve at the end of the run, bytes
+    hwm: int = 0  # its VmHWM (peak)
+    daemon: str = "this"  # "this" checkout, or "baseline" (--baseline-root)
+    workers: str = "default"
     load: str = ""
     note: str = ""
 
@@ -74,13 +78,15 @@ def parse_every(text: str) -> float:
 
 
 def write_config(path: Path, results_url: str, source_url: str | None, port: int, monitors: int, columns,
-                 reference: tuple[datetime, datetime], every: str, window: str) -> Path:
+                 reference: tuple[datetime, datetime], every: str, window: str, workers: int | None = None) -> Path:
     source = {"kind": "events", "table": base.TABLE, "timestamp_column": "ts"}
     if source_url:
         source["url"] = source_url
     config = {
         "database": {"url": results_url},
-        "compute": {"device": "cpu", "dtype": "float64", "threads": 1, "workers": 2},
+        # workers None: the daemon's default (compute.workers: auto since issue #25; 2 before).
+        "compute": {"device": "cpu", "dtype": "float64", "threads": 1,
+                    **({"workers": workers} if workers is not None else {})},
         "server": {"host": "127.0.0.1", "port": port, "shutdown_grace": "10s"},
         "defaults": {"schedule": {"every": every}, "window": {"size": window}, "catch_up": 1,
                      "reference": {"kind": "fixed", "start": reference[0].isoformat(),
@@ -133,16 +139,17 @@ def scrape_missed(port: int) -> float:
                if line.startswith("driftmon_windows_missed_total{"))
 
 
-def measure(backend: str, args, columns, folder: Path, monitors: int) -> Load:
+def measure(backend: str, args, columns, folder: Path, monitors: int, daemon_root: Path,
+            label: str = "this") -> Load:
     every = parse_every(args.schedule)
-    load = Load(backend, monitors, every)
+    load = Load(backend, monitors, every, daemon=label, workers=str(args.workers or "default"))
     results_url, source_url, reference = prepare(backend, args, columns, folder, monitors)
     port = base.free_port()
-    config = write_config(folder / f"n{monitors}.yaml", results_url, source_url, port, monitors, columns,
-                          reference, args.schedule, args.window)
-    log_path = folder / f"n{monitors}.log"
+    config = write_config(folder / f"n{monitors}-{label}.yaml", results_url, source_url, port, monitors, columns,
+                          reference, args.schedule, args.window, args.workers)
+    log_path = folder / f"n{monitors}-{label}.log"
     load.load = base.loadavg()
-    process = base.start_daemon(config, log_path, args.daemon_root)
+    process = base.start_daemon(config, log_path, daemon_root)
     stop = threading.Event()
     try:
         if not base.wait_until(lambda: _ready(port, process), args.ready_timeout, 0.2):
@@ -154,6 +161,8 @@ def measure(backend: str, args, columns, folder: Path, monitors: int) -> Load:
         stop.wait(args.duration)
         load.counted_missed = scrape_missed(port)
         load.cpu = (cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - wall_before)
+        memory = base.proc_status(process.pid)
+        load.rss, load.hwm = memory["VmRSS"], memory["VmHWM"]
         stopped = time.time()
     finally:
         stop.set()
@@ -232,27 +241,30 @@ def _as_dt(value) -> datetime:
 
 def print_table(loads: list[Load], args, columns) -> None:
     print(f"\nevery {args.schedule}, {len(columns)} columns, window {args.window}, {args.rows} rows, catch_up 1, "
-          f"lease 30 s, workers 2, threads 1, {args.duration:.0f} s per row ({args.warmup:.0f} s warm-up), "
+          f"lease 30 s, threads 1, {args.duration:.0f} s per row ({args.warmup:.0f} s warm-up), "
           f"{os.cpu_count()} CPUs")
-    header = (f"{'backend':<10} {'mon':>4} {'expected':>8} {'computed':>8} {'missing':>7} {'counted':>7} {'start':>5} "
-              f"{'late':>5} {'skip':>5} {'fail':>4} {'lag p50':>7} {'lag p99':>7} {'lag max':>7} {'cpu':>5} "
-              f"{'load':>10}  sustained")
+    header = (f"{'backend':<10} {'daemon':<8} {'workers':>7} {'mon':>5} {'expected':>8} {'computed':>8} {'missing':>7} "
+              f"{'counted':>7} {'start':>5} {'late':>5} {'skip':>5} {'fail':>4} {'lag p50':>7} {'lag p99':>7} "
+              f"{'lag max':>7} {'cpu':>5} {'RSS MB':>7} {'MB/mon':>6} {'load':>10}  sustained")
     print(header)
     print("-" * len(header))
     for r in loads:
         p50, p99 = (float(np.percentile(r.lags, q)) if r.lags else float("nan") for q in (50, 99))
-        print(f"{r.backend:<10} {r.monitors:>4} {r.expected:>8} {r.computed:>8} {r.missing:>7} "
-              f"{r.counted_missed:>7.0f} {r.missed_at_start:>5} {r.missed_starts:>5} {r.skipped_runs:>5} "
-              f"{r.failed_runs:>4} "
-              f"{p50:>7.2f} {p99:>7.2f} {max(r.lags, default=float('nan')):>7.2f} {r.cpu:>5.2f} {r.load:>10}  "
+        print(f"{r.backend:<10} {r.daemon:<8} {r.workers:>7} {r.monitors:>5} {r.expected:>8} {r.computed:>8} "
+              f"{r.missing:>7} {r.counted_missed:>7.0f} {r.missed_at_start:>5} {r.missed_starts:>5} "
+              f"{r.skipped_runs:>5} {r.failed_runs:>4} "
+              f"{p50:>7.2f} {p99:>7.2f} {max(r.lags, default=float('nan')):>7.2f} {r.cpu:>5.2f} "
+              f"{r.rss / 2**20:>7.0f} {r.rss / 2**20 / r.monitors:>6.2f} {r.load:>10}  "
               f"{'yes' if r.sustained else 'NO'}{'  ' + r.note if r.note else ''}")
     print("""
+  daemon: this checkout, or the one of --baseline-root measured just before it on the same table;
   expected/computed/missing: windows in the measured ticks (all monitors) / with results / without;
-  counted: driftmon_windows_missed_total (whole run), of which start: windows that ended before the
-  measured ticks (the first cycle after start-up, cutting every monitor's slices); late: run.missed
-  lines (a start later than the misfire grace); skip: APScheduler skips (max_instances); lag:
-  started_at - scheduled_at of the stored runs, s; cpu: the daemon's CPU seconds per second; load:
-  1-min loadavg before > after""")
+  counted: driftmon_windows_missed_total (whole run, start-up included), of which start: windows that
+  ended before the measured ticks (the first cycle after start-up); late: run.missed lines (a start
+  later than the misfire grace); skip: APScheduler skips (max_instances); lag: started_at -
+  scheduled_at of the stored runs, s; cpu: the daemon's CPU seconds per second; RSS: VmRSS of serve
+  at the end, and divided by the monitors (an upper bound per monitor: the process's own share is
+  in it); load: 1-min loadavg before > after""")
     print(json.dumps([{**r.__dict__, "lags": None, "missing": r.missing, "sustained": r.sustained} for r in loads]))
 
 
@@ -264,10 +276,13 @@ def run(args, columns, workdir: Path) -> int:
             folder = workdir / f"schedule-{backend}"
             folder.mkdir(parents=True, exist_ok=True)
             for monitors in args.schedule_monitors:
-                load = measure(backend, args, columns, folder, monitors)
-                print(f"[{backend}] {monitors} monitors every {args.schedule}: {load.computed}/{load.expected} "
-                      f"windows, {load.counted_missed:.0f} counted missed", flush=True)
-                loads.append(load)
+                daemons = [(args.baseline_root, "baseline")] if args.baseline_root else []
+                for root, label in [*daemons, (args.daemon_root, "this")]:
+                    load = measure(backend, args, columns, folder, monitors, root, label)
+                    print(f"[{backend}] {label}: {monitors} monitors every {args.schedule}: "
+                          f"{load.computed}/{load.expected} windows, {load.counted_missed:.0f} counted missed, "
+                          f"RSS {load.rss / 2**20:.0f} MB", flush=True)
+                    loads.append(load)
     finally:
         print_table(loads, args, columns)
     return 0

@@ -45,7 +45,9 @@ def open_app(config: Config) -> App:
     except DeviceUnavailableError as exc:
         raise ConfigError(f"compute.device: {exc}") from exc
     set_threads(config.compute.threads)
-    engines = EngineRegistry()
+    # Every worker holds a results and a source connection while it runs; the heartbeat, the
+    # gauges' refresh and the lease keeper one results connection each.
+    engines = EngineRegistry(pool_size=config.compute.worker_count + 3)
     results = engines.get(config.database.url, "database.url")
     migrate.upgrade(results)
     log.info("ready", extra={"event": "app.ready", "device": str(device),

@@ -8,6 +8,7 @@ here; ``Config.resolved_monitors`` fills every monitor's unset settings from
 from __future__ import annotations
 
 import math
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -25,6 +26,10 @@ from pydantic import (
 
 from driftmon import limits
 from driftmon.urls import results_url_problem, scheme_problem
+
+# compute.workers: "auto" (bench/README.md, "How many monitors one daemon sustains").
+AUTO_WORKERS_PER_CPU = 4
+AUTO_WORKERS_MAX = 32
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
 _DURATION_UNITS = {
@@ -146,7 +151,16 @@ class ComputeConfig(_Model):
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")] = "auto"
     dtype: Literal["float64", "float32"] = "float64"
     threads: Annotated[int, Field(ge=1, le=256)] = 1
-    workers: Annotated[int, Field(ge=1, le=256)] = 2  # monitor runs side by side in `serve`
+    # Monitor runs side by side in `serve`; "auto": AUTO_WORKERS_PER_CPU per CPU (at most AUTO_WORKERS_MAX).
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
+
+    @property
+    def worker_count(self) -> int:
+        """``workers`` as a number: a run mostly waits on its databases (bench/README.md,
+        capacity), so "auto" gives each CPU several runs to overlap."""
+        if self.workers != "auto":
+            return self.workers
+        return min(AUTO_WORKERS_MAX, AUTO_WORKERS_PER_CPU * (os.cpu_count() or 1))
 
     @field_validator("device")
     @classmethod

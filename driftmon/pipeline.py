@@ -38,8 +38,8 @@ from driftmon.stats.divergence import Divergences, divergences
 from driftmon.stats.significance import benjamini_hochberg
 from driftmon.stats.volume import VolumeCheck
 from driftmon.store.database import EngineRegistry
-from driftmon.store.health_queries import save_window_health
 from driftmon.store.repository import Repository
+from driftmon.store.run_writes import RunWrite, SliceRows, WindowRows, write_run
 from driftmon.urls import mask_credentials
 from driftmon.window_health import health_row, newest_row_at, window_volume
 from driftmon.windows import TimeRange, bins_range, reference_range
@@ -449,33 +449,31 @@ class Pipeline:
         }
 
     def _store(self, outcome: RunOutcome, started: datetime, scheduled_at, work: _Work) -> None:
-        """Slices, recomputed windows and this window's results: one transaction."""
+        """Slices, recomputed windows, this window's results and its health row: one transaction,
+        in as few statements as the dialect allows (driftmon/store/run_writes.py: one on PostgreSQL)."""
+        monitor = self._sources[outcome.monitor][0]
+        windows = [self._store_results(late, started, None, outcome.fingerprint) for late in outcome.recomputed]
+        windows.append(self._store_results(outcome, started, scheduled_at, outcome.fingerprint))
+        health = health_row(monitor, outcome.window, outcome.volume, outcome.newest_row_at, outcome.fingerprint,
+                            datetime.now(UTC))
+        slices = None if work.sliced is None else self._store_slices(monitor, outcome, work.sliced)
         try:
             with self.results.begin() as connection, statement_timeout(connection, STORE_TIMEOUT):
-                if work.sliced is not None:
-                    self._store_slices(connection, outcome, work.sliced, overwrite=outcome.trigger == "recount")
-                for late in outcome.recomputed:
-                    self._store_results(connection, late, started, None, outcome.fingerprint)
-                self._store_results(connection, outcome, started, scheduled_at, outcome.fingerprint)
-                health = health_row(self._sources[outcome.monitor][0], outcome.window, outcome.volume,
-                                    outcome.newest_row_at, outcome.fingerprint, datetime.now(UTC))
-                if health is not None:
-                    save_window_health(connection, health)
+                write_run(connection, RunWrite(windows, slices, health))
         except SQLAlchemyError as exc:
             raise StoreError(f"storing the results failed: {_first_line(exc)}") from exc
 
-    def _store_results(self, connection, outcome: RunOutcome, started: datetime, scheduled_at,
-                       fingerprint: str | None) -> None:
-        run_id = self.repository.insert_run(connection, self._run_row(outcome, started, scheduled_at))
+    def _store_results(self, outcome: RunOutcome, started: datetime, scheduled_at,
+                       fingerprint: str | None) -> WindowRows:
+        """A window's run row and result rows; the write gives the results their run's id."""
         now = datetime.now(UTC)
-        rows = [{**r.as_row(run_id, now), "fingerprint": fingerprint} for r in outcome.results]
-        self.repository.upsert_results(connection, rows)
+        rows = [{**r.as_row(None, now), "fingerprint": fingerprint} for r in outcome.results]
+        return WindowRows(self._run_row(outcome, started, scheduled_at), rows)
 
-    def _store_slices(self, connection, outcome: RunOutcome, sliced, overwrite: bool) -> None:
-        monitor = self._sources[outcome.monitor][0]
-        self.repository.save_slices(connection, sliced.rows, overwrite_sealed=overwrite or sliced.overwrite)
-        cutoff = self.slices.retention_cutoff(monitor, outcome.window)
-        self.repository.delete_slices(connection, outcome.monitor, cutoff, sliced.profile_key)
+    def _store_slices(self, monitor: MonitorSettings, outcome: RunOutcome, sliced: SlicedWindow) -> SliceRows:
+        """The window's new slice rows, and the retention delete of those no window needs."""
+        return SliceRows(outcome.monitor, sliced.rows, self.slices.retention_cutoff(monitor, outcome.window),
+                         sliced.profile_key, overwrite_sealed=outcome.trigger == "recount" or sliced.overwrite)
 
     def _store_failure(self, outcome: RunOutcome, started: datetime, scheduled_at) -> None:
         try:

@@ -14,10 +14,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from driftmon.config_file import parse_config
-from driftmon.serving.claims import CLAIMED, HELD, STORED, WindowClaims
+from driftmon.serving.claims import WindowClaims
 from driftmon.serving.retries import Pending, PendingWindows, horizon, keeps
 from driftmon.windows import TimeRange
 
+HELD = "held"
 T = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a tick of every 5 s
 LEASE = timedelta(seconds=30)  # server.lease_ttl's default
 S = timedelta(seconds=1)
@@ -83,8 +84,13 @@ class Store:
 class Leases:
     """One replica's leases on a table shared by all, expiring on the test's clock."""
 
-    def __init__(self, rows: dict, owner: str, clock: Clock, ttl: timedelta = LEASE):
-        self.rows, self.owner, self.clock, self.ttl = rows, owner, clock, ttl
+    def __init__(self, rows: dict, owner: str, clock: Clock, ttl: timedelta = LEASE, store: Store | None = None):
+        self.rows, self.owner, self.clock, self.ttl, self.store = rows, owner, clock, ttl, store
+
+    def claim_due(self, monitor: str, candidates: list[datetime], wanted: list[datetime]):
+        """As Repository.claim_due_leases: which candidates are stored, and claims on the wanted rest."""
+        stored = {end for end in candidates if end in self.store.ends}
+        return stored, {end for end in wanted if end not in stored and self.claim(monitor, end)}
 
     def claim(self, monitor: str, end: datetime) -> bool:
         row = self.rows.get((monitor, end))
@@ -122,18 +128,17 @@ class Replica:
     def __init__(self, store: Store, rows: dict | None, clock: Clock, owner: str = "b"):
         self.store, self.clock = store, clock
         self.missed: dict[str, int] = {}
-        leases = Leases(rows, owner, clock) if rows is not None else None
+        leases = Leases(rows, owner, clock, store=store) if rows is not None else None
         self.claims = WindowClaims(store, store, leases, LEASE,
                                    lambda name, n: self.missed.__setitem__(name, self.missed.get(name, 0) + n),
                                    started=clock.now)
 
     def run(self, monitor, fail: set[datetime] = frozenset()) -> dict[datetime, str]:
-        """One run, as Daemon._run_due does it: what happened to each due window."""
-        seen = {}
-        for w in self.claims.due(monitor, self.clock.now):
-            seen[w.end] = self.claims.claim(monitor, w, self.clock.now)
-            if seen[w.end] != CLAIMED:
-                continue
+        """One run, as Daemon._run_due does it: what happened to each owed window (``held``: by
+        another replica; due() claims the windows it returns)."""
+        due = self.claims.due(monitor, self.clock.now)
+        seen = {w.end: HELD for w, p in self.claims.pending.windows(monitor.name).items() if p.held}
+        for w in due:
             ok = w.end not in fail
             with self.claims.running(monitor, w):
                 if ok:
@@ -190,17 +195,29 @@ def test_late_and_skipped_runs_compute_every_tick_since_the_previous_run():
     assert single.missed == {"fraud": 1} and T + 25 * S not in store.ends
 
 
-def test_a_monitor_whose_first_run_comes_late_owes_every_window_since_start_up():
-    """100 monitors' catch-up runs on 2 workers: the last ones start a minute after /readyz.
-    Their windows since start-up were never looked at, so never counted when lost."""
+def test_a_monitor_whose_first_run_comes_late_computes_every_window_since_start_up():
+    """Thousands of monitors' first runs queue on the pool: the last ones start minutes after
+    /readyz. What start-up owed is computed then, none given up (the issue's 161 windows lost)."""
     every_5s, clock, store = monitor(), Clock(T + 0.1 * S), Store()
     single = Replica(store, None, clock)  # started at T + 0.1 s
     clock.now = T + 20.1 * S
     assert single.run(every_5s) == {T + k * 5 * S: "computed" for k in range(5)}  # from the catch-up window on
     late = Replica(Store(), None, Clock(T + 0.1 * S))
     late.clock.now = T + 60.1 * S
-    assert sorted(late.run(monitor(name="late"))) == [T + k * 5 * S for k in range(6, 13)]
-    assert late.missed == {"late": 6}  # T to T + 25 s: past catch_up plus the lease time
+    assert sorted(late.run(monitor(name="late"))) == [T + k * 5 * S for k in range(13)]
+    assert late.missed == {}
+    # Its later runs keep the usual rule: a stall past catch_up plus the lease time gives up.
+    late.clock.now = T + 120.1 * S
+    assert sorted(late.run(monitor(name="late"))) == [T + k * 5 * S for k in range(18, 25)]
+    assert late.missed == {"late": 5}
+
+
+def test_a_late_first_run_on_postgresql_claims_start_up_windows_too():
+    every_5s, clock, store, rows = monitor(), Clock(T + 0.1 * S), Store(), {}
+    b = Replica(store, rows, clock)
+    clock.now = T + 60.1 * S
+    assert b.run(every_5s) == {T + k * 5 * S: "computed" for k in range(13)}
+    assert rows == {} and b.missed == {}
 
 
 def test_a_failed_window_is_retried_until_the_rule_gives_it_up_and_counted_once():
@@ -226,7 +243,7 @@ def test_a_window_another_replica_stored_is_done_not_missed():
         clock.now += 5 * S
         assert T not in c.run(every_5s)
     assert c.missed == {} and window(T) not in c.claims.pending.windows("fraud")
-    assert c.claims.claim(every_5s, window(T), clock.now) == STORED
+    assert c.claims.leases.claim_due("fraud", [T], [T]) == ({T}, set())  # stored: not claimed again
 
 
 def test_the_sweep_takes_over_expired_windows_and_deletes_the_other_expired_rows():

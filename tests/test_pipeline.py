@@ -14,6 +14,7 @@ from scipy.stats import entropy
 from driftmon import app as application
 from driftmon.config_file import parse_config
 from driftmon.pipeline import CRITICAL, INSUFFICIENT, OK, Pipeline
+from driftmon.store import run_writes
 from driftmon.store.models import Result, Run
 from driftmon.windows import TimeRange
 from tests.sourcedata import START, create_and_fill, events_table
@@ -210,10 +211,11 @@ def test_failure_before_commit_writes_nothing(engine, db_url, drift_log, app_for
     config = make_config(db_url)
     app = app_for(config)
 
-    def explode(connection, rows):
+    def explode(connection, write):  # every row written, then the commit never comes
+        run_writes.write_run(connection, write)
         raise sa.exc.OperationalError("INSERT", {}, RuntimeError("disk full"))
 
-    monkeypatch.setattr(app.pipeline.repository, "upsert_results", explode)
+    monkeypatch.setattr("driftmon.pipeline.write_run", explode)
     (outcome,) = application.run_latest(app, config.resolved_monitors(), AT)
     assert outcome.status == "failed" and "disk full" in outcome.error
     assert results_table(engine).empty

@@ -17,7 +17,7 @@ from driftmon.serving.leases import Leases
 from driftmon.serving.retries import FIRST_DELAY, PendingWindows
 from driftmon.store.models import Lease, Result
 from driftmon.store.repository import Repository
-from driftmon.windows import TimeRange
+from driftmon.windows import TimeRange, latest_tick
 from tests.sourcedata import create_and_fill, events_table
 from tests.test_pipeline import drifted_rows
 
@@ -116,7 +116,8 @@ def test_a_crashed_replicas_window_is_taken_over(engine, db_url, tmp_path, backe
     daemon = daemon_for(db_url, tmp_path)
     try:
         monitor = daemon.monitors[0]
-        (window,) = daemon.claims.due(monitor, datetime.now(UTC))
+        end = latest_tick(monitor.schedule, datetime.now(UTC))
+        window = TimeRange(end - monitor.window.size, end)  # the one window due
         crashed = Leases(engine, Repository(), "crashed", daemon.claims.lease_ttl)
         assert crashed.claim(monitor.name, window.end)  # then SIGKILLed: no renewal, no release
         daemon.run_monitor(monitor)
@@ -197,10 +198,11 @@ def test_failed_writes_and_a_hung_store_make_readyz_say_so(engine, db_url, tmp_p
         daemon.heartbeat()
         assert daemon.health.ready_problem() is None and daemon.state.store_up
 
-        def full_disk(connection, row):
+        def full_disk(connection, rows):
             raise sa.exc.OperationalError("INSERT INTO runs", {}, Exception("database or disk is full"))
 
-        monkeypatch.setattr(daemon.app.pipeline.repository, "insert_run", full_disk)
+        monkeypatch.setattr("driftmon.pipeline.write_run", full_disk)  # the run's results
+        monkeypatch.setattr(daemon.app.pipeline.repository, "insert_run", full_disk)  # its failed run row
         daemon.run_monitor(daemon.monitors[0])
         daemon.heartbeat()  # reads still answer: the failed write is what counts
         assert daemon.health.ready_problem().startswith("the last write to the results database failed:")

@@ -134,13 +134,17 @@ class SliceCounter:
         while head < len(starts) and cache.get(starts[head], (None, False))[1]:
             head += 1
         with self.results.connect() as connection:
+            versions = None
             if head:
                 known = [cache[s][0] for s in starts[:head]]
                 span = TimeRange(starts[0], starts[head - 1] + (window.end - starts[-1]))
-                if self.repository.slice_summary(connection, monitor, key, span) != (head, max(known)):
-                    head = 0  # changed elsewhere: list every slice
+                tail = TimeRange(starts[head], window.end) if head < len(starts) else None
+                summary, versions = self.repository.slice_state(connection, monitor, key, span, tail)
+                if summary != (head, max(known)):
+                    head, versions = 0, None  # changed elsewhere: list every slice
             tail = TimeRange(starts[head], window.end) if head < len(starts) else None
-            versions = self.repository.slice_versions(connection, monitor, key, tail) if tail else {}
+            if versions is None:
+                versions = self.repository.slice_versions(connection, monitor, key, tail) if tail else {}
             unread = [s for s in starts[head:] if s in versions and cache.get(s, (None,))[0] != versions[s][1]]
             if unread:
                 span = TimeRange(unread[0], unread[-1] + (window.end - starts[-1]))
@@ -159,7 +163,10 @@ class SliceCounter:
         for other in [k for k in self._cache if k[0] == monitor and k[1] != key]:
             del self._cache[other]
         cache = self._cache.setdefault((monitor, key), {})
-        for start in [s for s in cache if s < oldest - timedelta(days=1)]:
+        # Only what the next window reads: a day of slack once held 1,500 slices of a 1 h window
+        # per monitor (memory per monitor: bench/README.md, capacity). Older slices a recount of a
+        # late window needs are read back from the store.
+        for start in [s for s in cache if s < oldest]:
             del cache[start]
         for row in rows:
             cache[row["slice_start"]] = (row["counted_at"], row["sealed"], _packed(row["counts"]))
@@ -202,11 +209,18 @@ def slice_profile_key(source: Source, profile: ReferenceProfile, length: timedel
 
 
 def _packed(payload):
-    """Events counts as an int64 array (a 24-column slice: 2 KB, not 9 KB of Python ints);
-    a segmented slice's as its decoded ``[segments, cells]`` array."""
+    """Events counts as an array of the narrowest unsigned type that holds them exactly (a
+    24-column slice of up to 65,535 rows a bin: 1 KB as uint16, not 9 KB of Python ints;
+    a 24 h window of 1-minute slices is 1,440 of them per monitor); a segmented slice's as
+    its decoded ``[segments, cells]`` array. Every sum of them is taken in int64."""
     if is_segmented(payload):
         return decode(payload)
-    return np.asarray(payload, dtype=np.int64) if isinstance(payload, list) else payload
+    if not isinstance(payload, list):
+        return payload
+    counts = np.asarray(payload, dtype=np.int64)
+    if counts.size and counts.min() >= 0:
+        return counts.astype(np.min_scalar_type(int(counts.max())))
+    return counts
 
 
 def _same(payload, other) -> bool:

@@ -7,8 +7,11 @@ windows that run computes:
   previous run (a run that started late, or was skipped while the worker pool
   was busy, leaves no tick behind) and every window still pending (failed, or
   held by another replica), less the windows with results;
-* on PostgreSQL each one is claimed with a lease (driftmon/serving/leases.py), renewed
-  while it runs and released after, so one replica computes it;
+* on PostgreSQL each one is claimed with a lease (driftmon/serving/leases.py), in the
+  statement that checks for results, renewed while it runs and released after, so one
+  replica computes it: a steady run's bookkeeping is that statement and the release;
+* a monitor's first run after start-up keeps every window since start-up's catch-up,
+  however late the pool gets to it;
 * windows older than the take-over rule keeps (driftmon/serving/retries.py: ``catch_up``
   plus the lease time, and never while a lease on it may be alive) are given
   up: each one without results is counted in ``driftmon_windows_missed_total``
@@ -39,7 +42,6 @@ log = logging.getLogger(__name__)
 # this far only; the ticks before are counted missed without being listed.
 LOOK_BACK_TICKS = 10_000
 
-CLAIMED, HELD, STORED = "claimed", "held", "stored"
 
 
 class WindowClaims:
@@ -61,20 +63,45 @@ class WindowClaims:
     # --- which windows ---------------------------------------------------------------
 
     def due(self, monitor: MonitorSettings, now: datetime) -> list[TimeRange]:
-        """The windows to compute now, oldest first; gives up the ones the rule no longer keeps."""
+        """The windows this run computes, oldest first: claimed on PostgreSQL (one statement with
+        the check for results; SQLite: one query), the ones the rule no longer keeps given up.
+
+        A monitor's first run keeps every window since start-up's catch-up, however late it comes:
+        thousands of monitors' first runs queue on the pool, and what start-up queued is owed."""
         latest = latest_tick(monitor.schedule, now)
+        first_look = monitor.name not in self._looked_at
         ends = self._new_ticks(monitor, latest, now)
-        candidates = {TimeRange(end - monitor.window.size, end) for end in ends}
-        candidates |= set(self.pending.windows(monitor.name))
-        stored = self._stored(monitor, candidates)
+        pending = self.pending.windows(monitor.name)
+        candidates = {TimeRange(end - monitor.window.size, end) for end in ends} | set(pending)
         self._looked_at[monitor.name] = max(latest, self._looked_at.get(monitor.name, latest))
+        if not candidates:
+            return []
+        oldest_kept = horizon(monitor, now, self.lease_ttl)
+        if first_look:
+            oldest_kept = min(oldest_kept, min(ends, default=oldest_kept))
+        kept = {w for w in candidates if keeps(w, pending.get(w) or Pending(), oldest_kept)}
+        stored, claimed = self._stored_and_claimed(monitor, candidates, kept)
         for window in [w for w in candidates if w.end in stored]:
             self.pending.done(monitor.name, window)
-        owed = {w for w in candidates if w.end not in stored}
-        given_up = self._give_up(monitor, owed, now)
-        kept = owed - given_up
-        self.pending.track(monitor.name, kept)
-        return sorted(kept)
+        self._give_up(monitor, {w for w in candidates - kept if w.end not in stored}, now)
+        owed = {w for w in kept if w.end not in stored}
+        self.pending.track(monitor.name, owed)
+        for window in owed:
+            if window.end in claimed:
+                self.pending.claimed(monitor.name, window)
+            else:  # held by another replica: looked at again when its lease would have run out
+                self.pending.held(monitor.name, window, now, self.lease_ttl)
+                log.debug("window claimed by another replica", extra={
+                    "event": "run.skipped_claimed", "monitor": monitor.name, "window_end": window.end.isoformat()})
+        return sorted(w for w in owed if w.end in claimed)
+
+    def _stored_and_claimed(self, monitor: MonitorSettings, candidates: set[TimeRange],
+                            kept: set[TimeRange]) -> tuple[set[datetime], set[datetime]]:
+        """(ends with results, ends this replica computes now) of the candidate windows."""
+        if self.leases is None:
+            stored = self._stored(monitor, candidates)
+            return stored, {w.end for w in kept} - stored
+        return self.leases.claim_due(monitor.name, sorted(w.end for w in candidates), sorted(w.end for w in kept))
 
     def _new_ticks(self, monitor: MonitorSettings, latest: datetime, now: datetime) -> list[datetime]:
         """The latest ``catch_up`` ticks, and every tick after the one the previous run looked at
@@ -102,18 +129,15 @@ class WindowClaims:
         with self.results.connect() as connection:
             return self.repository.stored_window_ends(connection, monitor.name, span)
 
-    def _give_up(self, monitor: MonitorSettings, owed: set[TimeRange], now: datetime) -> set[TimeRange]:
-        """The owed windows the take-over rule no longer keeps, counted missed and forgotten."""
-        oldest_kept = horizon(monitor, now, self.lease_ttl)
-        pending = self.pending.windows(monitor.name)
-        candidates = [w for w in owed if not keeps(w, pending.get(w) or Pending(), oldest_kept)]
-        if not candidates:
-            return set()
-        # A live lease of another replica: it is still computing the window (a long run).
-        alive = self.leases.alive(monitor.name, [w.end for w in candidates]) if self.leases else set()
-        for window in [w for w in candidates if w.end in alive]:
+    def _give_up(self, monitor: MonitorSettings, old: set[TimeRange], now: datetime) -> None:
+        """The owed windows the take-over rule no longer keeps, counted missed and forgotten,
+        unless another replica's live lease says it is still computing one (a long run)."""
+        if not old:
+            return
+        alive = self.leases.alive(monitor.name, [w.end for w in old]) if self.leases else set()
+        for window in [w for w in old if w.end in alive]:
             self.pending.held(monitor.name, window, now, self.lease_ttl)
-        given_up = {w for w in candidates if w.end not in alive}
+        given_up = {w for w in old if w.end not in alive}
         if given_up:
             self.pending.give_up(monitor.name, list(given_up))
             self.missed(monitor.name, len(given_up))
@@ -121,30 +145,17 @@ class WindowClaims:
                 "event": "window.missed", "monitor": monitor.name, "windows": len(given_up),
                 "first_window_end": min(w.end for w in given_up).isoformat(),
                 "last_window_end": max(w.end for w in given_up).isoformat()})
-        return given_up
 
     # --- claims ----------------------------------------------------------------------
-
-    def claim(self, monitor: MonitorSettings, window: TimeRange, now: datetime) -> str:
-        """``claimed`` (run it), ``held`` by another replica, or already ``stored``."""
-        if self.leases is None:
-            return CLAIMED
-        if not self.leases.claim(monitor.name, window.end):
-            self.pending.held(monitor.name, window, now, self.lease_ttl)
-            log.debug("window claimed by another replica", extra={
-                "event": "run.skipped_claimed", "monitor": monitor.name, "window_end": window.end.isoformat()})
-            return HELD
-        self.pending.claimed(monitor.name, window)
-        if self._stored(monitor, {window}):
-            # Another replica stored it and let go of its lease since we looked: done.
-            self.leases.release(monitor.name, window.end)
-            self.pending.done(monitor.name, window)
-            return STORED
-        return CLAIMED
 
     def running(self, monitor: MonitorSettings, window: TimeRange) -> AbstractContextManager:
         """While a claimed window runs: its lease renewed, then released."""
         return self.leases.held(monitor.name, window.end) if self.leases else nullcontext()
+
+    def release(self, monitor: MonitorSettings, windows: list[TimeRange]) -> None:
+        """Claimed windows a run will not compute (the daemon is stopping): free for others now."""
+        if self.leases is not None and windows:
+            self.leases.release(monitor.name, [w.end for w in windows])
 
     def finished(self, monitor: MonitorSettings, window: TimeRange, ok: bool, now: datetime) -> None:
         if ok:

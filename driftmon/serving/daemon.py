@@ -51,7 +51,7 @@ from driftmon.config import Config, MonitorSettings, Schedule
 from driftmon.cron import crontab_trigger
 from driftmon.errors import ConfigError
 from driftmon.pipeline import RunOutcome
-from driftmon.serving.claims import CLAIMED, WindowClaims
+from driftmon.serving.claims import WindowClaims
 from driftmon.serving.health import Health
 from driftmon.serving.health_metrics import HealthCollector, HealthState
 from driftmon.serving.leases import Leases
@@ -259,7 +259,7 @@ class Daemon:
     def _start_scheduler(self) -> BackgroundScheduler:
         scheduler = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(self.config.compute.workers),
+            executors={"default": ThreadPoolExecutor(self.config.compute.worker_count),
                        "heartbeat": ThreadPoolExecutor(1), "refresh": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1},
         )
@@ -324,11 +324,11 @@ class Daemon:
             lock.release()
 
     def _run_due(self, monitor: MonitorSettings) -> None:
-        for window in self.claims.due(monitor, datetime.now(UTC)):
+        due = self.claims.due(monitor, datetime.now(UTC))  # claimed already, on PostgreSQL
+        for position, window in enumerate(due):
             if self.stop_event.is_set():
+                self.claims.release(monitor, due[position:])
                 return
-            if self.claims.claim(monitor, window, datetime.now(UTC)) != CLAIMED:
-                continue  # held by another replica (looked at again when its lease would end), or stored
             with self._in_flight(), self.claims.running(monitor, window):
                 outcome = self.app.pipeline.run(monitor, self.config.source_url(monitor.source),
                                                 window, scheduled_at=window.end)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import fcntl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 
 from driftmon.errors import ConfigError, StoreError
 from driftmon.urls import HIDDEN, SECRET_PARAMETER, backend_problem, mask_credentials, respelled, scheme_problem
@@ -104,14 +106,18 @@ def safe_url(url: str | URL) -> str:
     return mask_credentials(text)
 
 
-def create_db_engine(url: str | URL, key: str = "database URL") -> Engine:
+def create_db_engine(url: str | URL, key: str = "database URL", pool_size: int | None = None) -> Engine:
     """A pooled engine; SQLite gets foreign keys and a busy timeout.
 
     ``key``: where the URL came from (``database.url``, ``monitors[0].source.url``), named by its errors.
+    ``pool_size``: connections kept open (SQLAlchemy's default, 5, otherwise). ``serve`` sizes it to its
+    workers: past the pool, every checkout opened and closed a connection of its own.
     """
     parsed = parse_url(url, key)
     check_url(parsed, key)
-    kwargs: dict = {"pool_pre_ping": True}
+    kwargs: dict = {}
+    if pool_size is not None:
+        kwargs["pool_size"] = pool_size
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
     elif parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg", ""):
@@ -126,7 +132,33 @@ def create_db_engine(url: str | URL, key: str = "database URL") -> Engine:
     engine = create_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "checkout", partial(_ping_if_idle, engine.dialect))
+    event.listen(engine, "checkin", _note_checkin)
     return engine
+
+
+# A pooled connection idle for longer than this is pinged before use (a restarted server
+# dropped it); one handed back moments ago is not. SQLAlchemy's pool_pre_ping pinged at every
+# checkout: five round trips in a steady run of thousands a minute (bench/README.md, capacity).
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _note_checkin(_dbapi_connection, record) -> None:
+    if record is not None:
+        record.info["checked_in"] = time.monotonic()
+
+
+def _ping_if_idle(dialect, dbapi_connection, record, _proxy) -> None:
+    """Ping a connection that sat idle; a dead one is replaced (the pool retries the checkout)."""
+    idle_since = record.info.get("checked_in")
+    if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        return  # new, or in use a moment ago
+    try:
+        alive = dialect.do_ping(dbapi_connection)
+    except Exception as exc:  # noqa: BLE001  any driver's "connection closed"
+        raise DisconnectionError(str(exc)) from exc
+    if alive is False:
+        raise DisconnectionError("the connection did not answer a ping")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -148,13 +180,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 class EngineRegistry:
     """One pooled engine per distinct database URL, shared by every monitor using it."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool_size: int | None = None) -> None:
         self._engines: dict[str, Engine] = {}
+        self.pool_size = pool_size
 
     def get(self, url: str, key: str = "database URL") -> Engine:
         """The URL's engine, created on first use; ``key`` names the URL's config key in its errors."""
         if url not in self._engines:
-            self._engines[url] = create_db_engine(url, key)
+            self._engines[url] = create_db_engine(url, key, self.pool_size)
         return self._engines[url]
 
     def dispose(self) -> None:

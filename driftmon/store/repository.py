@@ -7,7 +7,6 @@ committed together or not at all. Driver errors become ``StoreError`` here.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from driftmon.config import SEGMENT_PSEUDO_COLUMN
 from driftmon.sources.profile import ColumnProfile, ReferenceProfile, SegmentProfile
-from driftmon.store import health_queries
+from driftmon.store import health_queries, run_writes
 from driftmon.store.models import Lease, Result, Run, SliceCounts
 from driftmon.store.models import ReferenceProfile as ProfileRow
 from driftmon.windows import TimeRange
@@ -28,9 +27,6 @@ _runs = Run.__table__
 _results = Result.__table__
 _leases = Lease.__table__
 _slices = SliceCounts.__table__
-# What a re-run of the same window replaces; the key columns stay.
-_RESULT_KEY = ["monitor", "column", "segment_key", "window_end"]
-_RESULT_UPDATES = [c.name for c in _results.columns if c.name not in ("id", *_RESULT_KEY)]
 # The whole population's rows: a segmented monitor also stores one per segment (README, "Segments").
 _WHOLE = _results.c.segment_key == ""
 
@@ -47,17 +43,13 @@ class Repository:
         if not rows:
             return
         if connection.dialect.name == "postgresql":
-            document = _as_json_rows(rows)
+            # ONE statement from a JSON document (run_writes.results_from_json), not executemany.
+            document = run_writes.json_rows([{"segment_key": "", **row} for row in rows])
             if document is not None:
-                connection.execute(_upsert_from_json(), {"rows": document})
+                connection.execute(run_writes.results_from_json(), {"results": document})
                 return
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(_results)
-        statement = statement.on_conflict_do_update(
-            index_elements=_RESULT_KEY,
-            set_={name: statement.excluded[name] for name in _RESULT_UPDATES},
-        )
-        connection.execute(statement, rows)
+        connection.execute(run_writes.results_upsert(dialect), rows)
 
     def stored_window_ends(self, connection: Connection, monitor: str, span: TimeRange,
                            fingerprint: str | None = None) -> set[datetime]:
@@ -100,22 +92,60 @@ class Repository:
         ).returning(_leases.c.owner)
         return connection.execute(statement).scalar() == owner
 
-    def renew_lease(self, connection: Connection, monitor: str, window_end: datetime, owner: str,
-                    ttl: timedelta) -> bool:
-        """Push our own claim's expiry ``ttl`` past now (the database's clock); False if it is not ours."""
+    def claim_due_leases(self, connection: Connection, monitor: str, candidates: list[datetime],
+                         wanted: list[datetime], owner: str, ttl: timedelta) -> tuple[set[datetime], set[datetime]]:
+        """PostgreSQL, in ONE statement: which ``candidates`` have results, and claims on those of
+        ``wanted`` that have none (a window nobody holds, or whose lease expired).
+
+        Returns (ends with results, ends claimed by ``owner``). The results are read in the
+        statement's snapshot; a replica that stores a window and lets go of its lease in between
+        leaves it claimed here, and it is computed twice (the upsert keeps one copy).
+        """
+        ends_type = postgresql.ARRAY(_leases.c.window_end.type)
+        stored = sa.select(_results.c.window_end).distinct().where(
+            _results.c.monitor == monitor,
+            _results.c.window_end == sa.func.any(sa.bindparam("candidates", candidates, type_=ends_type)),
+        ).cte("stored")
+        wanted_ends = sa.select(
+            sa.func.unnest(sa.bindparam("wanted", wanted, type_=ends_type)).label("window_end")).subquery("wanted")
+        now = sa.func.now()
+        insert = postgresql.insert(_leases).from_select(
+            ["monitor", "window_end", "owner", "expires_at"],
+            sa.select(sa.literal(monitor, _leases.c.monitor.type), wanted_ends.c.window_end,
+                      sa.literal(owner, _leases.c.owner.type), now + sa.literal(ttl, sa.Interval))
+            .where(wanted_ends.c.window_end.not_in(sa.select(stored.c.window_end))))
+        claimed = insert.on_conflict_do_update(
+            index_elements=["monitor", "window_end"],
+            set_={"owner": insert.excluded.owner, "expires_at": insert.excluded.expires_at},
+            where=_leases.c.expires_at < now,
+        ).returning(_leases.c.window_end).cte("claimed")
+        statement = sa.union_all(
+            sa.select(sa.literal(True).label("stored"), stored.c.window_end),
+            sa.select(sa.literal(False).label("stored"), claimed.c.window_end))
+        found: tuple[set[datetime], set[datetime]] = (set(), set())
+        for is_stored, end in connection.execute(statement):
+            found[0 if is_stored else 1].add(_utc(end))
+        return found
+
+    def renew_leases(self, connection: Connection, leases: list[tuple[str, datetime]], owner: str,
+                     ttl: timedelta) -> set[tuple[str, datetime]]:
+        """Push our claims' expiry ``ttl`` past now (the database's clock), all in one statement;
+        returns the (monitor, window end) still ours."""
+        if not leases:
+            return set()
         if connection.dialect.name == "postgresql":
             expires = sa.func.now() + sa.literal(ttl, sa.Interval)
         else:
             expires = sa.literal(datetime.now(UTC) + ttl, _leases.c.expires_at.type)
         statement = _leases.update().where(
-            _leases.c.monitor == monitor, _leases.c.window_end == window_end, _leases.c.owner == owner,
-        ).values(expires_at=expires)
-        return connection.execute(statement).rowcount == 1
+            sa.tuple_(_leases.c.monitor, _leases.c.window_end).in_(leases), _leases.c.owner == owner,
+        ).values(expires_at=expires).returning(_leases.c.monitor, _leases.c.window_end)
+        return {(monitor, _utc(end)) for monitor, end in connection.execute(statement)}
 
-    def release_lease(self, connection: Connection, monitor: str, window_end: datetime, owner: str) -> None:
-        """Give our claim up, so that a retry (ours or another replica's) may claim the window at once."""
+    def release_leases(self, connection: Connection, monitor: str, window_ends: list[datetime], owner: str) -> None:
+        """Give our claims up, so that a retry (ours or another replica's) may claim the windows at once."""
         connection.execute(_leases.delete().where(
-            _leases.c.monitor == monitor, _leases.c.window_end == window_end, _leases.c.owner == owner))
+            _leases.c.monitor == monitor, _leases.c.window_end.in_(window_ends), _leases.c.owner == owner))
 
     def live_leases(self, connection: Connection, monitor: str, window_ends: list[datetime]) -> set[datetime]:
         """Those of ``window_ends`` on which some replica holds a lease that has not expired."""
@@ -303,6 +333,32 @@ class Repository:
         )
         return {_utc(start): (sealed, _utc(counted)) for start, sealed, counted in connection.execute(statement)}
 
+    def slice_state(self, connection: Connection, monitor: str, profile_key: str, head: TimeRange,
+                    tail: TimeRange | None) -> tuple[tuple[int, datetime | None], dict]:
+        """``slice_summary`` of ``head`` and ``slice_versions`` of ``tail`` (None: no tail) in one
+        statement: a steady cycle's one look at its stored slices."""
+        def where(span: TimeRange):
+            return (_slices.c.monitor == monitor, _slices.c.profile_key == profile_key,
+                    _slices.c.slice_start >= span.start, _slices.c.slice_start < span.end)
+
+        # type_coerce, not CAST: SQLite's CAST(... AS DATETIME) would read its text timestamps as numbers.
+        summary = sa.select(sa.type_coerce(sa.null(), _slices.c.slice_start.type).label("slice_start"),
+                            sa.func.count().label("slices"), sa.func.max(_slices.c.counted_at).label("counted_at"),
+                            sa.type_coerce(sa.null(), _slices.c.sealed.type).label("sealed")).where(*where(head))
+        statement = summary
+        if tail is not None:
+            statement = sa.union_all(summary, sa.select(
+                _slices.c.slice_start, sa.type_coerce(sa.null(), sa.Integer), _slices.c.counted_at,
+                _slices.c.sealed).where(*where(tail)))
+        found: tuple[int, datetime | None] = (0, None)
+        listed = {}
+        for start, slices, counted, sealed in connection.execute(statement):
+            if start is None:
+                found = (slices, None if counted is None else _utc(counted))
+            else:
+                listed[_utc(start)] = (sealed, _utc(counted))
+        return found, listed
+
     def slice_summary(self, connection: Connection, monitor: str, profile_key: str,
                       span: TimeRange) -> tuple[int, datetime | None]:
         """How many slices start in ``span``, and when the newest of them was counted."""
@@ -321,14 +377,7 @@ class Repository:
         if not rows:
             return
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(_slices)
-        newer = _slices.c.counted_at <= statement.excluded.counted_at
-        statement = statement.on_conflict_do_update(
-            index_elements=["monitor", "profile_key", "slice_start"],
-            set_={name: statement.excluded[name] for name in ("slice_end", "counts", "rows", "sealed", "counted_at")},
-            where=newer if overwrite_sealed else sa.and_(newer, _slices.c.sealed == sa.false()),
-        )
-        connection.execute(statement, rows)
+        connection.execute(run_writes.slice_upsert(dialect, overwrite_sealed), rows)
 
     def delete_slices(self, connection: Connection, monitor: str, ended_by: datetime, keep_profile: str) -> int:
         """Drop slices no window needs: those ended by ``ended_by``, and other profiles' slices."""
@@ -401,39 +450,6 @@ class Repository:
         # The schema baseline is the table as the reference saw it: it goes with the reference.
         deleted["schema"] = health_queries.delete_schema(connection, monitor)
         return deleted
-
-
-def _upsert_from_json() -> sa.Executable:
-    """PostgreSQL: every row of a run in ONE statement, read from one JSON document.
-
-    A segmented monitor stores a row per (segment, column): 1,273 rows a cycle at the
-    defaults, and the driver's executemany of the upsert took 0.25 ms a row (340 ms a
-    cycle, bench/bench_segments.py); ``json_to_recordset`` reads them all in one (json,
-    not jsonb, which would reorder the keys of a stored segment object).
-    """
-    names = [c.name for c in _results.columns if c.name != "id"]
-    recordset = sa.func.json_to_recordset(sa.cast(sa.bindparam("rows"), postgresql.JSON)).table_valued(
-        *(sa.column(name, _results.c[name].type) for name in names)).render_derived(name="r", with_types=True)
-    statement = postgresql.insert(_results).from_select(names, sa.select(*(recordset.c[n] for n in names)))
-    return statement.on_conflict_do_update(
-        index_elements=_RESULT_KEY, set_={name: statement.excluded[name] for name in _RESULT_UPDATES})
-
-
-def _as_json_rows(rows: list[dict]) -> str | None:
-    """The rows as one JSON array for ``_upsert_from_json`` (None if a value has no exact
-    JSON form, a NaN or infinity: the caller then binds them row by row)."""
-    try:
-        return json.dumps([{"segment_key": "", **row} for row in rows], default=_json_value, allow_nan=False)
-    except ValueError:
-        return None
-
-
-def _json_value(value: object) -> str:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r} given to a UTC column")
-        return value.astimezone(UTC).isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _lease_now():
