@@ -221,13 +221,17 @@ CLICKHOUSE_NAME = "chdb"
 
 
 def unpivot(name: str, keys: list[sa.ColumnElement]) -> sa.ColumnElement:
-    """One output row per element of ``keys``: ClickHouse's ``arrayJoin``, Spark's ``explode``."""
+    """One output row per element of ``keys``: ClickHouse's ``arrayJoin``, Spark's ``explode``,
+    DuckDB's ``unnest`` of a list."""
+    if name == DUCKDB:
+        return sa.func.unnest(sa.func.list_value(*keys))
     array = sa.func.array(*keys)
     return sa.func.explode(array) if name in SPARK else sa.func.arrayJoin(array)
 
 
 def unpivots(name: str) -> bool:
-    return name in CLICKHOUSE or name in SPARK
+    """Engines whose count statement unpivots each row's keyed codes in one scan (slice_statements.py)."""
+    return name in CLICKHOUSE or name in SPARK or name == DUCKDB
 
 
 def reflect_duckdb(connection: Connection, table: str, schema: str | None) -> dict[str, sa.types.TypeEngine]:

@@ -2,20 +2,18 @@
 
 Only bin counts cross the wire. Every watched column becomes an integer bin
 code in SQL (value bins 0…B−1, ``OTHER_CODE``, ``MISSING_CODE``), and one
-statement counts the codes of all columns of a window: on PostgreSQL a single
-scan that unpivots each row's codes with ``unnest(ARRAY[...])`` in a subquery's
-SELECT list (parallel workers aggregate their share), on ClickHouse and Spark the same
-with ``arrayJoin``/``explode``, on MariaDB/MySQL one scan into a derived table
-joined to one row per column; elsewhere (SQLite has no arrays) one scan into a
-materialised CTE of codes, then a UNION ALL of one GROUP BY per column over it.
+statement counts the codes of all columns of a window in one scan; its shape
+on each engine is in slice_statements.py (PostgreSQL: GROUPING SETS over codes
+computed once per row).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import sqlalchemy as sa
@@ -24,12 +22,15 @@ from sqlalchemy.dialects import postgresql
 
 from driftmon.config import SEGMENT_PSEUDO_COLUMN, Feature, MonitorSettings, SeasonalReference
 from driftmon.fingerprints import column_fingerprint, fingerprint, source_fingerprint
-from driftmon.sources import binning, dialects
+from driftmon.sources import binning, dialects, slice_statements
 from driftmon.sources.alignment import align, align_segments, whole_population
 from driftmon.sources.profile import ColumnCounts, ColumnProfile, ReferenceProfile, SegmentProfile, WindowCounts
 from driftmon.sources.reference_bins import ReferenceBinning
 from driftmon.sources.segment_slices import SegmentedLayout
 from driftmon.sources.segments import SegmentMembership
+from driftmon.sources.slice_statements import ANY_WINDOW as _ANY_WINDOW
+from driftmon.sources.slice_statements import KEY_SPAN as _KEY_SPAN
+from driftmon.sources.slice_statements import MISSING_CODE, OTHER_CODE
 from driftmon.sources.slicing import EventsLayout, SliceCount
 from driftmon.sources.sql import (
     SourceReader,
@@ -42,17 +43,17 @@ from driftmon.sources.sql import (
 )
 from driftmon.windows import TimeRange
 
-OTHER_CODE = -1
-MISSING_CODE = -2
-# unnest key = column index * _KEY_SPAN + (code - MISSING_CODE); codes stay below
-# 10 001 because bins and top_k are at most 10 000.
-_KEY_SPAN = 1 << 16
 _LARGEST_FLOAT = sys.float_info.max
+# PostgreSQL's categories are looked up in one jsonb object (a hash-like binary search)
+# past this many, where CASE compares them one by one (bench/bench_slice_statement.py).
+_JSONB_LOOKUP_FROM = 8
+# Spans of at most this many slices (a steady cycle reads one or two, more after a pause)
+# are counted in the shape for few rows (slice_statements.statement).
+_FEW_SLICES = 6
 log = logging.getLogger(__name__)
-# Compiled count statements bind their window at execution (WindowStatement).
-_NO_LIMIT = 2**63 - 1  # MariaDB merges derived tables into the outer query unless they have a LIMIT
-_ANY_WINDOW = TimeRange(datetime(1970, 1, 1, tzinfo=UTC), datetime(1970, 1, 2, tzinfo=UTC))
 
+
+COMPILED_STATEMENTS_KEPT = 4  # per source (monitor): see EventsSource._counting
 
 class EventsSource(ReferenceBinning, SegmentMembership):
     """Bin counts of a monitor's columns from an inference-log table (bins cut by ReferenceBinning),
@@ -80,7 +81,10 @@ class EventsSource(ReferenceBinning, SegmentMembership):
         self.statements = 0  # executed so far; tests and logs read it
         self._warned: set[str] = set()  # columns already reported as having too many categories
         # The count statement of the latest bins (cuts, categories), for the next window.
-        self._counting: tuple[tuple, WindowStatement] | None = None
+        # Compiled count statements by bins and shape: a steady cycle's, and the slice fill's or
+        # whole window's that a reference move or a recount alternates with (a 24-column
+        # statement takes ~20 ms to compile). The newest few are kept; bins change rarely.
+        self._counting: dict[tuple, WindowStatement] = {}
         # Stretches a profile being cut must leave out (a seasonal reference's exclusions).
         self._holes: tuple[TimeRange, ...] = ()
 
@@ -158,7 +162,8 @@ class EventsSource(ReferenceBinning, SegmentMembership):
         layout = self._layout(cuts, categories, profile)
         with self.reader.reading(f"slices {span}") as connection:
             self.statements += 1
-            statement = self._count_statement(connection, cuts, categories, members, length)
+            few = span.end - span.start <= _FEW_SLICES * length
+            statement = self._count_statement(connection, cuts, categories, members, length, few)
             found = statement.execute(connection, span, slice_bounds(span))
         extra, index, code, count = _normalized(found, _keyed(connection), 1 + bool(self.segments))
         if self.segments:
@@ -262,134 +267,75 @@ class EventsSource(ReferenceBinning, SegmentMembership):
         rows = int(sum(sum(tally[0].values()) for tally in tallies)) if self.features else 0
         return self._tallied(tallies, cuts, categories), rows
 
-    def _count_statement(self, connection, cuts, categories, members=(), length=None) -> WindowStatement:
+    def _count_statement(self, connection, cuts, categories, members=(), length=None,
+                         few: bool = False) -> WindowStatement:
         """The count statement of these bins, compiled once; ``length`` groups it by slice too,
-        and a segmented monitor's by segment."""
+        and a segmented monitor's by segment; ``few``: for a steady cycle's few slices."""
         bins = (tuple((k, tuple(v)) for k, v in sorted(cuts.items())),
-                tuple((k, tuple(v)) for k, v in sorted(categories.items())), tuple(members), length)
-        if self._counting is None or self._counting[0] != bins:
-            codes = [self._code(f, cuts, categories) for f in self.features]
-            count = {"postgresql": self._count_unnest, "mysql": self._count_joined}.get(
-                connection.dialect.name, self._count_array_join if dialects.unpivots(connection.dialect.name)
-                else self._count_union)
+                tuple((k, tuple(v)) for k, v in sorted(categories.items())), tuple(members), length, few)
+        compiled = self._counting.pop(bins, None)
+        if compiled is None:
             epoch = self.reader.epoch
             extra = []
             if length:
                 extra.append(slice_index(self.engine.dialect.name, self._timestamp, length, epoch).label("slice"))
             if self.segments:
                 extra.append(self._segment_code(list(members)).label("segment"))
-            self._counting = (bins, WindowStatement.compile(count(codes, extra), connection, epoch))
-        return self._counting[1]
-
-    def _count_unnest(self, codes, extra):
-        # One scan: each row's keyed codes are unnested by unnest(ARRAY[...]) in the SELECT list
-        # of a subquery, then grouped. As a LATERAL join the unnest took 73 ms where this takes
-        # 57 ms for a cycle's two slices of the 10 M-row table (bench/bench_slice_statement.py,
-        # same counts); a LATERAL VALUES list, re-initialised for every outer row
-        # (nodeValuesscan.c), was 2.5-3x slower.
-        keys = postgresql.array(
-            [code + (i * _KEY_SPAN - MISSING_CODE) for i, code in enumerate(codes)]
-        )
-        if extra:
-            # Grouped by slice (or segment): the extras are computed once per source row, in a
-            # subquery the OFFSET 0 fence keeps from being pulled up (grouped at the unnest's
-            # level, they ran once per key: 24x per row, 46 s instead of 15 s for a 24 h window).
-            coded = (
-                sa.select(*extra, keys.label("keys"))
-                .where(*self._in_window(_ANY_WINDOW))
-                .offset(0)
-                .subquery("coded")
-            )
-            groups = [coded.c[e.name] for e in extra]
-            unpivoted = sa.select(*groups, sa.func.unnest(coded.c["keys"]).label("key")).subquery("unpivoted")
-        else:
-            unpivoted = (sa.select(sa.func.unnest(keys).label("key"))
-                         .where(*self._in_window(_ANY_WINDOW)).subquery("unpivoted"))
-        names = [unpivoted.c[e.name] for e in extra]
-        return sa.select(*names, unpivoted.c.key, sa.func.count()).group_by(*names, unpivoted.c.key)
-
-    def _count_array_join(self, codes, extra):
-        # ClickHouse and Spark: one scan that unpivots each row's keyed codes (arrayJoin,
-        # explode) as PostgreSQL's unnest does; the portable UNION ALL re-reads its CTE
-        # per column there (1,045 ms -> 105 ms on chDB, bench/bench_engines.py).
-        keys = [code + (i * _KEY_SPAN - MISSING_CODE) for i, code in enumerate(codes)]
-        unpivoted = (
-            sa.select(*extra, dialects.unpivot(self.engine.dialect.name, keys).label("key"))
-            .where(*self._in_window(_ANY_WINDOW))
-            .subquery("unpivoted")
-        )
-        groups = [unpivoted.c[e.name] for e in extra]
-        return (
-            sa.select(*groups, unpivoted.c.key, sa.func.count())
-            .group_by(*groups, unpivoted.c.key)
-        )
+            statement = slice_statements.statement(self, cuts, categories, extra, len(members) + 2, few)
+            compiled = WindowStatement.compile(statement, connection, epoch)
+        self._counting[bins] = compiled  # newest last
+        while len(self._counting) > COMPILED_STATEMENTS_KEPT:
+            del self._counting[next(iter(self._counting))]
+        return compiled
 
     def _count_union(self, codes, extra):
-        # The window's codes are computed in one scan into a materialised CTE,
-        # then counted per column: one pass over the table however many columns.
-        coded = (
-            sa.select(*extra, *(code.label(f"c{i}") for i, code in enumerate(codes)))
-            .where(*self._in_window(_ANY_WINDOW))
-            .cte("coded")
-            .prefix_with("MATERIALIZED", dialect="sqlite")
-        )
-        groups = [coded.c[e.name] for e in extra]
-        return sa.union_all(
-            *(
-                sa.select(sa.literal(i).label("index"), *groups, coded.c[f"c{i}"], sa.func.count())
-                .group_by(*groups, coded.c[f"c{i}"])
-                for i in range(len(codes))
-            )
-        )
+        """The portable shape (bench/bench_sources.py times it beside driftmon's)."""
+        return slice_statements.union(self, codes, extra)
 
-    def _count_joined(self, codes, extra):
-        # MariaDB/MySQL inline a CTE at each reference, so the UNION ALL above scanned
-        # the window once per column (14 s for 125 k rows and 24 columns). Here the
-        # window's codes are read once, in a derived table that LIMIT keeps from being
-        # merged into the outer query, and joined to one row per column index.
-        coded = (
-            sa.select(*extra, *(code.label(f"c{i}") for i, code in enumerate(codes)))
-            .where(*self._in_window(_ANY_WINDOW))
-            .limit(_NO_LIMIT)
-            .subquery("coded")
-        )
-        columns = sa.union_all(*(sa.select(sa.literal(i).label("idx")) for i in range(len(codes)))).subquery("columns")
-        code = sa.case({i: coded.c[f"c{i}"] for i in range(len(codes))}, value=columns.c.idx)
-        groups = [coded.c[e.name] for e in extra]
-        return (
-            sa.select(columns.c.idx, *groups, code.label("code"), sa.func.count())
-            .select_from(coded.join(columns, sa.true()))
-            .group_by(columns.c.idx, *groups, code)
-        )
-
-    def _code(self, feature: Feature, cuts, categories) -> sa.ColumnElement:
-        """The SQL expression giving each row's bin code for one column."""
+    def _code(self, feature: Feature, cuts, categories, value: sa.ColumnElement | None = None) -> sa.ColumnElement:
+        """The SQL expression giving each row's bin code for one column, from ``value`` where the
+        statement computed the column's value once already (slice_statements.fenced_rows)."""
+        name = self.engine.dialect.name
         if feature.type == "categorical":
-            value = self._category(feature)
+            value = self._category(feature) if value is None else value
             known = categories[feature.column]
-            found = dialects.category_codes(self.engine.dialect.name, value, known, OTHER_CODE) if known \
-                else sa.literal(OTHER_CODE)
+            if not known:
+                found = sa.literal(OTHER_CODE)
+            elif name == "postgresql" and len(known) >= _JSONB_LOOKUP_FROM and self._plain_text(feature, known):
+                found = _jsonb_codes(value, known)
+            else:
+                found = dialects.category_codes(name, value, known, OTHER_CODE)
             return sa.case((value.is_(None), MISSING_CODE), else_=found)
-        value, edges = self._value(feature), cuts[feature.column]
+        value, edges = self._value(feature) if value is None else value, cuts[feature.column]
         if not edges:
             bucket = sa.literal(0)
-        elif self.engine.dialect.name == "postgresql":
+        elif name == "postgresql":
             # width_bucket(x, thresholds) is 0 below c1 and i for c(i) <= x < c(i+1):
             # exactly the spec's left-closed bins, by binary search.
             bucket = sa.func.width_bucket(value, sa.literal(edges, postgresql.ARRAY(sa.Double)))
         else:
-            name = self.engine.dialect.name
             bucket = sa.case(*((value < dialects.double(name, c), i) for i, c in enumerate(edges)),
                              else_=len(edges))
-        return sa.case((self._missing(feature), MISSING_CODE), else_=bucket)
+        if name == "postgresql":
+            # One test for NULL, NaN and ±inf on a double: |x| <= the largest float is unknown for
+            # NULL and false for NaN (it sorts above every number) and ±inf; three tests cost more.
+            finite = sa.func.abs(value) <= dialects.double(name, _LARGEST_FLOAT)
+            return sa.case((finite, bucket), else_=MISSING_CODE)
+        return sa.case((self._missing(feature, value), MISSING_CODE), else_=bucket)
+
+    def _plain_text(self, feature: Feature, known: list) -> bool:
+        """A text or varchar column of text categories: jsonb keys compare as its values do
+        (byte for byte), which char(n), citext or an enum would not."""
+        column_type = (self.reader.column_types or {}).get(feature.column)
+        return type(column_type) in (sa.TEXT, sa.VARCHAR) and all(isinstance(c, str) for c in known)
 
     def _value(self, feature: Feature) -> sa.ColumnElement:
         value = self.table.c[feature.column]
         return sa.cast(value, sa.Double) if self.engine.dialect.name == "postgresql" else value
 
-    def _missing(self, feature: Feature) -> sa.ColumnElement:
+    def _missing(self, feature: Feature, value: sa.ColumnElement | None = None) -> sa.ColumnElement:
         """NULL, NaN and ±inf: NaN sorts above every number on PostgreSQL, and SQLite stores it as NULL."""
-        value = self._value(feature)
+        value = self._value(feature) if value is None else value
         largest = dialects.double(self.engine.dialect.name, _LARGEST_FLOAT)
         return sa.or_(value.is_(None), value > largest, value < -largest,
                       *dialects.non_finite(self.engine.dialect.name, value))
@@ -423,8 +369,15 @@ class EventsSource(ReferenceBinning, SegmentMembership):
 
 def _keyed(connection: Connection) -> bool:
     """Whether the count statement returns keys (column index and code in one integer)."""
-    name = connection.dialect.name
-    return name == "postgresql" or dialects.unpivots(name)
+    return slice_statements.keyed(connection.dialect.name)
+
+
+def _jsonb_codes(value: sa.ColumnElement, known: list[str]) -> sa.ColumnElement:
+    """PostgreSQL: each text value's category code from one bound jsonb object, ``OTHER_CODE``
+    for the rest (a key lookup by binary search, where CASE compared the categories in turn)."""
+    codes = sa.cast(sa.literal(json.dumps({c: i for i, c in enumerate(known)}, ensure_ascii=False)),
+                    postgresql.JSONB)
+    return sa.func.coalesce(sa.cast(codes.op("->>", return_type=sa.Text)(value), sa.Integer), OTHER_CODE)
 
 
 def _column_counts(feature: Feature, labels: list[str], tally: dict[int, float]) -> ColumnCounts:
