@@ -81,6 +81,7 @@ from scipy.stats import chi2_contingency, entropy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from driftmon.stats.divergence import divergences, resolve_device, set_threads  # noqa: E402
+from tests.daemonshapes import REFERENCE_ROWS, WINDOW_ROWS, daemon_counts  # noqa: E402
 
 ALPHA = 0.5
 SCIPY_MAX_ROWS = 10_000
@@ -451,37 +452,7 @@ def print_overhead(device, sync) -> None:
 # The daemon's call: float64 counts as numpy arrays (WindowCounts), the mask of real bins, whole counts
 # (events sources count with SQL COUNT), F = the monitor's columns, B = the widest column's bins.
 DAEMON_SHAPES = ((24, 22), (50, 22))
-# bench_sources' 10 M-row table: a 7-day reference holds ~2.9 M rows per column (less its NULLs),
-# a 5-minute slice ~8,700, and bench_incremental's 24-column monitor has 22 bins at the widest.
-REFERENCE_ROWS = 2_900_000
-WINDOW_ROWS = 8_700
 EQUAL_TO = 1e-9
-
-
-def daemon_counts(features: int, bins: int, drifted: bool = True, seed: int = 0):
-    """(reference, current, mask) as the pipeline builds them: float64 ``[F, B]`` and bool ``[F, B]``.
-
-    Like bench_sources' columns: every sixth a categorical (top 20 of Zipf-like
-    shares + ``__other__`` + ``__missing__``: all ``bins``, the rarest empty in
-    the window), the rest numeric quantile bins (10, + ``__missing__`` at 2 %,
-    a third of them with no NULLs at all: an empty bin in both windows, as
-    the score column's). Multinomial counts of ``REFERENCE_ROWS`` and
-    ``WINDOW_ROWS``; ``drifted`` moves every third column's shares.
-    """
-    rng = np.random.default_rng(seed)
-    reference, current = np.zeros((features, bins)), np.zeros((features, bins))
-    mask = np.zeros((features, bins), dtype=bool)
-    for row in range(features):
-        if row % 6 == 5:
-            shares = 1.0 / np.arange(1, bins + 1) ** 2.2
-        else:
-            shares = np.append(np.full(10, 0.098), 0.02 if row % 3 else 0.0)[:bins]
-        shares = shares / shares.sum()
-        moved = shares * (1 + 0.3 * np.sin(np.arange(len(shares)) + row)) if drifted and row % 3 == 0 else shares
-        reference[row, : len(shares)] = rng.multinomial(REFERENCE_ROWS, shares)
-        current[row, : len(shares)] = rng.multinomial(WINDOW_ROWS, moved / moved.sum())
-        mask[row, : len(shares)] = True
-    return reference, current, mask
 
 
 def numpy_masked(reference: np.ndarray, current: np.ndarray, mask: np.ndarray) -> np.ndarray:

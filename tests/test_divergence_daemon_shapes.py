@@ -16,27 +16,9 @@ from scipy.stats import chi2_contingency, entropy
 
 from driftmon.stats import divergence
 from driftmon.stats.divergence import divergences
+from tests.daemonshapes import daemon_counts
 
 ALPHA = 0.5
-
-
-def daemon_counts(features: int, seed: int = 0, bins: int = 22):
-    """Like the pipeline's: numeric columns of 11 real bins (a third with an empty ``__missing__``),
-    every sixth a categorical of 22, a 2.9 M-row reference against an 8,700-row window."""
-    rng = np.random.default_rng(seed)
-    reference, current = np.zeros((features, bins)), np.zeros((features, bins))
-    mask = np.zeros((features, bins), dtype=bool)
-    for row in range(features):
-        if row % 6 == 5:
-            shares = 1.0 / np.arange(1, bins + 1) ** 2.2
-        else:
-            shares = np.append(np.full(10, 0.098), 0.02 if row % 3 else 0.0)
-        shares = shares / shares.sum()
-        moved = shares * (1 + 0.3 * np.sin(np.arange(len(shares)) + row)) if row % 3 == 0 else shares
-        reference[row, : len(shares)] = rng.multinomial(2_900_000, shares)
-        current[row, : len(shares)] = rng.multinomial(8_700, moved / moved.sum())
-        mask[row, : len(shares)] = True
-    return reference, current, mask
 
 
 def _bits(tensor: torch.Tensor) -> bytes:
