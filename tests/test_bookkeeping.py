@@ -186,3 +186,26 @@ def test_a_connection_dropped_while_idle_is_replaced_and_a_busy_one_is_not_pinge
         assert pings == [1]
     finally:
         pooled.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_claims_releases_and_renewals_are_single_round_trips(engine, monkeypatch):
+    """In autocommit: psycopg sends no BEGIN before them and no COMMIT after (3 round trips each before)."""
+    repository = Repository()
+    seen = []
+    for name in ("claim_due_leases", "release_leases", "renew_leases"):
+        method = getattr(repository, name)
+
+        def wrapped(connection, *args, _method=method, _name=name, **kwargs):
+            seen.append((_name, connection.connection.dbapi_connection.autocommit))
+            return _method(connection, *args, **kwargs)
+
+        monkeypatch.setattr(repository, name, wrapped)
+    leases = Leases(engine, repository, "a", timedelta(seconds=0.6))
+    _, claimed = leases.claim_due("m", [T], [T])
+    time.sleep(0.4)  # one renewal
+    leases.release("m", sorted(claimed))
+    assert {name for name, _ in seen} == {"claim_due_leases", "release_leases", "renew_leases"}
+    assert all(autocommit for _, autocommit in seen), seen
+    with engine.connect() as connection:  # the pool's connections go back to transactions
+        assert connection.connection.dbapi_connection.autocommit is False

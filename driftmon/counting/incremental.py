@@ -27,6 +27,7 @@ from driftmon.sources import Source
 from driftmon.sources.profile import ReferenceProfile, WindowCounts
 from driftmon.sources.segment_slices import decode, is_segmented
 from driftmon.sources.slicing import SliceCount, slice_starts
+from driftmon.store.database import single_statements
 from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange, reference_range
 
@@ -133,7 +134,7 @@ class SliceCounter:
         head = 0
         while head < len(starts) and cache.get(starts[head], (None, False))[1]:
             head += 1
-        with self.results.connect() as connection:
+        with single_statements(self.results) as connection:
             versions = None
             if head:
                 known = [cache[s][0] for s in starts[:head]]

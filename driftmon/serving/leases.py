@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from driftmon.store.database import single_statements
 from driftmon.store.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class Leases:
     def claim_due(self, monitor: str, candidates: list[datetime],
                   wanted: list[datetime]) -> tuple[set[datetime], set[datetime]]:
         """(ends of ``candidates`` with results, ends of ``wanted`` claimed now): one statement."""
-        with self.results.begin() as connection:
+        with single_statements(self.results) as connection:
             stored, claimed = self.repository.claim_due_leases(connection, monitor, candidates, wanted,
                                                                self.owner, self.ttl)
         # Kept alive from now: a run computes its claimed windows one after the other.
@@ -87,7 +88,7 @@ class Leases:
                     self._keeper = None
                     return
             try:
-                with self.results.begin() as connection:
+                with single_statements(self.results) as connection:
                     kept = self.repository.renew_leases(connection, held, self.owner, self.ttl)
             except SQLAlchemyError as exc:  # the store is away: the run's own write will say so
                 log.warning("could not renew the leases", extra={
@@ -107,7 +108,7 @@ class Leases:
         with self._lock:
             self._held.difference_update((monitor, end) for end in window_ends)
         try:
-            with self.results.begin() as connection:
+            with single_statements(self.results) as connection:
                 self.repository.release_leases(connection, monitor, window_ends, self.owner)
         except SQLAlchemyError:  # they expire by themselves within ttl
             log.warning("could not release a lease", extra={"event": "lease.release_failed", "monitor": monitor})
