@@ -105,9 +105,9 @@ def failing_sources(monkeypatch, error: Exception) -> None:
     """Every engine of the host source.invalid fails to connect with ``error``."""
     real = database.create_db_engine
 
-    def create(url, key="database URL"):
+    def create(url, key="database URL", pool_size=None):
         if "source.invalid" not in str(url):
-            return real(url, key)
+            return real(url, key, pool_size)
 
         def connect():
             raise error
