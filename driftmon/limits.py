@@ -32,3 +32,27 @@ def out_of_range(shown: str) -> str:
     """The message for a time out of range, ``shown`` as the user wrote it or as UTC."""
     return (f"{shown} is outside the times driftmon handles: from {EARLIEST.date().isoformat()} "
             f"to before {LATEST.date().isoformat()}")
+
+
+def parse_moment(value: datetime | str, *, past: bool = False) -> datetime:
+    """A time as every command and the Python API take it: a datetime or ISO 8601 text, naive is
+    UTC, within driftmon's range, and (``past``) not after now. Raises ValueError with the message
+    to show; the caller names the option or keyword."""
+    shown = value if isinstance(value, str) else value.isoformat()
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO 8601 time such as 2024-03-01T12:00:00Z") from None
+    try:
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+05:00 is before the first datetime once in UTC
+        raise ValueError(out_of_range(shown)) from None
+    problem = time_problem(moment)
+    if problem:
+        raise ValueError(problem)
+    now = datetime.now(UTC)
+    if past and moment > now:
+        raise ValueError(f"{moment.isoformat()} is in the future (now is {now.replace(microsecond=0).isoformat()}): "
+                         "windows that have not ended cannot be computed")
+    return moment

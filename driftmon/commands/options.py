@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import wraps
 from typing import TYPE_CHECKING
 
@@ -112,20 +112,9 @@ class Timestamp(click.ParamType):
         if isinstance(value, datetime):
             return value
         try:
-            moment = datetime.fromisoformat(value)
-            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-        except ValueError:
-            self.fail(f"{value!r} is not an ISO 8601 time such as 2024-03-01T12:00:00Z", param, ctx)
-        except OverflowError:  # 0001-01-01T00:00+05:00 is before the first datetime once in UTC
-            self.fail(limits.out_of_range(value), param, ctx)
-        problem = limits.time_problem(moment)
-        if problem:  # backfill --start 0001-01-01 overflowed its window arithmetic
-            self.fail(problem, param, ctx)
-        now = datetime.now(UTC)
-        if self.past and moment > now:
-            self.fail(f"{moment.isoformat()} is in the future (now is {now.replace(microsecond=0).isoformat()}): "
-                      f"windows that have not ended cannot be computed", param, ctx)
-        return moment
+            return limits.parse_moment(value, past=self.past)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 monitor_option = click.option(
