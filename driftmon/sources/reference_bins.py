@@ -168,7 +168,10 @@ class ReferenceBinning:
         self._warned.add(feature.column)
         column_type = (self.reader.column_types or {}).get(feature.column)
         hint = f"; its type is {column_type}: is it numeric?" if is_number(column_type) else ""
-        log.warning("categorical column has more distinct values than top_k%s", hint, extra={
+        # The column and counts are in the text too: without a log setup (a notebook, driftmon.compare)
+        # only the text is shown.
+        log.warning("categorical column %r has %s distinct values, more than top_k %s%s", feature.column,
+                    f"{distinct:,}", feature.effective_top_k, hint, extra={
             "event": "source.many_categories", "monitor": self.monitor.name, "table": self.source.table,
             "column": feature.column, "distinct": distinct, "top_k": feature.effective_top_k})
 
