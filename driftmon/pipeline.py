@@ -227,6 +227,16 @@ def column_results(
     return results
 
 
+def window_statistics(monitor: MonitorSettings, counts: WindowCounts, reference: TimeRange,
+                      compute: ComputeConfig) -> list[ColumnResult]:
+    """ONE engine call for every row of the window: every column, of every segment. The daemon's
+    runs and ``driftmon.compare`` (driftmon/api/compare.py) both come here."""
+    check_column_errors(monitor, counts)
+    batch = batch_of(counts)
+    stats = compute_statistics(batch.counts, monitor, compute)
+    return column_results(monitor, batch, stats, reference)
+
+
 def check_column_errors(monitor: MonitorSettings, counts: WindowCounts) -> None:
     if counts.errors:
         column, problem = next(iter(counts.errors.items()))
@@ -405,12 +415,9 @@ class Pipeline:
         return profile
 
     def _statistics(self, monitor, counts: WindowCounts, reference: TimeRange) -> list[ColumnResult]:
-        """ONE engine call for every row of the window: every column, of every segment."""
-        check_column_errors(monitor, counts)
-        batch = batch_of(counts)
-        stats = compute_statistics(batch.counts, monitor, self.compute)
+        results = window_statistics(monitor, counts, reference, self.compute)
         self.engine_calls += 1
-        return column_results(monitor, batch, stats, reference)
+        return results
 
     def _recompute_changed(self, monitor, source, base, reference, window, sliced) -> list[RunOutcome]:
         """Stored windows that used a slice this run's recount changed (late rows), recomputed."""

@@ -183,6 +183,25 @@ def render_report(monitor: MonitorSettings, explanation: WindowExplanation | Non
     return _page(title, "\n".join(body), _CSS + segment_report.CSS)
 
 
+def render_window(monitor: MonitorSettings, explanation: WindowExplanation, *, title: str, caption: str,
+                  rows: list[dict], top: int = TOP_MARKED, charts: int = MAX_CHARTS) -> str:
+    """One window without a history (``driftmon.compare``'s inline view, driftmon/api/comparison.py):
+    the summary table and each charted column's bars, as ``render_report`` draws them; ``rows``: the
+    window's result rows (their statuses fill the table's "alarms in range")."""
+    body = [f"<h1>{_e(title)}</h1>", f"<p class='meta'>{_e(caption)}</p>"]
+    charted = most_drifted(explanation.columns, charts)
+    others = sorted(set(range(len(explanation.columns))) - set(charted))
+    if others:
+        body.append(_bound_note(len(charted), len(explanation.columns)))
+    tallies = _tally_history(rows)
+    body.append(_column_table(explanation, charted, tallies, charted=True))
+    with _drawing():
+        body += [_column_section(i, explanation.columns[i], None, None, top) for i in charted]
+    if others:
+        body.append(_column_table(explanation, others, tallies, charted=False))
+    return _page(title, "\n".join(body))
+
+
 def _bound_note(charted: int, columns: int) -> str:
     return (f"<p class='note bound'>showing the {charted:,} most drifted of {columns:,} columns (worst status "
             f"first, then the largest statistic); the other {columns - charted:,} are listed "
@@ -284,13 +303,17 @@ def _column_row(index: int, column: ColumnExplanation, tally: Tally | None, link
                             for k, c in enumerate(cells)) + "</tr>"
 
 
-def _column_section(index: int, column: ColumnExplanation, history: list[dict], span: TimeRange,
+def _column_section(index: int, column: ColumnExplanation, history: list[dict] | None, span: TimeRange | None,
                     top: int) -> str:
+    """A column's heading and chart: its bars, and its statistic over ``span`` unless ``history`` is None."""
     heading = (f"<h2 id='column-{index}'>{_e(column.column)} <small>({_e(column.role)})</small> "
                f"{badge(column.status)}</h2>")
     note = f"<p class='note'>{_e(column.note)}</p>" if column.note else ""
-    svg = _figure_svg(column, history, span, top, prefix=f"c{index}-")
-    label = f"{column.column}: reference vs current shares, and {column.statistic} over time"
+    if history is None or span is None:
+        svg, label = _bars_svg(column, top, prefix=f"c{index}-"), f"{column.column}: reference vs current shares"
+    else:
+        svg = _figure_svg(column, history, span, top, prefix=f"c{index}-")
+        label = f"{column.column}: reference vs current shares, and {column.statistic} over time"
     figure = (f"<figure class='chart' data-column='{_e(column.column)}' role='img' aria-label='{_e(label)}'>"
               f"{svg}</figure>")
     return "\n".join(part for part in (heading, note, figure) if part)
@@ -309,6 +332,12 @@ def _figure_svg(column: ColumnExplanation, history: list[dict], span: TimeRange,
     line = figure.add_subplot(grid[0, 1])
     strip = figure.add_subplot(grid[1, 1], sharex=line)
     _timeline(line, strip, column, history, span)
+    return _inline_svg(figure, prefix)
+
+
+def _bars_svg(column: ColumnExplanation, top: int, prefix: str) -> str:
+    figure = Figure(figsize=(6.5, 2.9))
+    _bars(figure.add_axes((0.09, 0.27, 0.9, 0.65)), column, top)
     return _inline_svg(figure, prefix)
 
 

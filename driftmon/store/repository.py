@@ -227,6 +227,22 @@ class Repository:
             rows += self._ordered(connection, statement.where(_results.c.column.in_(columns[first:first + 500])))
         return sorted(rows, key=lambda row: (row["window_end"], row["column"]))
 
+    def results_between(self, connection: Connection, monitor: str, start: datetime | None = None,
+                        end: datetime | None = None) -> list[dict]:
+        """Every stored result of the windows ending in (start, end], segments' included, without their bins:
+        by window end, segment key (the whole population's first) and the columns' order (``driftmon.results``)."""
+        wanted = [c for c in _results.columns if c.name not in ("labels", "reference_counts", "current_counts")]
+        statement = _between(sa.select(*wanted).where(_results.c.monitor == monitor), _results.c.window_end,
+                             start, end)
+        ordered = statement.order_by(_results.c.window_end, _results.c.segment_key, _results.c.id)
+        return [dict(row) for row in connection.execute(ordered).mappings()]
+
+    def runs_between(self, connection: Connection, monitor: str, start: datetime | None = None,
+                     end: datetime | None = None) -> list[dict]:
+        """Every run row of the windows ending in (start, end], oldest window first (``driftmon.runs``)."""
+        statement = _between(sa.select(_runs).where(_runs.c.monitor == monitor), _runs.c.window_end, start, end)
+        return [dict(row) for row in connection.execute(statement.order_by(_runs.c.window_end, _runs.c.id)).mappings()]
+
     def _ordered(self, connection: Connection, statement) -> list[dict]:
         ordered = statement.order_by(_results.c.window_end, _results.c.column)
         return [dict(row) for row in connection.execute(ordered).mappings()]
@@ -450,6 +466,13 @@ class Repository:
         # The schema baseline is the table as the reference saw it: it goes with the reference.
         deleted["schema"] = health_queries.delete_schema(connection, monitor)
         return deleted
+
+
+def _between(statement, column, start: datetime | None, end: datetime | None):
+    """``statement`` limited to ``start < column <= end``, either bound left open when None."""
+    if start is not None:
+        statement = statement.where(column > start)
+    return statement if end is None else statement.where(column <= end)
 
 
 def _lease_now():
