@@ -47,7 +47,7 @@ _CLICKHOUSE: sa.Engine | None = None
 class EngineKind:
     name: str
     modules: tuple[str, ...]  # what the dialect imports
-    extra: str  # pip install driftmon[extra]
+    extra: str  # pip install '.[extra]' in the checkout
     finite_only: bool = False  # a double column holds no NaN/±inf
 
 
@@ -76,7 +76,8 @@ def require_driver(kind: EngineKind) -> None:
         try:
             importlib.import_module(module)
         except ImportError:
-            unavailable(f"{kind.name} tests need `pip install driftmon[{kind.extra}]` ({module} is missing)")
+            unavailable(f"{kind.name} tests need driftmon's {kind.extra} extra, `pip install '.[{kind.extra}]'` "
+                        f"({module} is missing)")
 
 
 def mysql_server_url() -> str:

@@ -161,7 +161,7 @@ def test_wheel_the_image_installs_carries_its_migrations(tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
                    check=True, timeout=300, capture_output=True)
-    (wheel,) = wheels.glob("driftmon-*.whl")
+    (wheel,) = wheels.glob("driftmon_daemon-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     for required in ("driftmon/migrations/env.py", "driftmon/migrations/script.py.mako",

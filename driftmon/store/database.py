@@ -58,16 +58,20 @@ def check_url(url: str | URL, key: str) -> None:
                           f"{_driver_hint(parsed, module)}") from None
 
 
-# What to install for a driver module, where its pip name differs or driftmon has an extra for it.
+# What to install for a driver module, where its pip name differs or driftmon has an extra for it. The
+# extras are named by their packages: PyPI's "driftmon" is another project, and no release exists yet
+# under this one's distribution name (driftmon-daemon) to name an extra of.
+_MYSQL, _DUCKDB = "pymysql (driftmon's mysql extra)", "duckdb duckdb-engine (driftmon's duckdb extra)"
+_CLICKHOUSE = "chdb chdb-sqlalchemy (driftmon's clickhouse extra)"
+_SPARK = "pyhive thrift thrift-sasl pure-sasl (driftmon's spark extra)"
 _DRIVER_PACKAGES = {
-    "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "'driftmon[mysql]'",
-    "psycopg": "'psycopg[binary]'", "cx_Oracle": "cx_Oracle", "duckdb": "'driftmon[duckdb]'",
-    "chdb": "'driftmon[clickhouse]'", "pyhive": "'driftmon[spark]'", "thrift": "'driftmon[spark]'",
-    "thrift_sasl": "'driftmon[spark]'", "sasl": "'driftmon[spark]'",
+    "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": _MYSQL,
+    "psycopg": "'psycopg[binary]'", "cx_Oracle": "cx_Oracle", "duckdb": _DUCKDB,
+    "chdb": _CLICKHOUSE, "pyhive": _SPARK, "thrift": _SPARK, "thrift_sasl": _SPARK, "sasl": _SPARK,
 }
 # What to install for a dialect that SQLAlchemy does not ship.
 _DIALECT_PACKAGES = {
-    "duckdb": "'driftmon[duckdb]'", "chdb": "'driftmon[clickhouse]'", "hive": "'driftmon[spark]'",
+    "duckdb": _DUCKDB, "chdb": _CLICKHOUSE, "hive": _SPARK,
     "snowflake": "snowflake-sqlalchemy", "bigquery": "sqlalchemy-bigquery", "trino": "trino",
     "databricks": "databricks-sqlalchemy", "redshift": "sqlalchemy-redshift",
 }
