@@ -38,6 +38,11 @@ def test_all_names_every_public_member_and_nothing_else():
         driftmon.nope  # noqa: B018
 
 
+def test_every_public_name_is_documented():
+    for name in (n for n in driftmon.__all__ if n != "__version__"):
+        assert (getattr(driftmon, name).__doc__ or "").strip(), f"driftmon.{name} has no docstring"
+
+
 def test_the_errors_are_one_tree():
     for error in (driftmon.ConfigError, driftmon.SourceError, driftmon.StoreError):
         assert issubclass(error, driftmon.DriftmonError)
@@ -88,7 +93,7 @@ def doctest_globals(tmp_path_factory) -> dict:
 
 
 @pytest.mark.parametrize("module", ["driftmon.api.compare", "driftmon.api.comparison", "driftmon.api.history",
-                                    "driftmon.api.monitor"])
+                                    "driftmon.api.monitor", "driftmon.errors"])
 def test_docstring_examples_run(module, doctest_globals):
     imported = __import__(module, fromlist=["_"])
     globs = {**doctest_globals, "config_path": doctest_globals["shop"]()}

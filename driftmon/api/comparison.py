@@ -46,6 +46,13 @@ class Comparison:
     ``results`` are the pipeline's records, one per (segment, column): the rows
     ``driftmon run-once`` stores. ``window`` and ``reference`` are the ranges they
     cover (for ``driftmon.compare``, placeholder days: the frames have no times).
+
+    >>> comparison
+    <Comparison 'compare': 2 result(s): 1 critical, 1 ok>
+    >>> comparison.critical, comparison.segments
+    (True, [])
+    >>> comparison.to_html().startswith("<!DOCTYPE html>")
+    True
     """
 
     monitor: MonitorSettings
