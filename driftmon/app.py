@@ -15,7 +15,8 @@ from driftmon.config import Config, MonitorSettings
 from driftmon.errors import ConfigError
 from driftmon.fingerprints import results_fingerprint
 from driftmon.logs import above_progress_bar
-from driftmon.pipeline import Pipeline, RunOutcome
+from driftmon.outcomes import RunOutcome
+from driftmon.pipeline import Pipeline
 from driftmon.serving.signals import stop_on_signals
 from driftmon.stats.divergence import DeviceUnavailableError, resolve_device, set_threads
 from driftmon.store import migrate

@@ -8,7 +8,6 @@ naming the monitor (and table and column where known), with no results.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import Counter
@@ -16,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
-import torch
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,220 +26,24 @@ from driftmon.counting.seasonal import SeasonalCounts, holes, seasonal_reference
 from driftmon.counting.slices import lateness
 from driftmon.errors import DriftmonError, SourceError, StoreError
 from driftmon.fingerprints import results_fingerprint
-from driftmon.segmenting import Batch, batch_of
+from driftmon.outcomes import OK, ColumnResult, RunOutcome
 from driftmon.sources import Source, open_source
-from driftmon.sources.profile import ReferenceProfile, WindowCounts, segment_key
+from driftmon.sources.profile import ReferenceProfile, WindowCounts
 from driftmon.sources.schema_watch import SchemaWatch, schema_note
 from driftmon.sources.sql import statement_timeout
-from driftmon.stats.divergence import Divergences, divergences
-from driftmon.stats.significance import benjamini_hochberg
 from driftmon.stats.volume import VolumeCheck
 from driftmon.store.database import EngineRegistry
 from driftmon.store.repository import Repository
 from driftmon.store.run_writes import RunWrite, SliceRows, WindowRows, write_run
 from driftmon.urls import mask_credentials
 from driftmon.window_health import health_row, newest_row_at, window_volume
+from driftmon.window_results import window_statistics
 from driftmon.windows import TimeRange, bins_range, reference_range
 
 log = logging.getLogger(__name__)
 
-OK, WARNING, CRITICAL, INSUFFICIENT = "ok", "warning", "critical", "insufficient_data"
 # A run's writes to the results database: a store that hangs fails the run instead.
 STORE_TIMEOUT = timedelta(seconds=60)
-
-
-@dataclass(frozen=True)
-class ColumnResult:
-    """The statistics of one column for one window: a row of the results table."""
-
-    monitor: str
-    column: str
-    role: str
-    window: TimeRange
-    reference: TimeRange
-    samples_current: float
-    samples_reference: float
-    missing_current: float
-    missing_ratio: float | None
-    kl: float | None
-    psi: float | None
-    js: float | None
-    statistic: str
-    threshold_warning: float
-    threshold_critical: float
-    status: str
-    p_value: float | None = None  # G-test of homogeneity on the raw counts
-    q_value: float | None = None  # Benjamini-Hochberg across the window's columns
-    labels: tuple[str, ...] = ()  # the bins, with the raw counts the statistics used
-    reference_counts: tuple[float, ...] = ()
-    current_counts: tuple[float, ...] = ()
-    segment: dict[str, str] | None = None  # {column: value}; None for the whole population
-
-    @property
-    def segment_key(self) -> str:
-        return segment_key(self.segment) if self.segment else ""
-
-    def as_row(self, run_id: int, computed_at: datetime) -> dict:
-        return {
-            "run_id": run_id, "monitor": self.monitor, "column": self.column, "role": self.role,
-            "window_start": self.window.start, "window_end": self.window.end,
-            "reference_start": self.reference.start, "reference_end": self.reference.end,
-            "samples_current": self.samples_current, "samples_reference": self.samples_reference,
-            "missing_current": self.missing_current, "missing_ratio": self.missing_ratio,
-            "kl": self.kl, "psi": self.psi, "js": self.js, "statistic": self.statistic,
-            "threshold_warning": self.threshold_warning,
-            "threshold_critical": self.threshold_critical,
-            "status": self.status, "computed_at": computed_at,
-            "p_value": self.p_value, "q_value": self.q_value,
-            "labels": list(self.labels), "reference_counts": list(self.reference_counts),
-            "current_counts": list(self.current_counts),
-            "segment": self.segment, "segment_key": self.segment_key,
-        }
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    monitor: str
-    window: TimeRange
-    status: str  # ok | failed
-    results: list[ColumnResult] = field(default_factory=list)
-    reference: TimeRange | None = None
-    error: str | None = None
-    reason: str | None = None  # source | store | compute | other, for failed runs
-    rows_scanned: int = 0
-    duration_seconds: float = 0.0
-    trigger: str = "schedule"  # schedule | backfill | run_once | late_data | recount
-    # Stored windows recomputed by this run because a recount of late rows changed
-    # a slice they used: their results replace the stored ones, in the same transaction.
-    recomputed: list[RunOutcome] = field(default_factory=list)
-    # driftmon.fingerprints.results_fingerprint of the settings that made the results.
-    fingerprint: str | None = None
-    # Data health (README, "Data health"): the window's volume check (driftmon/stats/volume.py;
-    # None where the monitor has none), the start of the newest slice that held rows, and
-    # the source_schemas row this run's schema check stored (None: not checked this run).
-    volume: VolumeCheck | None = None
-    newest_row_at: datetime | None = None
-    schema: dict | None = None
-
-    @property
-    def critical(self) -> bool:
-        return any(r.status == CRITICAL for r in self.results)
-
-
-# --- the steps ------------------------------------------------------------------
-
-
-def compute_statistics(counts: WindowCounts, monitor: MonitorSettings, compute: ComputeConfig) -> Divergences:
-    """ONE engine call for every column of the monitor.
-
-    Events sources' counts come from SQL COUNT, so they are whole: saying so
-    (``whole_counts``) spares the G-test its exact check of every count.
-    Histogram sources may carry fractional weights and are checked.
-    """
-    smoothing = monitor.smoothing
-    return divergences(
-        counts.reference,
-        counts.current,
-        counts.mask,
-        smoothing=smoothing.method,
-        alpha=getattr(smoothing, "alpha", 0.5),
-        epsilon=getattr(smoothing, "epsilon", 1e-4),
-        kl_direction=monitor.kl_direction,
-        device=compute.device,
-        dtype=compute.dtype,
-        whole_counts=monitor.source.kind == "events",
-    )
-
-
-def classify(value: float, warning: float, critical: float, q_value: float | None = None,
-             significance: float | None = None) -> str:
-    """``warning ≤ value < critical`` is a warning; ``value ≥ critical`` is critical.
-
-    With a ``significance`` level, a column drifts only if its q-value is at most
-    that level too: an effect size reached by sampling noise alone is no evidence.
-    """
-    if significance is not None and not (q_value is not None and q_value <= significance):
-        return OK
-    if value >= critical:
-        return CRITICAL
-    return WARNING if value >= warning else OK
-
-
-def enough_samples(monitor: MonitorSettings, counts: WindowCounts, stats: Divergences) -> list[bool]:
-    """Which columns have ``min_samples`` in both windows: the others are insufficient_data."""
-    valid = stats.valid.tolist()
-    smaller = np.minimum(counts.current_totals, counts.reference_totals).tolist()
-    return [bool(valid[f]) and smaller[f] >= monitor.min_samples for f in range(len(counts.columns))]
-
-
-def q_values(stats: Divergences, tested: list[bool], families: tuple[int, ...] | None = None) -> list[float | None]:
-    """Benjamini-Hochberg across the tested rows of each family of one window (None for the others):
-    one family, the window's columns, when unsegmented (driftmon/segmenting.py)."""
-    families = families or (0,) * len(tested)
-    adjusted: list[float | None] = [None] * len(tested)
-    if stats.p_value is None:
-        return adjusted
-    for family in sorted(set(families)):
-        members = [keep and f == family for keep, f in zip(tested, families, strict=True)]
-        if any(members):
-            for i, q in enumerate(benjamini_hochberg(stats.p_value, torch.tensor(members)).tolist()):
-                if members[i]:
-                    adjusted[i] = q
-    return adjusted
-
-
-def column_results(
-    monitor: MonitorSettings, batch: Batch, stats: Divergences, reference: TimeRange
-) -> list[ColumnResult]:
-    results = []
-    counts = batch.counts
-    tested = enough_samples(monitor, counts, stats)
-    adjusted = q_values(stats, tested, batch.families)
-    # Read out of the tensors once: indexing a tensor per row cost 10 µs, 40 ms for 1,273 segment rows.
-    statistics = {name: getattr(stats, name).tolist() for name in ("kl", "psi", "js")}
-    p_values = stats.p_value.tolist() if stats.p_value is not None else None
-    for f, column in enumerate(counts.columns):
-        thresholds = monitor.thresholds_for(column)
-        samples, ref_samples = float(counts.current_totals[f]), float(counts.reference_totals[f])
-        enough, q_value = tested[f], adjusted[f]
-        values = {name: statistics[name][f] if enough else None for name in ("kl", "psi", "js")}
-        if enough and not all(math.isfinite(v) for v in values.values()):
-            where = f" in segment {segment_key(batch.segments[f])}" if batch.segments[f] else ""
-            raise DriftmonError(f"column {column!r}{where}: the statistics are not finite ({values})")
-        p_value = p_values[f] if enough and p_values is not None else None
-        missing = float(counts.current_missing[f])
-        status = classify(values[thresholds.statistic], thresholds.warning, thresholds.critical,
-                          q_value, monitor.significance) if enough else INSUFFICIENT
-        width = len(counts.labels[f])
-        results.append(ColumnResult(
-            monitor=monitor.name, column=column, role=counts.roles[f], window=counts.window,
-            reference=reference, samples_current=samples, samples_reference=ref_samples,
-            missing_current=missing, missing_ratio=missing / samples if samples else None,
-            statistic=thresholds.statistic, threshold_warning=thresholds.warning,
-            threshold_critical=thresholds.critical, status=status, **values,
-            p_value=p_value, q_value=q_value,
-            labels=counts.labels[f], reference_counts=tuple(counts.reference[f, :width].tolist()),
-            current_counts=tuple(counts.current[f, :width].tolist()), segment=batch.segments[f],
-        ))
-    return results
-
-
-def window_statistics(monitor: MonitorSettings, counts: WindowCounts, reference: TimeRange,
-                      compute: ComputeConfig) -> list[ColumnResult]:
-    """ONE engine call for every row of the window: every column, of every segment. The daemon's
-    runs and ``driftmon.compare`` (driftmon/api/compare.py) both come here."""
-    check_column_errors(monitor, counts)
-    batch = batch_of(counts)
-    stats = compute_statistics(batch.counts, monitor, compute)
-    return column_results(monitor, batch, stats, reference)
-
-
-def check_column_errors(monitor: MonitorSettings, counts: WindowCounts) -> None:
-    if counts.errors:
-        column, problem = next(iter(counts.errors.items()))
-        raise SourceError(
-            f"monitor {monitor.name!r}, table {monitor.source.table!r}, column {column!r}: {problem}"
-        )
 
 
 # --- the run ------------------------------------------------------------------

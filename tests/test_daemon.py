@@ -288,7 +288,7 @@ def test_recomputed_windows_are_recorded_before_the_run_itself(tmp_path):
     from prometheus_client import CollectorRegistry
 
     from driftmon.config_file import load_config
-    from driftmon.pipeline import RunOutcome
+    from driftmon.outcomes import RunOutcome
     from driftmon.serving.daemon import Daemon
     from tests.test_metrics import REFERENCE, WINDOW, result
 

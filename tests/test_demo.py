@@ -194,7 +194,7 @@ def test_a_copy_of_the_demo_config_works_from_anywhere(tmp_path, monkeypatch):
 
 
 def column_result(column: str, window, status: str, kl: float, samples: float, segment: dict | None = None):
-    from driftmon.pipeline import ColumnResult
+    from driftmon.outcomes import ColumnResult
 
     return ColumnResult(monitor="m", column=column, role="feature", window=window, reference=window,
                         samples_current=samples, samples_reference=1000, missing_current=0, missing_ratio=0,
@@ -206,7 +206,7 @@ def test_the_summary_dates_a_segment_drift_from_its_latest_unbroken_alarm():
     """A chance warning of a segment before the drift (the false discovery rate allows some) is not
     the start of the drift: the segment table dates it from the latest unbroken run of alarms."""
     from driftmon.commands.demo_summary import alarm_since, summary
-    from driftmon.pipeline import RunOutcome
+    from driftmon.outcomes import RunOutcome
     from driftmon.windows import TimeRange
 
     start = datetime(2024, 3, 8, tzinfo=UTC)

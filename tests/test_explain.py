@@ -21,10 +21,10 @@ from driftmon.config import MonitorSettings
 from driftmon.config_file import parse_config
 from driftmon.errors import ConfigError
 from driftmon.inspect.explain import NO_BINS, as_dict, as_json, as_table, explain_window, load_explanation, only_columns
-from driftmon.pipeline import classify
 from driftmon.stats.divergence import divergences
 from driftmon.store.repository import Repository
 from driftmon.textsafe import is_visible, visible
+from driftmon.window_results import classify
 
 WINDOW_END = datetime(2024, 3, 8, 12, tzinfo=UTC)
 # Every kind of bin: numeric edges (both open ends), categories, other and missing.

@@ -11,7 +11,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftmon.config_file import parse_config
-from driftmon.pipeline import RunOutcome
+from driftmon.outcomes import RunOutcome
 from driftmon.serving.health_metrics import HealthCollector, HealthState
 from driftmon.stats.volume import VolumeCheck, volume_check
 from driftmon.store import health_queries

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from driftmon.config_file import parse_config
-from driftmon.pipeline import ColumnResult, RunOutcome
+from driftmon.outcomes import ColumnResult, RunOutcome
 from driftmon.serving.metrics import DriftCollector, DriftState
 from driftmon.serving.run_metrics import RunMetrics
 from driftmon.windows import TimeRange

@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from driftmon.commands.outputs import as_json, as_table
-from driftmon.pipeline import ColumnResult, RunOutcome
+from driftmon.outcomes import ColumnResult, RunOutcome
 from driftmon.textsafe import is_visible
 from driftmon.windows import TimeRange
 

@@ -13,7 +13,8 @@ from scipy.stats import entropy
 
 from driftmon import app as application
 from driftmon.config_file import parse_config
-from driftmon.pipeline import CRITICAL, INSUFFICIENT, OK, Pipeline
+from driftmon.outcomes import CRITICAL, INSUFFICIENT, OK
+from driftmon.pipeline import Pipeline
 from driftmon.store import run_writes
 from driftmon.store.models import Result, Run
 from driftmon.windows import TimeRange
@@ -231,7 +232,7 @@ def test_an_unexpected_exception_is_a_failed_run_counted_as_other(engine, db_url
     def defect(*args, **kwargs):
         raise TypeError("'<' not supported between instances of 'str' and 'float'")
 
-    monkeypatch.setattr("driftmon.pipeline.compute_statistics", defect)
+    monkeypatch.setattr("driftmon.window_results.compute_statistics", defect)
     with caplog.at_level("ERROR", logger="driftmon.pipeline"):
         (outcome,) = application.run_latest(app, config.resolved_monitors(), AT)
     assert (outcome.status, outcome.reason) == ("failed", "other")
@@ -317,10 +318,11 @@ def test_two_hundred_columns_one_engine_call(engine, db_url, app_for, monkeypatc
     config = make_config(db_url, features=[{"column": n, "bins": 4} for n in names], table="wide",
                          source_extra={"where": {}}, window={"size": "1d"}, min_samples=5)
     calls = []
-    from driftmon import pipeline
+    from driftmon import window_results
 
-    original = pipeline.divergences
-    monkeypatch.setattr(pipeline, "divergences", lambda *a, **k: calls.append(a[0].shape) or original(*a, **k))
+    original = window_results.divergences
+    monkeypatch.setattr(window_results, "divergences",
+                        lambda *a, **k: calls.append(a[0].shape) or original(*a, **k))
     (outcome,) = application.run_latest(app_for(config), config.resolved_monitors(), START + 7 * DAY + HOUR)
     assert outcome.status == "ok" and len(outcome.results) == 200
     assert calls == [(200, 4)]  # 4 quantile bins, no missing values: no padding needed

@@ -15,7 +15,8 @@ from driftmon import app as application
 from driftmon.commands.outputs import as_json
 from driftmon.config_file import parse_config
 from driftmon.errors import ConfigError
-from driftmon.pipeline import CRITICAL, INSUFFICIENT, OK, Pipeline
+from driftmon.outcomes import CRITICAL, INSUFFICIENT, OK
+from driftmon.pipeline import Pipeline
 from driftmon.store.database import EngineRegistry
 from driftmon.store.models import Result
 from driftmon.windows import TimeRange

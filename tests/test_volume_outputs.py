@@ -13,7 +13,7 @@ import yaml
 from driftmon.commands.outputs import as_json, as_table
 from driftmon.commands.runs import _exit_code
 from driftmon.config import VolumeCheck as VolumeSettings
-from driftmon.pipeline import RunOutcome
+from driftmon.outcomes import RunOutcome
 from driftmon.stats.volume import VolumeCheck
 from driftmon.textsafe import is_visible
 from tests.cli_helpers import driftmon

@@ -6,7 +6,7 @@ reference's rows stamped with one day and the current's with the next, and a
 monitor with a fixed reference on that day runs the daemon's own code on it:
 ``EventsSource.profile`` cuts the bins and counts the reference inside DuckDB,
 ``EventsSource.counts`` counts the current window, and
-``pipeline.window_statistics`` makes the one engine call, the G-test and
+``window_results.window_statistics`` makes the one engine call, the G-test and
 Benjamini-Hochberg and the statuses. The same rows in a source table give the
 same bins, counts and statistics (tests/test_api_history.py checks it against
 ``driftmon backfill`` to 1e-12, tests/test_api.py against numpy and scipy to 1e-9).
@@ -82,8 +82,8 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame,
     'critical'
     """
     from driftmon.api.comparison import Comparison
-    from driftmon.pipeline import window_statistics
     from driftmon.sources import open_source
+    from driftmon.window_results import window_statistics
 
     reference, current = _frame("reference", reference), _frame("current", current)
     by = _segment_columns(segments)

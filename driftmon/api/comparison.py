@@ -21,7 +21,7 @@ from driftmon.errors import ConfigError
 if TYPE_CHECKING:
     from driftmon.config import MonitorSettings
     from driftmon.inspect.explain import WindowExplanation
-    from driftmon.pipeline import ColumnResult
+    from driftmon.outcomes import ColumnResult
     from driftmon.windows import TimeRange
 
 # Comparison.to_df's columns and their dtypes (README, "From Python").

@@ -18,7 +18,7 @@ from driftmon.errors import ConfigError, DriftmonError, SourceError, StoreError
 if TYPE_CHECKING:
     from driftmon.api.comparison import Comparison
     from driftmon.config import Config
-    from driftmon.pipeline import RunOutcome
+    from driftmon.outcomes import RunOutcome
 
 # A failed run's reason (pipeline._reason) as the error it is raised as.
 _ERRORS: dict[str | None, type[DriftmonError]] = {"source": SourceError, "store": StoreError}

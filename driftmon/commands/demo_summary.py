@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from driftmon.commands.demo import DRIFTED_APP, SESSION_GROWTH
-from driftmon.pipeline import CRITICAL, INSUFFICIENT, WARNING, ColumnResult, RunOutcome
+from driftmon.outcomes import CRITICAL, INSUFFICIENT, WARNING, ColumnResult, RunOutcome
 
 ALARMS = (WARNING, CRITICAL)
 _SEVERITY = {CRITICAL: 2, WARNING: 1}

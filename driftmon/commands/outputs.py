@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from driftmon.config import MonitorSettings
 from driftmon.config import VolumeCheck as VolumeSettings
-from driftmon.pipeline import ColumnResult, RunOutcome
+from driftmon.outcomes import ColumnResult, RunOutcome
 from driftmon.textsafe import visible
 
 _HEADER = ("monitor", "column", "role", "samples (ref / cur)", "KL", "PSI", "JS", "p", "q", "status")

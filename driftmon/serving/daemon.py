@@ -50,7 +50,7 @@ from driftmon.app import App, open_app
 from driftmon.config import Config, MonitorSettings, Schedule
 from driftmon.cron import crontab_trigger
 from driftmon.errors import ConfigError
-from driftmon.pipeline import RunOutcome
+from driftmon.outcomes import RunOutcome
 from driftmon.serving.claims import WindowClaims
 from driftmon.serving.health import Health
 from driftmon.serving.health_metrics import HealthCollector, HealthState

@@ -24,7 +24,7 @@ from sqlalchemy import Connection
 
 from driftmon.config import MonitorSettings, longest_interval
 from driftmon.counting.slices import slice_length
-from driftmon.pipeline import RunOutcome
+from driftmon.outcomes import RunOutcome
 from driftmon.serving.metrics import STATUSES
 from driftmon.store import health_queries
 from driftmon.windows import as_utc

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from driftmon.config import SEGMENT_PSEUDO_COLUMN, MonitorSettings
-from driftmon.pipeline import INSUFFICIENT, ColumnResult, RunOutcome
+from driftmon.outcomes import INSUFFICIENT, ColumnResult, RunOutcome
 from driftmon.serving import segment_metrics
 from driftmon.serving.segment_metrics import SegmentResult, SegmentWindow
 

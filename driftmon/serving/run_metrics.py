@@ -14,7 +14,7 @@ from prometheus_client.core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
-from driftmon.pipeline import RunOutcome
+from driftmon.outcomes import RunOutcome
 
 FAILURE_REASONS = ("source", "store", "compute", "other")
 RUN_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)

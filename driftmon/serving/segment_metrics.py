@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from driftmon.config import MonitorSettings
-from driftmon.pipeline import CRITICAL, INSUFFICIENT, ColumnResult
+from driftmon.outcomes import CRITICAL, INSUFFICIENT, ColumnResult
 
 STATUSES = ("ok", "warning", "critical", INSUFFICIENT)
 SEVERITY = {CRITICAL: 3, "warning": 2, "ok": 1, INSUFFICIENT: 0}
