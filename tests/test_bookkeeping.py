@@ -15,6 +15,7 @@ from driftmon.config import AUTO_WORKERS_MAX, AUTO_WORKERS_PER_CPU, ComputeConfi
 from driftmon.config_file import parse_config
 from driftmon.serving.claims import WindowClaims
 from driftmon.serving.leases import Leases
+from driftmon.store.lease_queries import LeaseQueries
 from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange
 
@@ -45,7 +46,7 @@ def statements(engine):
 
 
 def claims_for(engine, backend: str, owner: str = "a", ttl: timedelta = TTL) -> WindowClaims:
-    leases = Leases(engine, Repository(), owner, ttl) if backend == "postgresql" else None
+    leases = Leases(engine, LeaseQueries(), owner, ttl) if backend == "postgresql" else None
     return WindowClaims(engine, Repository(), leases, ttl, lambda name, n: None, started=T)
 
 
@@ -73,7 +74,7 @@ def test_a_steady_runs_bookkeeping_is_one_statement_and_the_release(engine, back
 def test_one_claim_statement_skips_stored_and_held_windows(engine):
     from driftmon.store.models import Result, Run
 
-    a, b = (Leases(engine, Repository(), owner, TTL) for owner in ("a", "b"))
+    a, b = (Leases(engine, LeaseQueries(), owner, TTL) for owner in ("a", "b"))
     ends = [T + timedelta(minutes=k) for k in range(4)]
     with engine.begin() as connection:
         run_id = connection.execute(Run.__table__.insert().returning(Run.__table__.c.id), {
@@ -97,7 +98,7 @@ def test_one_claim_statement_skips_stored_and_held_windows(engine):
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_one_keeper_renews_every_held_lease_in_one_statement(engine):
-    mine, theirs = (Leases(engine, Repository(), owner, timedelta(seconds=1.5)) for owner in ("a", "b"))
+    mine, theirs = (Leases(engine, LeaseQueries(), owner, timedelta(seconds=1.5)) for owner in ("a", "b"))
     ends = [T, T + timedelta(minutes=1), T + timedelta(minutes=2)]
     with statements(engine) as sent:
         _, claimed = mine.claim_due("m", ends, ends)
@@ -191,17 +192,17 @@ def test_a_connection_dropped_while_idle_is_replaced_and_a_busy_one_is_not_pinge
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_claims_releases_and_renewals_are_single_round_trips(engine, monkeypatch):
     """In autocommit: psycopg sends no BEGIN before them and no COMMIT after (3 round trips each before)."""
-    repository = Repository()
+    queries = LeaseQueries()
     seen = []
     for name in ("claim_due_leases", "release_leases", "renew_leases"):
-        method = getattr(repository, name)
+        method = getattr(queries, name)
 
         def wrapped(connection, *args, _method=method, _name=name, **kwargs):
             seen.append((_name, connection.connection.dbapi_connection.autocommit))
             return _method(connection, *args, **kwargs)
 
-        monkeypatch.setattr(repository, name, wrapped)
-    leases = Leases(engine, repository, "a", timedelta(seconds=0.6))
+        monkeypatch.setattr(queries, name, wrapped)
+    leases = Leases(engine, queries, "a", timedelta(seconds=0.6))
     _, claimed = leases.claim_due("m", [T], [T])
     time.sleep(0.4)  # one renewal
     leases.release("m", sorted(claimed))

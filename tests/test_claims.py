@@ -1,7 +1,7 @@
 """WindowClaims on its own: the take-over rule, late runs, give-ups, the sweep of expired leases.
 
 Most tests run on a clock the test moves, with a results store and leases that
-stand in for the database (same claim semantics as Repository.claim_lease:
+stand in for the database (same claim semantics as LeaseQueries.claim_lease:
 a claim wins when there is no row or the row has expired), so that `every: 5s`
 with the default 30 s lease plays out in microseconds.
 """
@@ -88,7 +88,7 @@ class Leases:
         self.rows, self.owner, self.clock, self.ttl, self.store = rows, owner, clock, ttl, store
 
     def claim_due(self, monitor: str, candidates: list[datetime], wanted: list[datetime]):
-        """As Repository.claim_due_leases: which candidates are stored, and claims on the wanted rest."""
+        """As LeaseQueries.claim_due_leases: which candidates are stored, and claims on the wanted rest."""
         stored = {end for end in candidates if end in self.store.ends}
         return stored, {end for end in wanted if end not in stored and self.claim(monitor, end)}
 
@@ -269,10 +269,10 @@ def test_leases_expired_and_alive_on_postgresql(engine):
     import time
 
     from driftmon.serving.leases import Leases as RealLeases
-    from driftmon.store.repository import Repository
+    from driftmon.store.lease_queries import LeaseQueries
 
     end = datetime(2024, 3, 8, tzinfo=UTC)
-    dead, alive = (RealLeases(engine, Repository(), owner, timedelta(seconds=1)) for owner in ("dead", "alive"))
+    dead, alive = (RealLeases(engine, LeaseQueries(), owner, timedelta(seconds=1)) for owner in ("dead", "alive"))
     assert dead.claim("m", end) and dead.claim("m", end + timedelta(hours=1))
     assert dead.alive("m", [end, end + timedelta(hours=2)]) == {end}
     assert dead.expired() == [] and not dead.delete_expired("m", end)

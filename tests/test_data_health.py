@@ -11,9 +11,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from driftmon.config_file import parse_config
-from driftmon.store import health_queries
+from driftmon.store import health_queries, inventory
 from driftmon.store.database import create_db_engine
-from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange
 from tests.seasonaldata import DAY, HOUR, START, run_window, seasonal_config, seasonal_rows, write_log
 
@@ -55,7 +54,7 @@ def test_a_run_stores_its_volume_and_freshness_and_a_quiet_window_keeps_the_newe
         # The newest row seen by any window, not by the newest window (which saw none).
         assert latest["window_end"] == quiet.end and latest["newest_row_at"] == busy.start
         with engine.begin() as connection:
-            deleted = Repository().delete_windows_after(connection, "seasonal", busy.end)
+            deleted = inventory.delete_windows_after(connection, "seasonal", busy.end)
         assert deleted["health"] == 1
     finally:
         engine.dispose()

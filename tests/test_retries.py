@@ -15,8 +15,8 @@ from driftmon.config_file import parse_config
 from driftmon.serving.daemon import Daemon
 from driftmon.serving.leases import Leases
 from driftmon.serving.retries import FIRST_DELAY, PendingWindows
+from driftmon.store.lease_queries import LeaseQueries
 from driftmon.store.models import Lease, Result
-from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange, latest_tick
 from tests.sourcedata import create_and_fill, events_table
 from tests.test_pipeline import drifted_rows
@@ -31,7 +31,7 @@ def postgresql_only(backend):
 
 def test_a_held_lease_is_renewed_then_released(engine, backend):
     postgresql_only(backend)
-    mine, theirs = (Leases(engine, Repository(), owner, timedelta(seconds=1.5)) for owner in ("a", "b"))
+    mine, theirs = (Leases(engine, LeaseQueries(), owner, timedelta(seconds=1.5)) for owner in ("a", "b"))
     assert mine.claim("m", END)
     with mine.held("m", END):
         time.sleep(2.5)  # past the ttl: the renewals keep it
@@ -41,7 +41,7 @@ def test_a_held_lease_is_renewed_then_released(engine, backend):
 
 def test_a_dead_owners_lease_runs_out_within_its_ttl(engine, backend):
     postgresql_only(backend)
-    dead, alive = (Leases(engine, Repository(), owner, timedelta(seconds=1)) for owner in ("dead", "alive"))
+    dead, alive = (Leases(engine, LeaseQueries(), owner, timedelta(seconds=1)) for owner in ("dead", "alive"))
     assert dead.claim("m", END)  # and never renews: SIGKILLed
     assert not alive.claim("m", END)
     time.sleep(1.3)
@@ -118,7 +118,7 @@ def test_a_crashed_replicas_window_is_taken_over(engine, db_url, tmp_path, backe
         monitor = daemon.monitors[0]
         end = latest_tick(monitor.schedule, datetime.now(UTC))
         window = TimeRange(end - monitor.window.size, end)  # the one window due
-        crashed = Leases(engine, Repository(), "crashed", daemon.claims.lease_ttl)
+        crashed = Leases(engine, LeaseQueries(), "crashed", daemon.claims.lease_ttl)
         assert crashed.claim(monitor.name, window.end)  # then SIGKILLed: no renewal, no release
         daemon.run_monitor(monitor)
         assert stored_window_ends(engine) == set()

@@ -148,12 +148,11 @@ def db_delete_windows(config_path: str | None, monitor_name: str, after: datetim
     E.g. windows of a backfill into the future, or of a wrong setup; `backfill`
     computes them again. Slices and reference profiles are kept.
     """
-    from driftmon.store.repository import Repository
+    from driftmon.store import inventory
 
-    repository = Repository()
     with _results_database(config_path) as (_, engine):
         with engine.connect() as connection:
-            found = repository.windows_after(connection, monitor_name, after)
+            found = inventory.windows_after(connection, monitor_name, after)
         if not found["results"] and not found["runs"]:
             click.echo(f"monitor {monitor_name}: no window ends after {after.isoformat()}; nothing to delete")
             return
@@ -162,7 +161,7 @@ def db_delete_windows(config_path: str | None, monitor_name: str, after: datetim
         _confirm([f"monitor {monitor_name}: {found['windows']} window(s){span}: {found['results']} result row(s) "
                   f"and {found['runs']} run row(s) ending after {after.isoformat()}"], yes)
         with engine.begin() as connection:
-            deleted = repository.delete_windows_after(connection, monitor_name, after)
+            deleted = inventory.delete_windows_after(connection, monitor_name, after)
     click.echo(f"deleted {deleted['results']} result row(s), {deleted['runs']} run row(s), "
                f"{deleted['health']} health row(s) and {deleted['leases']} lease(s) of monitor {monitor_name}")
 
@@ -177,13 +176,12 @@ def db_reset_reference(config_path: str | None, monitor_name: str, yes: bool) ->
 
     Stored windows are kept; `backfill --recount` recomputes them from fresh counts.
     """
-    from driftmon.store.repository import Repository
+    from driftmon.store import inventory
 
-    repository = Repository()
     with _results_database(config_path) as (_, engine):
         with engine.connect() as connection:
-            profiles = repository.profile_inventory(connection, monitor_name)
-            slices = repository.slice_inventory(connection, monitor_name)
+            profiles = inventory.profile_inventory(connection, monitor_name)
+            slices = inventory.slice_inventory(connection, monitor_name)
         if not profiles and not slices:
             click.echo(f"monitor {monitor_name}: no reference profile or slice is stored; nothing to delete")
             return
@@ -194,6 +192,6 @@ def db_reset_reference(config_path: str | None, monitor_name: str, yes: bool) ->
                     f"{len(slices)} profile key(s)")
         _confirm(plan, yes)
         with engine.begin() as connection:
-            deleted = repository.delete_reference_state(connection, monitor_name)
+            deleted = inventory.delete_reference_state(connection, monitor_name)
     click.echo(f"deleted {deleted['profiles']} column profile(s) and {deleted['slices']} slice(s) of monitor "
                f"{monitor_name}; the next run counts them again")

@@ -19,6 +19,7 @@ from driftmon.counting.incremental import slice_profile_key
 from driftmon.counting.slices import slice_length
 from driftmon.fingerprints import fingerprint, results_fingerprint
 from driftmon.sources import Source, open_source
+from driftmon.store import inventory
 from driftmon.store.database import EngineRegistry
 from driftmon.store.repository import Repository
 from driftmon.windows import TimeRange
@@ -70,7 +71,7 @@ def stored_state(config: Config, connection: Connection, now: datetime,
     """Every monitor with anything stored (or configured), oldest state first."""
     repository = Repository()
     monitors = {m.name: m for m in config.resolved_monitors()}
-    names = [monitor] if monitor else sorted(set(monitors) | _stored_monitors(repository, connection))
+    names = [monitor] if monitor else sorted(set(monitors) | _stored_monitors(connection))
     engines = EngineRegistry()
     try:
         return [_monitor_state(repository, connection, name, monitors.get(name), config, engines, now)
@@ -79,10 +80,10 @@ def stored_state(config: Config, connection: Connection, now: datetime,
         engines.dispose()
 
 
-def _stored_monitors(repository: Repository, connection: Connection) -> set[str]:
-    return ({row["monitor"] for row in repository.profile_inventory(connection)}
-            | {row["monitor"] for row in repository.slice_inventory(connection)}
-            | {row["monitor"] for row in repository.result_inventory(connection)})
+def _stored_monitors(connection: Connection) -> set[str]:
+    return ({row["monitor"] for row in inventory.profile_inventory(connection)}
+            | {row["monitor"] for row in inventory.slice_inventory(connection)}
+            | {row["monitor"] for row in inventory.result_inventory(connection)})
 
 
 def _monitor_state(repository: Repository, connection: Connection, name: str, monitor: MonitorSettings | None,
@@ -93,13 +94,13 @@ def _monitor_state(repository: Repository, connection: Connection, name: str, mo
     state.profiles, keys = _profiles(repository, connection, name, monitor, source)
     state.slices = [SliceGroup(row["profile_key"], row["slices"], TimeRange(row["first_start"], row["last_end"]),
                                int(row["sealed"] or 0), None if monitor is None else row["profile_key"] in keys)
-                    for row in repository.slice_inventory(connection, name)]
+                    for row in inventory.slice_inventory(connection, name)]
     expected = results_fingerprint(monitor, url) if monitor else None
     state.results = [ResultGroup(row["fingerprint"], row["windows"], row["rows"], row["first_end"], row["last_end"],
                                  None if monitor is None or row["fingerprint"] is None
                                  else row["fingerprint"] == expected)
-                     for row in repository.result_inventory(connection, name)]
-    state.future_windows = repository.windows_after(connection, name, now)["windows"]
+                     for row in inventory.result_inventory(connection, name)]
+    state.future_windows = inventory.windows_after(connection, name, now)["windows"]
     return state
 
 
@@ -107,7 +108,7 @@ def _profiles(repository: Repository, connection: Connection, name: str, monitor
               source: Source | None) -> tuple[list[ProfileGroup], set[str]]:
     """The stored profiles grouped by range and verdict, and the slice keys the matching ones give."""
     ranges = sorted({TimeRange(row["reference_start"], row["reference_end"])
-                     for row in repository.profile_inventory(connection, name)})
+                     for row in inventory.profile_inventory(connection, name)})
     groups, keys = [], set()
     length = slice_length(monitor) if monitor else None
     for reference in ranges:

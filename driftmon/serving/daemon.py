@@ -62,6 +62,7 @@ from driftmon.serving.signals import stop_on_signals
 from driftmon.serving.store_health import StoreHealth
 from driftmon.stats.divergence import resolve_device
 from driftmon.store.database import sqlite_daemon_lock
+from driftmon.store.lease_queries import LeaseQueries
 from driftmon.store.segment_queries import changed_segment_rows
 from driftmon.windows import EPOCH
 
@@ -158,7 +159,7 @@ class Daemon:
         self.app = open_app(self.config)
         repository, ttl = self.app.pipeline.repository, self.config.server.lease_ttl
         # SQLite: one daemon per database file (a file lock), so no leases.
-        leases = Leases(self.app.results, repository, self.owner, ttl) \
+        leases = Leases(self.app.results, LeaseQueries(), self.owner, ttl) \
             if self.app.results.dialect.name == "postgresql" else None
         self.claims = WindowClaims(self.app.results, repository, leases, ttl, self.run_metrics.record_missed)
 

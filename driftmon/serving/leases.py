@@ -10,7 +10,7 @@ releases its claim, so a failed window can be retried at once. The results' uniq
 Expired rows (their holder died, or lost the database for a whole ``ttl``)
 are found by ``expired`` and either taken over or deleted
 (driftmon/serving/claims.py), so none stays behind; expiry is judged on the
-database's clock (``Repository``).
+database's clock (driftmon/store/lease_queries.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftmon.store.database import single_statements
-from driftmon.store.repository import Repository
+from driftmon.store.lease_queries import LeaseQueries
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,9 @@ class Leases:
     bookkeeping once thousands of monitors share a daemon.
     """
 
-    def __init__(self, results: Engine, repository: Repository, owner: str, ttl: timedelta):
+    def __init__(self, results: Engine, queries: LeaseQueries, owner: str, ttl: timedelta):
         self.results = results
-        self.repository = repository
+        self.queries = queries
         self.owner = owner
         self.ttl = ttl
         self._held: set[tuple[str, datetime]] = set()
@@ -50,13 +50,13 @@ class Leases:
 
     def claim(self, monitor: str, window_end: datetime) -> bool:
         with self.results.begin() as connection:
-            return self.repository.claim_lease(connection, monitor, window_end, self.owner, self.ttl)
+            return self.queries.claim_lease(connection, monitor, window_end, self.owner, self.ttl)
 
     def claim_due(self, monitor: str, candidates: list[datetime],
                   wanted: list[datetime]) -> tuple[set[datetime], set[datetime]]:
         """(ends of ``candidates`` with results, ends of ``wanted`` claimed now): one statement."""
         with single_statements(self.results) as connection:
-            stored, claimed = self.repository.claim_due_leases(connection, monitor, candidates, wanted,
+            stored, claimed = self.queries.claim_due_leases(connection, monitor, candidates, wanted,
                                                                self.owner, self.ttl)
         # Kept alive from now: a run computes its claimed windows one after the other.
         self._hold(monitor, claimed)
@@ -89,7 +89,7 @@ class Leases:
                     return
             try:
                 with single_statements(self.results) as connection:
-                    kept = self.repository.renew_leases(connection, held, self.owner, self.ttl)
+                    kept = self.queries.renew_leases(connection, held, self.owner, self.ttl)
             except SQLAlchemyError as exc:  # the store is away: the run's own write will say so
                 log.warning("could not renew the leases", extra={
                     "event": "lease.renew_failed", "leases": len(held), "error": str(exc).splitlines()[0]})
@@ -109,7 +109,7 @@ class Leases:
             self._held.difference_update((monitor, end) for end in window_ends)
         try:
             with single_statements(self.results) as connection:
-                self.repository.release_leases(connection, monitor, window_ends, self.owner)
+                self.queries.release_leases(connection, monitor, window_ends, self.owner)
         except SQLAlchemyError:  # they expire by themselves within ttl
             log.warning("could not release a lease", extra={"event": "lease.release_failed", "monitor": monitor})
 
@@ -118,14 +118,14 @@ class Leases:
         if not window_ends:
             return set()
         with self.results.connect() as connection:
-            return self.repository.live_leases(connection, monitor, window_ends)
+            return self.queries.live_leases(connection, monitor, window_ends)
 
     def expired(self) -> list[tuple[str, datetime]]:
         """(monitor, window end) of every lease that has run out: its holder is gone."""
         with self.results.connect() as connection:
-            return self.repository.expired_leases(connection)
+            return self.queries.expired_leases(connection)
 
     def delete_expired(self, monitor: str, window_end: datetime) -> bool:
         """Delete the window's lease row if it is still expired (nobody claimed it since)."""
         with self.results.begin() as connection:
-            return self.repository.delete_expired_lease(connection, monitor, window_end)
+            return self.queries.delete_expired_lease(connection, monitor, window_end)

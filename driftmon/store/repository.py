@@ -1,14 +1,17 @@
-"""The one class that runs every query of the results database.
+"""The queries of runs, results, reference profiles and slices.
 
 Methods take the caller's connection and return plain values or frozen
 records; the caller (the pipeline) owns the transaction, so a run's writes are
 committed together or not at all. Driver errors become ``StoreError`` here.
+The other tables' queries have modules of their own: leases (lease_queries.py),
+data health (health_queries.py), segments (segment_queries.py), a run's writes
+(run_writes.py), and what is stored with its repairs (inventory.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -16,16 +19,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from driftmon.config import SEGMENT_PSEUDO_COLUMN
 from driftmon.sources.profile import ColumnProfile, ReferenceProfile, SegmentProfile
-from driftmon.store import health_queries, run_writes
-from driftmon.store.models import Lease, Result, Run, SliceCounts
+from driftmon.store import run_writes
 from driftmon.store.models import ReferenceProfile as ProfileRow
+from driftmon.store.models import Result, Run, SliceCounts
+from driftmon.store.stored_times import stored_utc
 from driftmon.windows import TimeRange
 
 SEGMENTS_KIND = "segments"  # the reference_profiles row that holds a profile's segments
 _profiles = ProfileRow.__table__
 _runs = Run.__table__
 _results = Result.__table__
-_leases = Lease.__table__
 _slices = SliceCounts.__table__
 # The whole population's rows: a segmented monitor also stores one per segment (README, "Segments").
 _WHOLE = _results.c.segment_key == ""
@@ -66,103 +69,7 @@ class Repository:
                 _results.c.monitor == monitor, _results.c.fingerprint != fingerprint,
                 _results.c.window_end > span.start, _results.c.window_end <= span.end)
             statement = statement.where(_results.c.window_end.not_in(stale))
-        return {_utc(end) for end in connection.execute(statement).scalars()}
-
-    def claim_lease(self, connection: Connection, monitor: str, window_end: datetime,
-                    owner: str, ttl: timedelta) -> bool:
-        """Atomically claim (or take over an expired claim on) a monitor window.
-
-        PostgreSQL judges expiry by its own clock, so replicas with skewed clocks
-        agree. SQLite serves one daemon per file, so the local clock is the clock.
-        """
-        if connection.dialect.name == "postgresql":
-            insert, now = postgresql.insert, sa.func.now()
-            expires = now + sa.literal(ttl, sa.Interval)
-        else:
-            moment = datetime.now(UTC)
-            insert, now = sqlite.insert, sa.literal(moment, _leases.c.expires_at.type)
-            expires = sa.literal(moment + ttl, _leases.c.expires_at.type)
-        statement = insert(_leases).values(
-            monitor=monitor, window_end=window_end, owner=owner, expires_at=expires
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=["monitor", "window_end"],
-            set_={"owner": statement.excluded.owner, "expires_at": statement.excluded.expires_at},
-            where=_leases.c.expires_at < now,
-        ).returning(_leases.c.owner)
-        return connection.execute(statement).scalar() == owner
-
-    def claim_due_leases(self, connection: Connection, monitor: str, candidates: list[datetime],
-                         wanted: list[datetime], owner: str, ttl: timedelta) -> tuple[set[datetime], set[datetime]]:
-        """PostgreSQL, in ONE statement: which ``candidates`` have results, and claims on those of
-        ``wanted`` that have none (a window nobody holds, or whose lease expired).
-
-        Returns (ends with results, ends claimed by ``owner``). The results are read in the
-        statement's snapshot; a replica that stores a window and lets go of its lease in between
-        leaves it claimed here, and it is computed twice (the upsert keeps one copy).
-        """
-        ends_type = postgresql.ARRAY(_leases.c.window_end.type)
-        stored = sa.select(_results.c.window_end).distinct().where(
-            _results.c.monitor == monitor,
-            _results.c.window_end == sa.func.any(sa.bindparam("candidates", candidates, type_=ends_type)),
-        ).cte("stored")
-        wanted_ends = sa.select(
-            sa.func.unnest(sa.bindparam("wanted", wanted, type_=ends_type)).label("window_end")).subquery("wanted")
-        now = sa.func.now()
-        insert = postgresql.insert(_leases).from_select(
-            ["monitor", "window_end", "owner", "expires_at"],
-            sa.select(sa.literal(monitor, _leases.c.monitor.type), wanted_ends.c.window_end,
-                      sa.literal(owner, _leases.c.owner.type), now + sa.literal(ttl, sa.Interval))
-            .where(wanted_ends.c.window_end.not_in(sa.select(stored.c.window_end))))
-        claimed = insert.on_conflict_do_update(
-            index_elements=["monitor", "window_end"],
-            set_={"owner": insert.excluded.owner, "expires_at": insert.excluded.expires_at},
-            where=_leases.c.expires_at < now,
-        ).returning(_leases.c.window_end).cte("claimed")
-        statement = sa.union_all(
-            sa.select(sa.literal(True).label("stored"), stored.c.window_end),
-            sa.select(sa.literal(False).label("stored"), claimed.c.window_end))
-        found: tuple[set[datetime], set[datetime]] = (set(), set())
-        for is_stored, end in connection.execute(statement):
-            found[0 if is_stored else 1].add(_utc(end))
-        return found
-
-    def renew_leases(self, connection: Connection, leases: list[tuple[str, datetime]], owner: str,
-                     ttl: timedelta) -> set[tuple[str, datetime]]:
-        """Push our claims' expiry ``ttl`` past now (the database's clock), all in one statement;
-        returns the (monitor, window end) still ours."""
-        if not leases:
-            return set()
-        if connection.dialect.name == "postgresql":
-            expires = sa.func.now() + sa.literal(ttl, sa.Interval)
-        else:
-            expires = sa.literal(datetime.now(UTC) + ttl, _leases.c.expires_at.type)
-        statement = _leases.update().where(
-            sa.tuple_(_leases.c.monitor, _leases.c.window_end).in_(leases), _leases.c.owner == owner,
-        ).values(expires_at=expires).returning(_leases.c.monitor, _leases.c.window_end)
-        return {(monitor, _utc(end)) for monitor, end in connection.execute(statement)}
-
-    def release_leases(self, connection: Connection, monitor: str, window_ends: list[datetime], owner: str) -> None:
-        """Give our claims up, so that a retry (ours or another replica's) may claim the windows at once."""
-        connection.execute(_leases.delete().where(
-            _leases.c.monitor == monitor, _leases.c.window_end.in_(window_ends), _leases.c.owner == owner))
-
-    def live_leases(self, connection: Connection, monitor: str, window_ends: list[datetime]) -> set[datetime]:
-        """Those of ``window_ends`` on which some replica holds a lease that has not expired."""
-        statement = sa.select(_leases.c.window_end).where(
-            _leases.c.monitor == monitor, _leases.c.window_end.in_(window_ends), _leases.c.expires_at >= _lease_now())
-        return {_utc(end) for end in connection.execute(statement).scalars()}
-
-    def expired_leases(self, connection: Connection) -> list[tuple[str, datetime]]:
-        """(monitor, window end) of every lease that has run out: its holder is gone."""
-        statement = sa.select(_leases.c.monitor, _leases.c.window_end).where(_leases.c.expires_at < _lease_now())
-        return [(monitor, _utc(end)) for monitor, end in connection.execute(statement)]
-
-    def delete_expired_lease(self, connection: Connection, monitor: str, window_end: datetime) -> bool:
-        """Delete the window's lease row if it is still expired (nobody claimed it since)."""
-        return connection.execute(_leases.delete().where(
-            _leases.c.monitor == monitor, _leases.c.window_end == window_end,
-            _leases.c.expires_at < _lease_now())).rowcount == 1
+        return {stored_utc(end) for end in connection.execute(statement).scalars()}
 
     def latest_results(self, connection: Connection) -> list[dict]:
         """The newest stored whole-population result of every (monitor, column)."""
@@ -186,7 +93,7 @@ class Repository:
             .where(_runs.c.status == "ok")
             .group_by(_runs.c.monitor)
         )
-        return {monitor: _utc(finished) for monitor, finished in connection.execute(statement)}
+        return {monitor: stored_utc(finished) for monitor, finished in connection.execute(statement)}
 
     # --- reading stored windows back (explain, report) ---------------------------
 
@@ -196,7 +103,7 @@ class Repository:
         if at is not None:
             statement = statement.where(_results.c.window_end <= at)
         found = connection.execute(statement).scalar()
-        return None if found is None else _utc(found)
+        return None if found is None else stored_utc(found)
 
     def window_results(self, connection: Connection, monitor: str, window_end: datetime,
                        segment: str | None = "") -> list[dict]:
@@ -260,7 +167,7 @@ class Repository:
             _results.c.window_end <= span.end,
             _WHOLE,
         ).group_by(_results.c.column)
-        return [(column, int(windows), int(count or 0), _utc(earliest))
+        return [(column, int(windows), int(count or 0), stored_utc(earliest))
                 for column, windows, count, earliest in connection.execute(statement)]
 
     def ping(self, connection: Connection) -> None:
@@ -335,7 +242,7 @@ class Repository:
             _slices.c.slice_start >= span.start,
             _slices.c.slice_start < span.end,
         )
-        return {_utc(start): StoredSlice(counts, rows, sealed, _utc(counted))
+        return {stored_utc(start): StoredSlice(counts, rows, sealed, stored_utc(counted))
                 for start, counts, rows, sealed, counted in connection.execute(statement)}
 
     def slice_versions(self, connection: Connection, monitor: str, profile_key: str,
@@ -347,7 +254,8 @@ class Repository:
             _slices.c.slice_start >= span.start,
             _slices.c.slice_start < span.end,
         )
-        return {_utc(start): (sealed, _utc(counted)) for start, sealed, counted in connection.execute(statement)}
+        return {stored_utc(start): (sealed, stored_utc(counted))
+                for start, sealed, counted in connection.execute(statement)}
 
     def slice_state(self, connection: Connection, monitor: str, profile_key: str, head: TimeRange,
                     tail: TimeRange | None) -> tuple[tuple[int, datetime | None], dict]:
@@ -370,9 +278,9 @@ class Repository:
         listed = {}
         for start, slices, counted, sealed in connection.execute(statement):
             if start is None:
-                found = (slices, None if counted is None else _utc(counted))
+                found = (slices, None if counted is None else stored_utc(counted))
             else:
-                listed[_utc(start)] = (sealed, _utc(counted))
+                listed[stored_utc(start)] = (sealed, stored_utc(counted))
         return found, listed
 
     def slice_summary(self, connection: Connection, monitor: str, profile_key: str,
@@ -385,7 +293,7 @@ class Repository:
             _slices.c.slice_start < span.end,
         )
         count, newest = connection.execute(statement).one()
-        return count, (None if newest is None else _utc(newest))
+        return count, (None if newest is None else stored_utc(newest))
 
     def save_slices(self, connection: Connection, rows: list[dict], *, overwrite_sealed: bool = False) -> None:
         """Insert or update slice rows. A sealed slice is final: it is replaced only by a
@@ -403,88 +311,11 @@ class Repository:
         )
         return connection.execute(statement).rowcount
 
-    # --- what is stored, and repairs (driftmon db status / delete-windows / reset-reference) ---
-
-    def profile_inventory(self, connection: Connection, monitor: str | None = None) -> list[dict]:
-        """One row per stored column profile, without its bins: monitor, column, range, hash, totals."""
-        statement = sa.select(
-            _profiles.c.monitor, _profiles.c.column, _profiles.c.reference_start, _profiles.c.reference_end,
-            _profiles.c.config_hash, _profiles.c.total, _profiles.c.complete, _profiles.c.created_at,
-        ).order_by(_profiles.c.monitor, _profiles.c.reference_end, _profiles.c.id)
-        if monitor is not None:
-            statement = statement.where(_profiles.c.monitor == monitor)
-        return [_with_utc(row) for row in connection.execute(statement).mappings()]
-
-    def slice_inventory(self, connection: Connection, monitor: str | None = None) -> list[dict]:
-        """Per monitor and profile key: how many slices, their span, how many are sealed."""
-        statement = sa.select(
-            _slices.c.monitor, _slices.c.profile_key, sa.func.count().label("slices"),
-            sa.func.min(_slices.c.slice_start).label("first_start"), sa.func.max(_slices.c.slice_end).label("last_end"),
-            sa.func.sum(sa.case((_slices.c.sealed, 1), else_=0)).label("sealed"),
-        ).group_by(_slices.c.monitor, _slices.c.profile_key).order_by(_slices.c.monitor, "first_start")
-        if monitor is not None:
-            statement = statement.where(_slices.c.monitor == monitor)
-        return [_with_utc(row) for row in connection.execute(statement).mappings()]
-
-    def result_inventory(self, connection: Connection, monitor: str | None = None) -> list[dict]:
-        """Per monitor and results fingerprint: how many windows and rows, the first and last window end."""
-        statement = sa.select(
-            _results.c.monitor, _results.c.fingerprint,
-            sa.func.count(sa.distinct(_results.c.window_end)).label("windows"),
-            sa.func.count().label("rows"), sa.func.min(_results.c.window_end).label("first_end"),
-            sa.func.max(_results.c.window_end).label("last_end"),
-        ).group_by(_results.c.monitor, _results.c.fingerprint).order_by(_results.c.monitor, "first_end")
-        if monitor is not None:
-            statement = statement.where(_results.c.monitor == monitor)
-        return [_with_utc(row) for row in connection.execute(statement).mappings()]
-
-    def windows_after(self, connection: Connection, monitor: str, after: datetime) -> dict:
-        """What ``delete_windows_after`` would delete: result rows, windows, run rows, the span."""
-        results = sa.select(sa.func.count(), sa.func.count(sa.distinct(_results.c.window_end)),
-                            sa.func.min(_results.c.window_end), sa.func.max(_results.c.window_end)).where(
-            _results.c.monitor == monitor, _results.c.window_end > after)
-        rows, windows, first, last = connection.execute(results).one()
-        runs = connection.execute(sa.select(sa.func.count()).select_from(_runs).where(
-            _runs.c.monitor == monitor, _runs.c.window_end > after)).scalar_one()
-        return {"results": rows, "windows": windows, "runs": runs,
-                "first_end": first and _utc(first), "last_end": last and _utc(last)}
-
-    def delete_windows_after(self, connection: Connection, monitor: str, after: datetime) -> dict:
-        """Delete a monitor's results, runs and leases of the windows ending after ``after``."""
-        deleted = {}
-        for name, table in (("results", _results), ("runs", _runs), ("leases", _leases)):
-            statement = table.delete().where(table.c.monitor == monitor, table.c.window_end > after)
-            deleted[name] = connection.execute(statement).rowcount
-        deleted["health"] = health_queries.delete_window_health_after(connection, monitor, after)
-        return deleted
-
-    def delete_reference_state(self, connection: Connection, monitor: str) -> dict:
-        """Delete a monitor's reference profiles and slices, so that the next run counts them again."""
-        deleted = {}
-        for name, table in (("profiles", _profiles), ("slices", _slices)):
-            deleted[name] = connection.execute(table.delete().where(table.c.monitor == monitor)).rowcount
-        # The schema baseline is the table as the reference saw it: it goes with the reference.
-        deleted["schema"] = health_queries.delete_schema(connection, monitor)
-        return deleted
-
-
 def _between(statement, column, start: datetime | None, end: datetime | None):
     """``statement`` limited to ``start < column <= end``, either bound left open when None."""
     if start is not None:
         statement = statement.where(column > start)
     return statement if end is None else statement.where(column <= end)
-
-
-def _lease_now():
-    # PostgreSQL judges expiry by its own clock, as claim_lease does, so replicas with
-    # skewed clocks agree; these serve replicas, which share PostgreSQL (SQLite: one daemon).
-    return sa.func.now()
-
-
-def _with_utc(row) -> dict:
-    """A row with its times as aware UTC datetimes (SQLite hands aggregates back as text)."""
-    return {k: (_utc(v) if k.endswith(("_start", "_end", "_at")) and v is not None else v)
-            for k, v in dict(row).items()}
 
 
 @dataclass(frozen=True)
@@ -493,13 +324,6 @@ class StoredSlice:
     rows: int
     sealed: bool
     counted_at: datetime
-
-
-def _utc(moment) -> datetime:
-    # Aggregates such as max() lose the column type, so SQLite hands back text.
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _segments_row(monitor: str, profile: ReferenceProfile, now: datetime) -> dict:
