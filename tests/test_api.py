@@ -186,6 +186,11 @@ def test_bad_input_names_the_keyword(frames):
         driftmon.compare(reference, current, ["amount"], window="1h")
     with pytest.raises(driftmon.ConfigError, match="current DataFrame has no column 'amount'"):
         driftmon.compare(reference, current.drop(columns="amount"), ["amount"])
+    stamped = reference.assign(seen=pd.Timestamp("2024-01-01", tz="UTC"))
+    with pytest.raises(driftmon.ConfigError, match=r"features\[0\]: column 'seen' holds datetime64.*UTC"):
+        driftmon.compare(stamped, stamped, ["seen"])
+    with pytest.raises(driftmon.ConfigError, match=r"features\[0\]: column 'country' is declared numeric but"):
+        driftmon.compare(reference, current, [{"column": "country", "type": "numeric"}])
     with pytest.raises(TypeError, match="DataFrame"):
         driftmon.compare(reference.to_dict(), current)
     with pytest.raises(driftmon.ConfigError, match="no feature 'nope'"):

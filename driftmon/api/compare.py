@@ -150,12 +150,24 @@ def feature_entries(reference: pd.DataFrame, current: pd.DataFrame,
                 where = f"features[{i}]" if features is not None else "compare()"
                 raise ConfigError(f"{where}: the {name} DataFrame has no column {column!r}"
                                   f" (its columns: {', '.join(map(str, frame.columns))})")
-        if isinstance(column, str) and "type" not in entry:
-            kind = column_kind(reference[column])
-            if kind is not None:
-                entry["type"] = kind
+        if isinstance(column, str):
+            _check_type(entry, reference[column], f"features[{i}]" if features is not None else "compare()")
         entries.append(entry)
     return entries
+
+
+def _check_type(entry: dict, series: pd.Series, where: str) -> None:
+    """The entry's ``type`` from the column's dtype where it has none; a dtype the type cannot bin is a
+    ConfigError naming the feature here, before DuckDB would name its internal table."""
+    kind, column, dtype = column_kind(series), entry["column"], series.dtype
+    if "type" not in entry:
+        if kind is None:
+            raise ConfigError(f"{where}: column {column!r} holds {dtype} values, which compare() does not bin "
+                              "by default: give it `type: categorical`, or convert it first (e.g. `.dt.hour`)")
+        entry["type"] = kind
+    elif entry["type"] == "numeric" and kind != "numeric":
+        raise ConfigError(f"{where}: column {column!r} is declared numeric but its dtype is {dtype}: "
+                          "declare it `type: categorical`, or convert it first")
 
 
 def _segment_columns(segments: str | Sequence[str] | Mapping[str, Any] | None) -> list[str]:
