@@ -64,8 +64,8 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame,
     keyword: ``smoothing``, ``kl_direction``, ``thresholds``, ``significance``,
     ``min_samples`` (with the config file's defaults), and the engine's ``device`` and ``dtype``.
 
-    NULL, None, NaN and ±inf are missing values (the ``__missing__`` bin). Needs
-    DuckDB (the ``duckdb`` extra: ``pip install '.[duckdb]'``); no results database, no network.
+    NULL, None, NaN and ±inf are missing values (the ``__missing__`` bin). DuckDB (installed with
+    driftmon) holds the frames; no results database, no network.
 
     >>> import numpy as np, pandas as pd, driftmon
     >>> rng = np.random.default_rng(7)
@@ -241,8 +241,8 @@ def frames_engine(reference: pd.DataFrame, current: pd.DataFrame, columns: list[
     try:
         import duckdb_engine  # noqa: F401  the dialect, imported here to say what is missing
     except ImportError as exc:
-        raise ImportError("driftmon.compare reads the DataFrames through DuckDB: install driftmon's "
-                          "duckdb extra (pip install '.[duckdb]' in driftmon's checkout)") from exc
+        raise ImportError("driftmon.compare reads the DataFrames through DuckDB, a dependency of driftmon "
+                          "that is missing here: pip install duckdb duckdb-engine") from exc
     engine = sa.create_engine("duckdb:///:memory:", poolclass=StaticPool)
     try:
         with engine.connect() as connection:
