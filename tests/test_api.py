@@ -147,6 +147,7 @@ def test_explain_is_the_explain_command_table(frames):
     kl = comparison.to_df().set_index("feature").kl["country"]
     assert math.isclose(table.contribution.sum(), kl, rel_tol=1e-12, abs_tol=1e-15)
     assert math.isclose(table.share_of_movement.sum(), 1.0, rel_tol=1e-12)
+    assert comparison.explanation() is comparison.explanation()  # one engine call per segment, kept
 
 
 def test_segments(frames):

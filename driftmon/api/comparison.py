@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -62,6 +62,9 @@ class Comparison:
     dtype: str = "float64"
     # What was compared, as the inline report says it (default: the window and reference ranges).
     description: str | None = None
+    # Each segment's explanation, made once: explain() per feature would otherwise repeat the engine
+    # call of every feature of the segment.
+    _explained: dict[str | None, WindowExplanation] = field(default_factory=dict, init=False, compare=False)
 
     def to_df(self) -> pd.DataFrame:
         """One row per (segment, feature): ``feature, role, segment, status, kl, psi, js, p_value,
@@ -124,14 +127,17 @@ class Comparison:
         return typed_frame(rows, BIN_COLUMNS)
 
     def explanation(self, segment: str | None = None) -> WindowExplanation:
-        """The window explained as ``driftmon explain`` does (one engine call for all its features)."""
+        """The window explained as ``driftmon explain`` does (one engine call for all its features,
+        made once per segment)."""
         from driftmon.inspect.explain import explain_window
 
-        computed_at = datetime.now(UTC)
-        rows = [r.as_row(None, computed_at) for r in self.results if (r.segment_key or None) == segment]
-        if not rows:
-            raise ConfigError(f"no segment {segment!r} (segments: {', '.join(self.segments) or 'none'})")
-        return explain_window(self.monitor, rows, dtype=self.dtype)
+        if segment not in self._explained:
+            computed_at = datetime.now(UTC)
+            rows = [r.as_row(None, computed_at) for r in self.results if (r.segment_key or None) == segment]
+            if not rows:
+                raise ConfigError(f"no segment {segment!r} (segments: {', '.join(self.segments) or 'none'})")
+            self._explained[segment] = explain_window(self.monitor, rows, dtype=self.dtype)
+        return self._explained[segment]
 
     @property
     def segments(self) -> list[str]:
