@@ -388,6 +388,72 @@ class MonitorThresholds(ThresholdOverride):
     per_feature: dict[str, ThresholdOverride] = {}
 
 
+class ErrorBand(_Model):
+    """Explicit thresholds of the reconstruction error: outside ``(lower, upper)`` alerts; a missing bound is none."""
+
+    lower: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    upper: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> ErrorBand:
+        if self.lower is None and self.upper is None:
+            raise ValueError("give lower, upper or both (leave the key out for thresholds calibrated on the reference)")
+        if self.lower is not None and self.upper is not None and self.lower >= self.upper:
+            raise ValueError(f"lower ({self.lower}) must be below upper ({self.upper})")
+        return self
+
+
+class KLBound(_Model):
+    """An explicit upper threshold of the Gaussian KL (nats)."""
+
+    upper: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class MultivariateThresholds(_Model):
+    """Left out, a bound is calibrated on the reference: NannyML's mean ± ``sigmas`` standard
+    deviations of the statistic over the reference's window-sized chunks."""
+
+    reconstruction_error: ErrorBand | None = None
+    gaussian_kl: KLBound | None = None
+    sigmas: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 3.0
+
+
+class Multivariate(_Model):
+    """Drift between columns (README, "Multivariate drift"): NannyML's data-reconstruction
+    error and a Gaussian KL, from in-database moments. Off unless a monitor writes it."""
+
+    # None: every feature of the monitor (categorical ones count-encoded).
+    columns: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2, max_length=200)] | None = None
+    # A fraction keeps the fewest components explaining more than it (NannyML's 0.65); an int, that many.
+    n_components: Annotated[float, Field(gt=0, lt=1)] | Annotated[int, Field(ge=1, le=200)] = 0.65
+    thresholds: MultivariateThresholds = MultivariateThresholds()
+
+    @field_validator("columns")
+    @classmethod
+    def _distinct(cls, columns: list[str] | None) -> list[str] | None:
+        if columns is not None and len(set(columns)) != len(columns):
+            raise ValueError("a column is listed twice")
+        return columns
+
+
+def multivariate_problem(source_kind: str, features: list[Feature], multivariate: Multivariate | None) -> str | None:
+    """Why this multivariate block cannot apply to this monitor, or None."""
+    if multivariate is None:
+        return None
+    if source_kind != "events":
+        return "multivariate drift needs an events source: it is computed from the rows"
+    watched = [f.column for f in features]
+    columns = multivariate.columns if multivariate.columns is not None else watched
+    unknown = [c for c in columns if c not in watched]
+    if unknown:
+        return f"multivariate.columns names column(s) not in features: {', '.join(unknown)}"
+    if len(columns) < 2:
+        return "multivariate drift needs at least two columns"
+    if isinstance(multivariate.n_components, int) and multivariate.n_components > len(columns):
+        return f"multivariate.n_components ({multivariate.n_components}) exceeds its {len(columns)} columns"
+    return None
+
+
 SEGMENT_PSEUDO_COLUMN = "segment"  # the traffic mix over segments, compared like a column
 
 
@@ -584,6 +650,7 @@ class Monitor(_Model):
     segments: Segments | None = None
     # Written as null, it turns the volume check off for this monitor.
     volume: VolumeCheck | None = None
+    multivariate: Multivariate | None = None
 
     @model_validator(mode="after")
     def _columns(self) -> Monitor:
@@ -649,9 +716,13 @@ class MonitorSettings(_Model):
     significance: float | None = 0.01
     segments: Segments | None = None
     volume: VolumeCheck | None = None
+    multivariate: Multivariate | None = None
 
     @model_validator(mode="after")
     def _segments_fit(self) -> MonitorSettings:
+        problem = multivariate_problem(self.source.kind, self.features, self.multivariate)
+        if problem:
+            raise ValueError(f"monitor {self.name!r}: {problem}")
         problem = segments_problem(self.source.kind, self.features, self.segments)
         if problem:
             raise ValueError(f"monitor {self.name!r}: {problem}")
@@ -680,6 +751,7 @@ class Config(_Model):
         for i, monitor in enumerate(self.monitors):
             segments = monitor.segments if "segments" in monitor.model_fields_set else self.defaults.segments
             problem = segments_problem(monitor.source.kind, monitor.features, segments)
+            problem = problem or multivariate_problem(monitor.source.kind, monitor.features, monitor.multivariate)
             problem = problem or seasonal_problem(monitor.source.kind, monitor.window or self.defaults.window,
                                                   monitor.reference or self.defaults.reference)
             if problem:
@@ -729,6 +801,7 @@ def resolve_monitor(monitor: Monitor, defaults: Defaults) -> MonitorSettings:
                       else defaults.significance),
         segments=monitor.segments if "segments" in monitor.model_fields_set else defaults.segments,
         volume=_volume_check(monitor, defaults),
+        multivariate=monitor.multivariate,
     )
 
 

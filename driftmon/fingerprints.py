@@ -42,6 +42,7 @@ MONITOR_HARMLESS = {
     "slice": "a window summed from slices equals its full count",
     "lateness": "when a slice stops being recounted, not how it is counted",
     "volume": "the volume check's thresholds: its __volume__ rows carry their own fingerprint",
+    "multivariate": "its __multivariate__ rows carry their own fingerprint (driftmon/multivariate/stage.py)",
 }
 # Settings of a monitor's segments that cannot change a number (the rest, ``by`` and ``max``, decide
 # which rows each segment holds).

@@ -12,6 +12,7 @@ from driftmon.sources.profile import segment_key
 from driftmon.windows import TimeRange
 
 if TYPE_CHECKING:
+    from driftmon.multivariate.result import MultivariateResult
     from driftmon.stats.volume import VolumeCheck
 
 OK, WARNING, CRITICAL, INSUFFICIENT = "ok", "warning", "critical", "insufficient_data"
@@ -89,7 +90,10 @@ class RunOutcome:
     volume: VolumeCheck | None = None
     newest_row_at: datetime | None = None
     schema: dict | None = None
+    # The window's drift between columns (README, "Multivariate drift"), where the monitor has it.
+    multivariate: MultivariateResult | None = None
 
     @property
     def critical(self) -> bool:
-        return any(r.status == CRITICAL for r in self.results)
+        return any(r.status == CRITICAL for r in self.results) or (
+            self.multivariate is not None and self.multivariate.status == CRITICAL)

@@ -26,6 +26,7 @@ from driftmon.counting.seasonal import SeasonalCounts, holes, seasonal_reference
 from driftmon.counting.slices import lateness
 from driftmon.errors import DriftmonError, SourceError, StoreError
 from driftmon.fingerprints import results_fingerprint
+from driftmon.multivariate.stage import MultivariateStage, MultivariateWork
 from driftmon.outcomes import OK, ColumnResult, RunOutcome
 from driftmon.sources import Source, open_source
 from driftmon.sources.profile import ReferenceProfile, WindowCounts
@@ -33,6 +34,7 @@ from driftmon.sources.schema_watch import SchemaWatch, schema_note
 from driftmon.sources.sql import statement_timeout
 from driftmon.stats.volume import VolumeCheck
 from driftmon.store.database import EngineRegistry
+from driftmon.store.multivariate_queries import write_multivariate
 from driftmon.store.repository import Repository
 from driftmon.store.run_writes import RunWrite, SliceRows, WindowRows, write_run
 from driftmon.urls import mask_credentials
@@ -69,6 +71,7 @@ class _Work:
     recomputed: list[RunOutcome]
     volume: VolumeCheck | None = None
     newest_row_at: datetime | None = None
+    multivariate: MultivariateWork | None = None
 
 
 
@@ -86,6 +89,7 @@ class Pipeline:
         self.slices = SliceCounter(self.repository, results, self.clock)
         self.schemas = SchemaWatch(results, self.clock)
         self.rolling = RollingReferences(self.slices)
+        self.multivariate = MultivariateStage(results, self.clock, compute.device)
         self._sources: dict[str, tuple[MonitorSettings, Source]] = {}
         self._profiles: dict[str, ReferenceProfile] = {}
         # References recounted by this process (backfill --recount): once each, not once per window.
@@ -119,7 +123,8 @@ class Pipeline:
                                  duration_seconds=time.perf_counter() - clock, trigger=trigger,
                                  recomputed=work.recomputed,
                                  fingerprint=results_fingerprint(monitor, source_url),
-                                 volume=work.volume, newest_row_at=work.newest_row_at)
+                                 volume=work.volume, newest_row_at=work.newest_row_at,
+                                 multivariate=work.multivariate.result if work.multivariate else None)
             if self.abandon.is_set():
                 return self._abandoned(outcome)
             self._store(outcome, started, scheduled_at, work)
@@ -178,7 +183,9 @@ class Pipeline:
         results = self._statistics(monitor, counts, reference)
         recomputed = self._recompute_changed(monitor, source, base, reference, window, sliced)
         volume = window_volume(monitor, counts, chosen.profile, chosen.seasonal)
-        return _Work(counts, results, sliced, recomputed, volume, newest_row_at(sliced, counts))
+        multivariate = None if monitor.multivariate is None else \
+            self.multivariate.window(monitor, source, base, reference, window, recount)
+        return _Work(counts, results, sliced, recomputed, volume, newest_row_at(sliced, counts), multivariate)
 
     @staticmethod
     def _bins_range(monitor: MonitorSettings, reference: TimeRange, window: TimeRange) -> TimeRange:
@@ -268,6 +275,10 @@ class Pipeline:
         try:
             with self.results.begin() as connection, statement_timeout(connection, STORE_TIMEOUT):
                 write_run(connection, RunWrite(windows, slices, health))
+                if work.multivariate is not None:
+                    mv = work.multivariate
+                    write_multivariate(connection, outcome.monitor, mv.fit_row, mv.slice_rows, mv.ended_by,
+                                       mv.result.as_row(datetime.now(UTC)))
         except SQLAlchemyError as exc:
             raise StoreError(f"storing the results failed: {_first_line(exc)}") from exc
 

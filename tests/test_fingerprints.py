@@ -21,6 +21,7 @@ from driftmon.config import (
     FixedReference,
     HistogramsSource,
     MonitorSettings,
+    Multivariate,
     Schedule,
     Segments,
     Thresholds,
@@ -187,7 +188,8 @@ def test_changing_a_monitor_setting_that_shapes_numbers_changes_the_results_fing
 def test_harmless_monitor_settings_keep_the_results_fingerprint(name):
     monitor = _monitor()
     other = {"name": "renamed", "schedule": Schedule(every=timedelta(minutes=1)), "catch_up": 7,
-             "slice": "off", "lateness": timedelta(hours=3), "volume": VolumeCheck(warning=0.5, critical=0.9)}
+             "slice": "off", "lateness": timedelta(hours=3), "volume": VolumeCheck(warning=0.5, critical=0.9),
+             "multivariate": Multivariate()}
     changed = monitor.model_copy(update={name: other[name]})
     assert fingerprints.results_fingerprint(monitor, URL) == fingerprints.results_fingerprint(changed, URL)
 

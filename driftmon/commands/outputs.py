@@ -4,16 +4,20 @@ Column names, roles and error messages can come from the data: the table shows
 them through ``driftmon.textsafe.visible``, the JSON exactly.
 
 A monitor with a volume check adds one ``"column": "__volume__"`` object (README,
-"Data health") after its columns, and one ``volume`` line to the table.
+"Data health") after its columns, and one ``volume`` line to the table; a monitor with
+``multivariate:`` one ``"column": "__multivariate__"`` object (README, "Multivariate drift")
+and one ``multivariate`` line.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 
 from driftmon.config import MonitorSettings
 from driftmon.config import VolumeCheck as VolumeSettings
+from driftmon.multivariate.result import MULTIVARIATE_COLUMN, MultivariateResult
 from driftmon.outcomes import ColumnResult, RunOutcome
 from driftmon.textsafe import visible
 
@@ -35,6 +39,8 @@ def as_json(outcomes: list[RunOutcome], monitors: Iterable[MonitorSettings] = ()
         records += [_json_object(r) for r in outcome.results]
         if outcome.volume is not None:
             records.append(_volume_object(outcome, volume_settings.get(outcome.monitor)))
+        if outcome.multivariate is not None:
+            records.append(multivariate_object(outcome.multivariate))
     records += [_failure_object(o) for o in outcomes if o.status != "ok"]
     return json.dumps(records, indent=2)
 
@@ -83,6 +89,34 @@ def _volume_object(outcome: RunOutcome, settings: VolumeSettings | None) -> dict
     }
 
 
+def multivariate_object(result: MultivariateResult) -> dict:
+    """The window's drift between columns (driftmon/multivariate/result.py)."""
+    return {
+        "monitor": result.monitor,
+        "column": MULTIVARIATE_COLUMN,
+        "role": "multivariate",
+        "segment": None,  # the whole population's rows
+        "window_start": result.window.start.isoformat(),
+        "window_end": result.window.end.isoformat(),
+        "reference_start": result.reference.start.isoformat(),
+        "reference_end": result.reference.end.isoformat(),
+        "status": result.status,
+        "rows": _number(result.rows),
+        "reconstruction_error": _finite(result.reconstruction_error),
+        "sampling_error": _finite(result.sampling_error),
+        "threshold_lower": result.threshold_lower,
+        "threshold_upper": result.threshold_upper,
+        "gaussian_kl": _finite(result.gaussian_kl),
+        "gaussian_kl_threshold": result.gaussian_kl_threshold,
+        "contributions": result.contributions,
+        "note": result.note,
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _failure_object(outcome: RunOutcome) -> dict:
     return {"monitor": outcome.monitor, "column": None, "status": "failed", "error": outcome.error}
 
@@ -110,6 +144,7 @@ def as_table(outcomes: list[RunOutcome]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines += [_volume_line(o) for o in outcomes if o.volume is not None]
+    lines += [multivariate_line(o.multivariate) for o in outcomes if o.multivariate is not None]
     lines += [f"{o.monitor}: FAILED: {o.error}" for o in outcomes if o.status != "ok"]
     windows = sorted({f"{o.monitor} {o.window}" for o in outcomes})
     return "\n".join(visible(line) for line in [*lines, "", "windows: " + "; ".join(windows)])
@@ -123,6 +158,20 @@ def _volume_line(outcome: RunOutcome) -> str:
     newest = "-" if outcome.newest_row_at is None else outcome.newest_row_at.isoformat()
     return (f"{outcome.monitor}: volume {volume.status}: {_number(volume.rows)} rows, expected {expected}{change}, "
             f"p {_probability(volume.p_value)}, newest row at {newest}")
+
+
+def multivariate_line(result: MultivariateResult) -> str:
+    """``shop: multivariate critical: reconstruction error 0.7154 ± 0.0165, band (0.7395, 0.8628); Gaussian KL ...``."""
+    if result.reconstruction_error is None:
+        return f"{result.monitor}: multivariate {result.status}: {result.note or 'no value'}"
+    band = f"({_stat(result.threshold_lower)}, {_stat(result.threshold_upper)})"
+    kl = (f"; Gaussian KL {_stat(_finite(result.gaussian_kl))} (threshold {_stat(result.gaussian_kl_threshold)})"
+          if result.gaussian_kl is not None else "")
+    moved = ", ".join(column for column, *_ in result.contributions.get("residuals", []))
+    note = f"; {result.note}" if result.note else ""
+    return (f"{result.monitor}: multivariate {result.status}: reconstruction error "
+            f"{_stat(result.reconstruction_error)} ± {_stat(_finite(result.sampling_error))}, band {band}{kl}; "
+            f"residuals grew most in {moved or '-'}{note}")
 
 
 def _samples(result: ColumnResult) -> str:

@@ -278,3 +278,70 @@ class SourceSchema(Base):
     # The source's fingerprint (table, settings, database: driftmon/fingerprints.py): a baseline
     # of another table or database is not compared with this one.
     fingerprint: Mapped[str | None] = mapped_column(String(64))
+
+
+class MultivariateFit(Base):
+    """A monitor's multivariate fit (README, "Multivariate drift"): NannyML's imputation, count
+    encoding, scaler and PCA, computed from the reference's moments, and its thresholds.
+
+    ``fingerprint`` covers what shaped it (the source, the columns, ``n_components``, the
+    reference range); ``fit_key`` is the fingerprint of its content, which the slices and
+    results it produced carry. ``fit`` holds its numbers as exact JSON floats.
+    """
+
+    __tablename__ = "multivariate_fits"
+
+    monitor: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    fit_key: Mapped[str] = mapped_column(String(64))
+    range_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    range_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    fit: Mapped[dict] = mapped_column(JSON)
+    # The reference's window-sized chunks: their values, for thresholds calibrated on them.
+    chunks: Mapped[dict] = mapped_column(JSON)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MultivariateSlice(Base):
+    """One slice's reconstruction-error and moment sums under one fit: they add up to a window's."""
+
+    __tablename__ = "multivariate_slices"
+
+    monitor: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fit_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slice_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    slice_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    sums: Mapped[dict] = mapped_column(JSON)
+    rows: Mapped[int] = mapped_column(BigInteger)
+    sealed: Mapped[bool] = mapped_column(Boolean)
+    counted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_multivariate_slices_monitor_slice_end", "monitor", "slice_end"),)
+
+
+class MultivariateResult(Base):
+    """A window's multivariate drift: its ``"column": "__multivariate__"`` object of ``run-once``."""
+
+    __tablename__ = "multivariate_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    monitor: Mapped[str] = mapped_column(String(200))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    reference_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    reference_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    rows: Mapped[float] = mapped_column(Double)
+    reconstruction_error: Mapped[float | None] = mapped_column(Double)
+    sampling_error: Mapped[float | None] = mapped_column(Double)
+    threshold_lower: Mapped[float | None] = mapped_column(Double)
+    threshold_upper: Mapped[float | None] = mapped_column(Double)
+    gaussian_kl: Mapped[float | None] = mapped_column(Double)
+    gaussian_kl_threshold: Mapped[float | None] = mapped_column(Double)
+    status: Mapped[str] = mapped_column(String(20))
+    # The columns that moved most: {"gaussian_kl": [[column, share], ...], "residuals": [[column, now, reference], ...]}.
+    contributions: Mapped[dict] = mapped_column(JSON)
+    fit_key: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("monitor", "window_end"),)
