@@ -1,0 +1,260 @@
+"""Multivariate drift through the daemon (issue #27): ``multivariate:`` in a monitor's config,
+the fit from one statement, windows summed from stored slices, thresholds calibrated on the
+reference, the ``__multivariate__`` output, on SQLite and on PostgreSQL.
+
+NannyML's published weekly ``reconstruction_error`` values (tests/multivariate_data.py) are the
+bar: the monitor reads the same rows from a source table, one ISO week a window.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from driftmon import app as application
+from driftmon.commands.outputs import as_json
+from driftmon.config_file import parse_config
+from driftmon.multivariate.reconstruction import reference_band
+from driftmon.windows import TimeRange
+from tests.multivariate_data import (
+    LIBRARY_NANS_WEEKLY,
+    LIBRARY_NANS_WEEKLY_SAMPLING,
+    NANNYML_WEEKLY,
+    ROWS_PER_WEEK,
+    WEEKS,
+    NumpyReconstruction,
+    correlated_sample,
+    nannyml_sample,
+    subset,
+)
+
+START = datetime(2020, 1, 6, tzinfo=UTC)  # a Monday: ISO week 2 of 2020, the fixture's week 1
+WEEK = timedelta(days=7)
+REFERENCE_END = START + 10 * WEEK  # the fixture's reference: weeks < 11
+FEATURES = [{"column": "f1"}, {"column": "f2"}, {"column": "f3", "type": "categorical"},
+            {"column": "f4", "type": "categorical"}]
+
+
+def write_events(url: str, data: dict[str, np.ndarray], columns: dict[str, sa.types.TypeEngine], step: timedelta,
+                 start: datetime = START, table: str = "events") -> None:
+    """``data``'s rows as an inference log, one row every ``step`` from ``start``."""
+    engine = sa.create_engine(url)
+    events = sa.Table(table, sa.MetaData(), sa.Column("ts", sa.DateTime(timezone=False)),
+                      *(sa.Column(name, kind) for name, kind in columns.items()))
+    events.metadata.drop_all(engine)
+    events.metadata.create_all(engine)
+    n = len(next(iter(data.values())))
+    naive = start.replace(tzinfo=None)
+    rows = [{"ts": naive + i * step, **{c: _plain(data[c][i]) for c in columns}} for i in range(n)]
+    with engine.begin() as connection:
+        connection.execute(events.insert(), rows)
+    engine.dispose()
+
+
+def _plain(value):
+    return None if value is None else value.item() if hasattr(value, "item") else value
+
+
+def nannyml_config(results: str, source: str, **monitor) -> dict:
+    return {
+        "database": {"url": results}, "compute": {"device": "cpu"},
+        "monitors": [{
+            "name": "nml",
+            "source": {"kind": "events", "url": source, "table": "events", "timestamp_column": "ts"},
+            "features": FEATURES, "schedule": {"cron": "0 0 * * 1"}, "window": {"size": "7d"},
+            "reference": {"kind": "fixed", "start": START.isoformat(), "end": REFERENCE_END.isoformat()},
+            "multivariate": {}, **monitor,
+        }],
+    }
+
+
+NANNYML_TYPES = {"f1": sa.Double, "f2": sa.Double, "f3": sa.BigInteger, "f4": sa.String(10)}
+
+
+def _source_url(backend: str, db_url: str, tmp_path) -> str:
+    """The source table beside the results on PostgreSQL; its own file on SQLite."""
+    return db_url if backend == "postgresql" else f"sqlite:///{tmp_path / 'source.db'}"
+
+
+def _query(url: str, sql: str) -> list:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text(sql)).all()
+    finally:
+        engine.dispose()
+
+
+def _weeks(app, monitor, weeks=range(WEEKS), **options):
+    return [application.run_window(app, monitor, TimeRange(START + w * WEEK, START + (w + 1) * WEEK),
+                                   trigger="backfill", **options) for w in weeks]
+
+
+def _open(raw: dict):
+    config = parse_config(raw, {})
+    return application.open_app(config), config.resolved_monitors()[0]
+
+
+def test_nannyml_published_weekly_values_through_the_daemon(backend, db_url, tmp_path):
+    source = _source_url(backend, db_url, tmp_path)
+    data = nannyml_sample()
+    write_events(source, data, NANNYML_TYPES, timedelta(minutes=10))
+    app, monitor = _open(nannyml_config(db_url, source))
+    try:
+        outcomes = _weeks(app, monitor)
+    finally:
+        app.close()
+    got = [o.multivariate for o in outcomes]
+    assert all(o.status == "ok" for o in outcomes)
+    # NannyML's published values, to 1e-8 (the issue's bar); in fact to a few ulps.
+    assert max(abs(r.reconstruction_error - e) for r, e in zip(got, NANNYML_WEEKLY, strict=True)) < 1e-13
+    # Sampling errors: NannyML publishes none for weekly chunks; an independent numpy computation on the rows.
+    reference = NumpyReconstruction(subset(data, data["week"] < 11), ["f1", "f2", "f3", "f4"], {"f3", "f4"})
+    for week, result in enumerate(got, start=1):
+        errors = reference.errors(subset(data, data["week"] == week))
+        assert result.rows == ROWS_PER_WEEK
+        assert result.sampling_error == pytest.approx(errors.std(ddof=1) / np.sqrt(len(errors)), rel=1e-11)
+    # NannyML's thresholds: mean -+ 3 std of the reference chunks' values; its alerts: weeks 16-19.
+    lower, upper = reference_band(NANNYML_WEEKLY[:10])
+    assert got[0].threshold_lower == pytest.approx(lower, rel=1e-12)
+    assert got[0].threshold_upper == pytest.approx(upper, rel=1e-12)
+    flagged = [w for w, r in enumerate(got, start=1) if r.status == "critical"]
+    assert flagged == [16, 17, 18, 19]
+    # Stored per window, and printed as one __multivariate__ object per window.
+    stored = _query(db_url, "SELECT reconstruction_error, status FROM multivariate_results ORDER BY window_end")
+    assert [s for _, s in stored] == [r.status for r in got]
+    assert [v for v, _ in stored] == [r.reconstruction_error for r in got]
+    printed = [o for o in json.loads(as_json(outcomes, [monitor])) if o["column"] == "__multivariate__"]
+    assert len(printed) == WEEKS and printed[15]["status"] == "critical"
+    assert printed[0]["reconstruction_error"] == got[0].reconstruction_error
+    assert {"threshold_lower", "threshold_upper", "gaussian_kl", "gaussian_kl_threshold", "sampling_error"} <= set(
+        printed[0])
+
+
+def test_missing_values_match_the_library_pipeline(tmp_path):
+    """The fixture's with_nans variant (11 % of f1 and f4 missing): the values of the calculator's own
+    scikit-learn steps (tests/multivariate_data.py, LIBRARY_*), sampling errors too."""
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    write_events(source, nannyml_sample(with_nans=True), NANNYML_TYPES, timedelta(minutes=10))
+    app, monitor = _open(nannyml_config(f"sqlite:///{tmp_path / 'r.db'}", source))
+    try:
+        got = [o.multivariate for o in _weeks(app, monitor)]
+    finally:
+        app.close()
+    assert np.allclose([r.reconstruction_error for r in got], LIBRARY_NANS_WEEKLY, rtol=0, atol=1e-12)
+    assert np.allclose([r.sampling_error for r in got], LIBRARY_NANS_WEEKLY_SAMPLING, rtol=1e-10, atol=0)
+
+
+def test_summed_slices_equal_a_recount_and_a_steady_cycle_reads_only_its_new_slice(tmp_path):
+    """Daily slices summed to a week equal the week counted whole (``slice: off``) to 1e-12."""
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    write_events(source, nannyml_sample(), NANNYML_TYPES, timedelta(minutes=10))
+    sliced_app, sliced = _open(nannyml_config(f"sqlite:///{tmp_path / 'a.db'}", source))
+    whole_app, whole = _open(nannyml_config(f"sqlite:///{tmp_path / 'b.db'}", source, slice="off"))
+    try:
+        weeks = range(12, 16)
+        by_slices = [o.multivariate for o in _weeks(sliced_app, sliced, weeks)]
+        by_window = [o.multivariate for o in _weeks(whole_app, whole, weeks)]
+        src = sliced_app.pipeline.source_for(sliced, source)
+        # A window whose slices are all stored and sealed reads nothing for its multivariate sums.
+        stage = sliced_app.pipeline.multivariate
+        before = src.statements
+        again = _weeks(sliced_app, sliced, [15])[0].multivariate
+        assert src.statements - before == 0
+        assert again.reconstruction_error == by_slices[-1].reconstruction_error
+        assert stage._fits["nml"].fit is not None
+    finally:
+        sliced_app.close()
+        whole_app.close()
+    for a, b in zip(by_slices, by_window, strict=True):
+        assert a.rows == b.rows
+        for name in ("reconstruction_error", "sampling_error", "gaussian_kl"):
+            assert getattr(a, name) == pytest.approx(getattr(b, name), rel=1e-12, abs=1e-15), name
+
+
+def test_the_fit_is_one_statement_and_is_reused_from_the_store(tmp_path):
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    write_events(source, nannyml_sample(), NANNYML_TYPES, timedelta(minutes=10))
+    raw = nannyml_config(f"sqlite:///{tmp_path / 'r.db'}", source)
+    app, monitor = _open(raw)
+    seen = []
+    src = app.pipeline.source_for(monitor, source)
+    event.listen(src.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    try:
+        _weeks(app, monitor, [11])
+    finally:
+        app.close()
+    moments = [s for s in seen if "mv_x" in s]
+    assert len(moments) == 1  # the reference fit's moments: one aggregate statement
+    # Another process (a restart) reads the stored fit back: no moments statement, the same numbers.
+    app, monitor = _open(raw)
+    seen.clear()
+    src = app.pipeline.source_for(monitor, source)
+    event.listen(src.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    try:
+        again = _weeks(app, monitor, [11, 12])
+    finally:
+        app.close()
+    assert not [s for s in seen if "mv_x" in s]
+    assert again[1].multivariate.reconstruction_error == pytest.approx(NANNYML_WEEKLY[12], abs=1e-13)
+
+
+def test_a_changed_setting_refits_instead_of_reusing_the_stored_fit(tmp_path):
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    write_events(source, nannyml_sample(), NANNYML_TYPES, timedelta(minutes=10))
+    results = f"sqlite:///{tmp_path / 'r.db'}"
+    app, monitor = _open(nannyml_config(results, source))
+    try:
+        first = _weeks(app, monitor, [12])[0].multivariate
+    finally:
+        app.close()
+    app, monitor = _open(nannyml_config(results, source, multivariate={"columns": ["f1", "f2", "f4"]}))
+    try:
+        second = _weeks(app, monitor, [12])[0].multivariate
+    finally:
+        app.close()
+    assert second.fit_key != first.fit_key
+    assert second.reconstruction_error != first.reconstruction_error
+    keys = [key for key, in _query(results, "SELECT DISTINCT fit_key FROM multivariate_slices")]
+    assert keys == [second.fit_key]  # the old fit's slices went with it
+
+
+def test_a_correlation_flip_is_flagged_while_every_column_stays_ok(tmp_path):
+    """Every marginal N(0, 1) throughout; corr(x0, x1) goes from +0.8 to -0.8 in the last two days."""
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    before = correlated_sample(8 * 2_000, 0.8, seed=3)
+    after = correlated_sample(2 * 2_000, -0.8, seed=4)
+    data = {k: np.concatenate([before[k], after[k]]) for k in ("x0", "x1", "x2", "x3")}
+    write_events(source, data, {f"x{j}": sa.Double for j in range(4)}, timedelta(seconds=43.2))
+    raw = {
+        "database": {"url": f"sqlite:///{tmp_path / 'r.db'}"}, "compute": {"device": "cpu"},
+        "monitors": [{
+            "name": "flip",
+            "source": {"kind": "events", "url": source, "table": "events", "timestamp_column": "ts"},
+            "features": [{"column": f"x{j}"} for j in range(4)],
+            "schedule": {"every": "1d"}, "window": {"size": "1d"},
+            "reference": {"kind": "fixed", "start": START.isoformat(), "end": (START + timedelta(days=8)).isoformat()},
+            "multivariate": {},
+        }],
+    }
+    app, monitor = _open(raw)
+    try:
+        days = [application.run_window(app, monitor, TimeRange(START + d * timedelta(days=1),
+                                                               START + (d + 1) * timedelta(days=1)),
+                                       trigger="backfill") for d in range(10)]
+    finally:
+        app.close()
+    for day in days:
+        assert {r.status for r in day.results} == {"ok"}, [(r.column, r.kl, r.p_value) for r in day.results]
+    assert [d.multivariate.status for d in days[:8]] == ["ok"] * 8
+    assert [d.multivariate.status for d in days[8:]] == ["critical"] * 2
+    flipped = days[8].multivariate
+    assert flipped.reconstruction_error > flipped.threshold_upper
+    assert flipped.gaussian_kl > 10 * flipped.gaussian_kl_threshold
+    assert {c for c, _ in flipped.contributions["gaussian_kl"][:2]} == {"x0", "x1"}
+    assert {c for c, *_ in flipped.contributions["residuals"][:2]} == {"x0", "x1"}
