@@ -258,3 +258,50 @@ def test_a_correlation_flip_is_flagged_while_every_column_stays_ok(tmp_path):
     assert flipped.gaussian_kl > 10 * flipped.gaussian_kl_threshold
     assert {c for c, _ in flipped.contributions["gaussian_kl"][:2]} == {"x0", "x1"}
     assert {c for c, *_ in flipped.contributions["residuals"][:2]} == {"x0", "x1"}
+
+
+@pytest.mark.parametrize(("multivariate", "message"), [
+    ({"columns": ["f1", "nope"]}, "multivariate.columns names column(s) not in features: nope"),
+    ({"columns": ["f1"]}, "at least 2"),
+    ({"columns": ["f1", "f1"]}, "a column is listed twice"),
+    ({"n_components": 9}, "multivariate.n_components (9) exceeds its 4 columns"),
+    ({"n_components": 1.5}, "n_components"),
+    ({"thresholds": {"reconstruction_error": {}}}, "give lower, upper or both"),
+    ({"thresholds": {"reconstruction_error": {"lower": 2, "upper": 1}}}, "lower (2.0) must be below upper (1.0)"),
+    ({"thresholds": {"gaussian_kl": {"upper": -1}}}, "greater than 0"),
+    ({"colums": ["f1", "f2"]}, "colums"),
+])
+def test_a_wrong_multivariate_block_is_refused_naming_the_key(tmp_path, multivariate, message):
+    from driftmon.errors import ConfigError
+
+    raw = nannyml_config("sqlite:///r.db", "sqlite:///s.db", multivariate=multivariate)
+    with pytest.raises(ConfigError) as raised:
+        parse_config(raw, {})
+    assert message in str(raised.value)
+    assert "multivariate" in str(raised.value)
+
+
+def test_check_config_says_what_is_compared_and_warns_when_thresholds_cannot_be_calibrated(tmp_path):
+    from driftmon.commands.setup_checks import offline_checks
+
+    good = offline_checks(parse_config(nannyml_config("sqlite:///r.db", "sqlite:///s.db"), {}))
+    assert any("multivariate drift over 4 columns (f1, f2, f3, f4; count-encoded: f3, f4)" in n and
+               "10 reference chunk(s)" in n for n in good.notes)
+    assert not good.warnings
+    short = nannyml_config("sqlite:///r.db", "sqlite:///s.db", window={"size": "70d"}, schedule={"every": "70d"})
+    report = offline_checks(parse_config(short, {}))
+    assert any("monitors[0].multivariate" in w and "insufficient_data" in w for w in report.warnings)
+    explicit = nannyml_config("sqlite:///r.db", "sqlite:///s.db", window={"size": "70d"}, schedule={"every": "70d"},
+                              multivariate={"thresholds": {"reconstruction_error": {"upper": 1.0},
+                                                           "gaussian_kl": {"upper": 0.1}}})
+    assert not offline_checks(parse_config(explicit, {})).warnings
+
+
+def test_a_histograms_monitor_cannot_have_multivariate_drift():
+    from driftmon.errors import ConfigError
+
+    raw = nannyml_config("sqlite:///r.db", "sqlite:///s.db")
+    raw["monitors"][0]["source"] = {"kind": "histograms", "url": "sqlite:///s.db", "table": "h",
+                                    "timestamp_column": "ts"}
+    with pytest.raises(ConfigError, match="multivariate drift needs an events source"):
+        parse_config(raw, {})

@@ -72,11 +72,42 @@ def health_notes(index: int, monitor: MonitorSettings, grid: str | None, report:
         notes.append(f"{monitor.name}: seasonal reference: the same window of each of the last {reference.lags} "
                      f"period(s) of {reference.period}, bins re-cut every {reference.effective_refresh}"
                      + (f", {len(reference.exclude)} exclusion(s)" if reference.exclude else ""))
+    notes.extend(multivariate_notes(index, monitor, report))
     volume = monitor.volume
     notes.append(f"{monitor.name}: volume check off" if volume is None else
                  f"{monitor.name}: volume check: warning at {volume.warning:.0%}, critical at {volume.critical:.0%} "
                  f"more or fewer rows than expected (rate test at {volume.significance})")
     return notes
+
+
+def multivariate_notes(index: int, monitor: MonitorSettings, report: CheckReport) -> list[str]:
+    """What the multivariate drift compares, and whether its thresholds can be calibrated: they
+    need at least two window-sized chunks in the range the fit comes from."""
+    settings = monitor.multivariate
+    if settings is None:
+        return []
+    reference = monitor.reference
+    if isinstance(reference, SeasonalReference):
+        span = reference.lags * reference.period
+    elif isinstance(reference, RollingReference):
+        span = reference.size
+    else:
+        span = reference.end - reference.start
+    columns = settings.columns or [f.column for f in monitor.features]
+    categorical = [f.column for f in monitor.features if f.type == "categorical" and f.column in columns]
+    chunks = span // monitor.window.size
+    calibrated = [name for name, given in (("reconstruction_error", settings.thresholds.reconstruction_error),
+                                           ("gaussian_kl", settings.thresholds.gaussian_kl)) if given is None]
+    if calibrated and chunks < 2:
+        report.warnings.append(
+            f"monitors[{index}].multivariate: the reference ({span}) holds {chunks} window-sized chunk(s) of "
+            f"{monitor.window.size}; calibrated thresholds need at least 2, so every window would be "
+            f"insufficient_data: give multivariate.thresholds.{calibrated[0]} or a longer reference")
+    how = (f"{', '.join(calibrated)} thresholds calibrated on {chunks} reference chunk(s) "
+           f"(mean ± {settings.thresholds.sigmas:g} sd)" if calibrated else "explicit thresholds")
+    return [f"{monitor.name}: multivariate drift over {len(columns)} columns ({', '.join(columns)}"
+            + (f"; count-encoded: {', '.join(categorical)}" if categorical else "")
+            + f"), n_components {settings.n_components}, {how}"]
 
 
 def url_problems(config: Config) -> list[str]:
