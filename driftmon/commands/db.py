@@ -163,7 +163,8 @@ def db_delete_windows(config_path: str | None, monitor_name: str, after: datetim
         with engine.begin() as connection:
             deleted = inventory.delete_windows_after(connection, monitor_name, after)
     click.echo(f"deleted {deleted['results']} result row(s), {deleted['runs']} run row(s), "
-               f"{deleted['health']} health row(s) and {deleted['leases']} lease(s) of monitor {monitor_name}")
+               f"{deleted['health']} health row(s), {deleted['multivariate']} multivariate result(s) and "
+               f"{deleted['leases']} lease(s) of monitor {monitor_name}")
 
 
 @db.command("reset-reference")

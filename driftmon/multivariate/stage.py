@@ -44,8 +44,8 @@ from driftmon.outcomes import CRITICAL, INSUFFICIENT, OK, WARNING
 from driftmon.sources.events import EventsSource
 from driftmon.sources.profile import ReferenceProfile
 from driftmon.sources.slicing import slice_starts
-from driftmon.store import multivariate_queries as queries
 from driftmon.stats.divergence import resolve_device
+from driftmon.store import multivariate_queries as queries
 from driftmon.store.database import single_statements
 from driftmon.windows import TimeRange
 

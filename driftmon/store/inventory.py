@@ -9,7 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from driftmon.store import health_queries
+from driftmon.store import health_queries, multivariate_queries
 from driftmon.store.models import Lease, Result, Run, SliceCounts
 from driftmon.store.models import ReferenceProfile as ProfileRow
 from driftmon.store.stored_times import stored_utc, with_utc
@@ -72,6 +72,7 @@ def delete_windows_after(connection: Connection, monitor: str, after: datetime) 
         statement = table.delete().where(table.c.monitor == monitor, table.c.window_end > after)
         deleted[name] = connection.execute(statement).rowcount
     deleted["health"] = health_queries.delete_window_health_after(connection, monitor, after)
+    deleted["multivariate"] = multivariate_queries.delete_results_after(connection, monitor, after)
     return deleted
 
 def delete_reference_state(connection: Connection, monitor: str) -> dict:
@@ -81,4 +82,5 @@ def delete_reference_state(connection: Connection, monitor: str) -> dict:
         deleted[name] = connection.execute(table.delete().where(table.c.monitor == monitor)).rowcount
     # The schema baseline is the table as the reference saw it: it goes with the reference.
     deleted["schema"] = health_queries.delete_schema(connection, monitor)
+    deleted["multivariate"] = multivariate_queries.delete_fit_state(connection, monitor)
     return deleted

@@ -108,3 +108,15 @@ def newest_results(connection: Connection) -> list[dict]:
     statement = sa.select(_results).join(
         newest, sa.and_(_results.c.monitor == newest.c.monitor, _results.c.window_end == newest.c.end))
     return [dict(r) for r in connection.execute(statement).mappings()]
+
+
+def delete_results_after(connection: Connection, monitor: str, after: datetime) -> int:
+    """``db delete-windows``: the multivariate results of the windows ending after ``after``."""
+    return connection.execute(_results.delete().where(_results.c.monitor == monitor,
+                                                      _results.c.window_end > after)).rowcount
+
+
+def delete_fit_state(connection: Connection, monitor: str) -> int:
+    """``db reset-reference``: the fit (it is the reference's) and its slices; the next run fits again."""
+    slices = connection.execute(_slices.delete().where(_slices.c.monitor == monitor)).rowcount
+    return slices + connection.execute(_fits.delete().where(_fits.c.monitor == monitor)).rowcount
