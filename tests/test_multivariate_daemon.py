@@ -305,3 +305,23 @@ def test_a_histograms_monitor_cannot_have_multivariate_drift():
                                     "timestamp_column": "ts"}
     with pytest.raises(ConfigError, match="multivariate drift needs an events source"):
         parse_config(raw, {})
+
+
+def test_many_categorical_levels_fit_in_two_statements_with_the_same_values(tmp_path):
+    """A categorical column whose profile keeps only its top level (the rest in __other__) has levels the
+    profile does not know: level counts first, then the encoded rows' moments (encoded_fit.py)."""
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    write_events(source, nannyml_sample(), NANNYML_TYPES, timedelta(minutes=10))
+    features = [*FEATURES[:3], {"column": "f4", "type": "categorical", "top_k": 1}]
+    app, monitor = _open(nannyml_config(f"sqlite:///{tmp_path / 'r.db'}", source, features=features))
+    seen = []
+    src = app.pipeline.source_for(monitor, source)
+    event.listen(src.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    try:
+        got = [o.multivariate for o in _weeks(app, monitor)]
+    finally:
+        app.close()
+    assert len([s for s in seen if "mv_encoded" in s]) == 1 and not [s for s in seen if "GROUP BY" in s and
+                                                                       "mv_x" in s and "mv_encoded" not in s]
+    assert max(abs(r.reconstruction_error - e) for r, e in zip(got, NANNYML_WEEKLY, strict=True)) < 1e-13
+    assert [w for w, r in enumerate(got, start=1) if r.status == "critical"] == [16, 17, 18, 19]

@@ -96,17 +96,23 @@ def _encodings(moments: ReferenceMoments, n: float) -> dict[str, CategoryEncodin
         counts: dict = {}
         for key, rows in zip(moments.keys, moments.rows, strict=True):
             counts[key[c]] = counts.get(key[c], 0.0) + rows
-        missing = counts.pop(None, 0.0)
-        if not counts:
-            raise ValueError(f"multivariate: column {column.name!r} has no value in the reference")
-        top = max(counts.values())
-        # SimpleImputer(strategy="most_frequent") breaks ties by the smallest value.
-        mode = min(level for level, count in counts.items() if count == top)
-        counts[mode] += missing
-        levels = tuple(sorted(counts, key=lambda level: (str(type(level)), level)))
-        # value_counts(normalize=True) divides each count by the rows: the same float division here.
-        encodings[column.name] = CategoryEncoding(levels, tuple(float(counts[lv]) / n for lv in levels), mode)
+        encodings[column.name] = encoding_from_counts(column.name, counts, n)
     return encodings
+
+
+def encoding_from_counts(name: str, counts: dict, n: float) -> CategoryEncoding:
+    """A column's count encoding from its level counts (None: the missing values) over ``n`` rows."""
+    counts = dict(counts)
+    missing = counts.pop(None, 0.0)
+    if not counts:
+        raise ValueError(f"multivariate: column {name!r} has no value in the reference")
+    top = max(counts.values())
+    # SimpleImputer(strategy="most_frequent") breaks ties by the smallest value.
+    mode = min(level for level, count in counts.items() if count == top)
+    counts[mode] += missing
+    levels = tuple(sorted(counts, key=lambda level: (str(type(level)), level)))
+    # value_counts(normalize=True) divides each count by the rows: the same float division here.
+    return CategoryEncoding(levels, tuple(float(counts[lv]) / n for lv in levels), mode)
 
 
 def _centred_products(moments: ReferenceMoments, encodings, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

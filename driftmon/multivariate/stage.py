@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from driftmon.config import MonitorSettings
@@ -35,6 +36,7 @@ from driftmon.multivariate.codec import (
     sums_document,
     sums_from_document,
 )
+from driftmon.multivariate.encoded_fit import fit_in_two_statements, grouped_fits
 from driftmon.multivariate.fit import ReconstructionFit, fit_from_moments
 from driftmon.multivariate.gaussian import gaussian_kl
 from driftmon.multivariate.reconstruction import WindowSums, ensure_sqlite_sqrt, outside, reference_band
@@ -129,15 +131,23 @@ class MultivariateStage:
                 found = StoredFit(shaped_by, stored["fit_key"], base.range, fit, stored["chunks"])
                 self._fits[monitor.name] = found
                 return found
-        found = self._fit_from_source(monitor, source, base.range, columns, shaped_by)
+        found = self._fit_from_source(monitor, source, base, columns, shaped_by)
         self._fits[monitor.name] = found
         return found
 
-    def _fit_from_source(self, monitor, source, reference: TimeRange, columns, shaped_by: str) -> StoredFit:
-        """The fit (one statement) and the reference's window-sized chunks (one statement)."""
+    def _fit_from_source(self, monitor, source, base: ReferenceProfile, columns, shaped_by: str) -> StoredFit:
+        """The fit (one statement; two where categorical levels combine into many groups:
+        encoded_fit.py) and the reference's window-sized chunks (one statement)."""
+        reference = base.range
         with source.reader.reading(f"multivariate fit of reference {reference}") as connection:
-            moments = read_moments(source, connection, columns, reference)
-            fit = fit_from_moments(moments, monitor.multivariate.n_components) if moments.rows.sum() >= 2 else None
+            if grouped_fits(columns, _profile_levels(base)):
+                moments = read_moments(source, connection, columns, reference)
+                fit = fit_from_moments(moments, monitor.multivariate.n_components) \
+                    if moments.rows.sum() >= 2 else None
+            else:
+                source.statements += 2
+                fit = fit_in_two_statements(connection, source.table, columns,
+                                            sa.and_(*source._in_window(reference)), monitor.multivariate.n_components)
             chunks = {}
             if fit is not None:
                 size = monitor.window.size
@@ -259,3 +269,10 @@ class MultivariateStage:
                       why: str, band=(None, None), kl_threshold: float | None = None) -> MultivariateResult:
         return MultivariateResult(monitor.name, window, reference, rows, None, None, band[0], band[1], None,
                                   kl_threshold, INSUFFICIENT, fitted.key, result_fingerprint, {}, why)
+
+
+def _profile_levels(profile: ReferenceProfile) -> dict[str, int | None]:
+    """Each categorical column's level count in the reference profile; None where it kept only the
+    top ones (rows in ``__other__``), so the levels are not all known."""
+    return {c.column: (len(c.categories) if not c.other else None) for c in profile.columns
+            if c.kind == "categorical"}
