@@ -52,7 +52,8 @@ needs_stack = pytest.mark.skipif(
 
 ALERTS = {"DriftmonDriftCritical", "DriftmonDriftWarning", "DriftmonInsufficientData", "DriftmonSegmentCritical",
           "DriftmonMonitorStale", "DriftmonMonitorFailing", "DriftmonWindowsMissed", "DriftmonStoreDown",
-          "DriftmonDown", "DriftmonVolumeCritical", "DriftmonSourceStale", "DriftmonSchemaBroken"}
+          "DriftmonDown", "DriftmonVolumeCritical", "DriftmonSourceStale", "DriftmonSchemaBroken",
+          "DriftmonMultivariateDrift"}
 
 
 def _tool(*args: str, cwd: Path = ROOT) -> str:
@@ -92,8 +93,9 @@ def test_every_alert_is_defined_labelled_annotated_and_unit_tested():
         (rule,) = [r for r in rules if r["alert"] == name]
         assert "{{ $labels.feature }}" in rule["annotations"]["summary"]
         assert rule.get("for"), f"{name} needs a for: so that one noisy window does not page"
-    (volume,) = [r for r in rules if r["alert"] == "DriftmonVolumeCritical"]
-    assert volume.get("for"), "DriftmonVolumeCritical needs a for: so that one odd window does not page"
+    for name in ("DriftmonVolumeCritical", "DriftmonMultivariateDrift"):
+        (rule,) = [r for r in rules if r["alert"] == name]
+        assert rule.get("for"), f"{name} needs a for: so that one odd window does not page"
     (stale,) = [r for r in rules if r["alert"] == "DriftmonSourceStale"]
     assert "3 * max without (instance) (driftmon_schedule_interval_seconds)" in stale["expr"]
     quoted = {"DriftmonDriftCritical": ("driftmon_drift_p_value", "driftmon_drift_q_value"),
@@ -102,7 +104,9 @@ def test_every_alert_is_defined_labelled_annotated_and_unit_tested():
               "DriftmonSegmentCritical": ("driftmon_segment_drift_status", "--segment"),
               "DriftmonVolumeCritical": ("driftmon_window_rows{", "driftmon_window_rows_expected{"),
               "DriftmonSourceStale": ("driftmon_schedule_interval_seconds",),
-              "DriftmonSchemaBroken": ("driftmon_schema_change{", 'change!="added"')}
+              "DriftmonSchemaBroken": ("driftmon_schema_change{", 'change!="added"'),
+              "DriftmonMultivariateDrift": ('bound="lower"', 'bound="upper"', "driftmon_multivariate_kl{",
+                                            "driftmon_multivariate_kl_threshold{")}
     for name, needles in quoted.items():
         (rule,) = [r for r in rules if r["alert"] == name]
         for needle in needles:  # the evidence is in the alert itself (promtool tests the values)

@@ -444,6 +444,9 @@ def test_every_query_names_scraped_metrics_and_labels(tmp_path, db_url, engine, 
     port = free_port()
     config = write_config(tmp_path, db_url, port)
     settings = yaml.safe_load(config.read_text())
+    # Drift between columns, with explicit bounds so that both of them (and the KL's) are scraped.
+    settings["monitors"][0]["multivariate"] = {"thresholds": {"reconstruction_error": {"lower": 0.001, "upper": 1000.0},
+                                                              "gaussian_kl": {"upper": 1000.0}}}
     # A second monitor on a table that does not exist, so that run failures are counted too.
     settings["monitors"].append(
         {
@@ -474,11 +477,13 @@ def test_every_query_names_scraped_metrics_and_labels(tmp_path, db_url, engine, 
             every_column = len(samples_named(metrics, "driftmon_kl_divergence")) == len(FEATURES) + 3
             segments = samples_named(metrics, "driftmon_segment_drift_status")
             failed = sum(samples_named(metrics, "driftmon_run_failures_total").values()) > 0
-            return metrics if every_column and kl == {"fraud", "by_country"} and segments and failed else None
+            multivariate = samples_named(metrics, "driftmon_reconstruction_error")
+            return metrics if every_column and kl == {"fraud", "by_country"} and segments and failed \
+                and multivariate else None
 
         metrics = wait_for(
             complete, 45, "KL of every column (2 + the mix of the segmented monitor), "
-            "its segments and a failed run of the broken monitor"
+            "its segments, fraud's reconstruction error and a failed run of the broken monitor"
         )
     finally:
         assert stop(daemon) == 0
@@ -542,9 +547,11 @@ def test_dashboard_shows_every_family_the_collector_can_export():
     gauges before the engine computes them) are covered too."""
     from driftmon.serving.health_metrics import HealthCollector, HealthState
     from driftmon.serving.metrics import DriftCollector, DriftState
+    from driftmon.serving.multivariate_metrics import MultivariateCollector, MultivariateState
 
     families = {family.name for family in DriftCollector(DriftState(), [], {}).describe()}
     families |= {family.name for family in HealthCollector(HealthState(), []).describe()}
+    families |= {family.name for family in MultivariateCollector(MultivariateState(), []).describe()}
     used = set().union(*(metric_names(expr) for _, expr in queries(load_dashboard())))
     assert SIGNIFICANCE | SCHEMA_CHANGES <= families
     assert families - used == set(), f"families no panel shows: {sorted(families - used)}"

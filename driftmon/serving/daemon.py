@@ -56,6 +56,7 @@ from driftmon.serving.health import Health
 from driftmon.serving.health_metrics import HealthCollector, HealthState
 from driftmon.serving.leases import Leases
 from driftmon.serving.metrics import DriftCollector, DriftState
+from driftmon.serving.multivariate_metrics import MultivariateCollector, MultivariateState
 from driftmon.serving.run_metrics import RunMetrics
 from driftmon.serving.server import MetricsServer
 from driftmon.serving.signals import stop_on_signals
@@ -127,6 +128,8 @@ class Daemon:
         self.collector: DriftCollector | None = None
         self.data_health = HealthState()  # volume, freshness, schema (health_metrics.py)
         self.health_collector: HealthCollector | None = None
+        self.multivariate = MultivariateState()  # drift between columns (multivariate_metrics.py)
+        self.multivariate_collector: MultivariateCollector | None = None
         self.stop_event = threading.Event()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.app: App | None = None
@@ -180,6 +183,8 @@ class Daemon:
         self.registry.register(self.collector)
         self.health_collector = HealthCollector(self.data_health, self.monitors)
         self.registry.register(self.health_collector)
+        self.multivariate_collector = MultivariateCollector(self.multivariate, self.monitors)
+        self.registry.register(self.multivariate_collector)
         self.run_metrics.prepare(m.name for m in self.monitors)
         return server
 
@@ -190,11 +195,12 @@ class Daemon:
         return ReportPages(self.monitors, self.app.results, dtype=self.config.compute.dtype)
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
-        """/metrics: the drift and data health families and the daemon's own counters, from text
-        pre-rendered per monitor: the families generate_latest would write of the registry."""
+        """/metrics: the drift, data health and multivariate families and the daemon's own counters,
+        from text pre-rendered per monitor: the families generate_latest would write of the registry."""
         _, content_type = choose_encoder(accept)
         openmetrics = content_type.startswith("application/openmetrics-text")
-        parts = self.collector.exposition_parts(openmetrics) + self.health_collector.exposition_parts(openmetrics)
+        parts = [*self.collector.exposition_parts(openmetrics), *self.health_collector.exposition_parts(openmetrics),
+                 *self.multivariate_collector.exposition_parts(openmetrics)]
         return b"".join([*parts, *self.run_metrics.exposition_parts(openmetrics),
                          b"# EOF\n" if openmetrics else b""]), content_type
 
@@ -231,6 +237,7 @@ class Daemon:
                                          self.state.segment_marks())
             successes = self.app.pipeline.repository.last_successes(connection)
             self.data_health.restore(connection)
+            self.multivariate.restore(connection)
         return rows, successes
 
     def refresh(self) -> None:
@@ -352,9 +359,11 @@ class Daemon:
         for recomputed in outcome.recomputed:
             self.state.record(recomputed, finished)
             self.data_health.record(recomputed)
+            self.multivariate.record(recomputed)
             self.run_metrics.record(recomputed)
         self.state.record(outcome, finished)
         self.data_health.record(outcome)
+        self.multivariate.record(outcome)
         self.run_metrics.record(outcome)
         if outcome.status == "ok":
             self.store_health.write_succeeded()
