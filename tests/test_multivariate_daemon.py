@@ -325,3 +325,25 @@ def test_many_categorical_levels_fit_in_two_statements_with_the_same_values(tmp_
                                                                        "mv_x" in s and "mv_encoded" not in s]
     assert max(abs(r.reconstruction_error - e) for r, e in zip(got, NANNYML_WEEKLY, strict=True)) < 1e-13
     assert [w for w, r in enumerate(got, start=1) if r.status == "critical"] == [16, 17, 18, 19]
+
+
+def test_residual_shares_from_the_moments_equal_the_rows_residuals(tmp_path):
+    """explain's per-column residuals come from Σzzᵀ (the projector off the kept components), not from
+    a residual per row in SQL: the two agree."""
+    from driftmon.multivariate.reconstruction import WindowSums, row_errors_subquery, slice_sums_select
+    from driftmon.multivariate.stage import residual_shares
+
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    write_events(source, nannyml_sample(with_nans=True), NANNYML_TYPES, timedelta(minutes=10))
+    app, monitor = _open(nannyml_config(f"sqlite:///{tmp_path / 'r.db'}", source))
+    try:
+        _weeks(app, monitor, [16])
+        fit = app.pipeline.multivariate._fits["nml"].fit
+        src = app.pipeline.source_for(monitor, source)
+        errors = row_errors_subquery(fit, src.table, residuals=True, dialect="sqlite")
+        with src.engine.connect() as connection:
+            row = connection.execute(slice_sums_select(errors, d=4)).mappings().one()
+    finally:
+        app.close()
+    sums = WindowSums.from_row(row, 4)
+    assert np.allclose(residual_shares(fit, sums), sums.rr / sums.n, rtol=1e-10, atol=1e-14)

@@ -36,12 +36,13 @@ from driftmon.multivariate.codec import (
     sums_document,
     sums_from_document,
 )
+from driftmon.multivariate.cycle_statements import SliceSumsStatements, without_jit
 from driftmon.multivariate.encoded_fit import fit_in_two_statements, grouped_fits
 from driftmon.multivariate.fit import ReconstructionFit, fit_from_moments
 from driftmon.multivariate.gaussian import gaussian_kl
 from driftmon.multivariate.reconstruction import WindowSums, ensure_sqlite_sqrt, outside, reference_band
 from driftmon.multivariate.result import MultivariateResult
-from driftmon.multivariate.statements import fit_columns, read_moments, read_slice_sums
+from driftmon.multivariate.statements import fit_columns, read_moments
 from driftmon.outcomes import CRITICAL, INSUFFICIENT, OK, WARNING
 from driftmon.sources.events import EventsSource
 from driftmon.sources.profile import ReferenceProfile
@@ -89,6 +90,7 @@ class MultivariateStage:
         # (monitor, fit key) -> slice start -> (counted_at, sealed, sums)
         self._slices: dict[tuple[str, str], dict[datetime, tuple[datetime, bool, WindowSums]]] = {}
         self._sqrt_checked: set[int] = set()
+        self.sums = SliceSumsStatements()
 
     def window(self, monitor: MonitorSettings, source: EventsSource, base: ReferenceProfile, reference: TimeRange,
                window: TimeRange, recount: bool = False) -> MultivariateWork:
@@ -139,7 +141,8 @@ class MultivariateStage:
         """The fit (one statement; two where categorical levels combine into many groups:
         encoded_fit.py) and the reference's window-sized chunks (one statement)."""
         reference = base.range
-        with source.reader.reading(f"multivariate fit of reference {reference}") as connection:
+        with source.reader.reading(f"multivariate fit of reference {reference}") as connection, \
+                without_jit(connection):
             if grouped_fits(columns, _profile_levels(base)):
                 moments = read_moments(source, connection, columns, reference)
                 fit = fit_from_moments(moments, monitor.multivariate.n_components) \
@@ -149,14 +152,14 @@ class MultivariateStage:
                 fit = fit_in_two_statements(connection, source.table, columns,
                                             sa.and_(*source._in_window(reference)), monitor.multivariate.n_components)
             chunks = {}
+            document = fit_document(fit) if fit is not None else {}
+            key = fit_key({"fit": document, "source": source.fingerprint})
             if fit is not None:
                 size = monitor.window.size
-                found = read_slice_sums(source, connection, fit, reference, size)
+                found = self.sums.read(source, connection, fit, key, reference, size)
                 full = (reference.end - reference.start) // size
                 chunks = self._chunk_values(monitor, fit, [found.get(i, empty_sums(len(columns)))
                                                            for i in range(full)])
-        document = fit_document(fit) if fit is not None else {}
-        key = fit_key({"fit": document, "source": source.fingerprint})
         row = {"monitor": monitor.name, "fingerprint": shaped_by, "fit_key": key, "range_start": reference.start,
                "range_end": reference.end, "fit": document, "chunks": chunks, "computed_at": self.clock()}
         return StoredFit(shaped_by, key, reference, fit, chunks, row)
@@ -172,7 +175,7 @@ class MultivariateStage:
                 continue
             errors.append(chunk.mean_error)
             kls.append(self._kl(monitor, fit, chunk)[0])
-        residuals = (total.rr / total.n).tolist() if total.n else [0.0] * len(fit.columns)
+        residuals = residual_shares(fit, total).tolist() if total.n else [0.0] * len(fit.columns)
         return {"reconstruction_error": errors, "gaussian_kl": [k if np.isfinite(k) else None for k in kls],
                 "residuals": residuals, "rows": total.n}
 
@@ -193,7 +196,7 @@ class MultivariateStage:
         d = len(fitted.fit.columns)
         if length is None:
             with source.reader.reading(f"multivariate window {window}") as connection:
-                found = read_slice_sums(source, connection, fitted.fit, window, None)
+                found = self.sums.read(source, connection, fitted.fit, fitted.key, window, None)
             return found.get(0, empty_sums(d)), [], None
         starts = slice_starts(window, length)
         cache = self._slices.setdefault((monitor.name, fitted.key), {})
@@ -208,7 +211,7 @@ class MultivariateStage:
         if needed:
             span = TimeRange(needed[0], needed[-1] + length)
             with source.reader.reading(f"multivariate slices {span}") as connection:
-                found = read_slice_sums(source, connection, fitted.fit, span, length)
+                found = self.sums.read(source, connection, fitted.fit, fitted.key, span, length)
             fresh = {s: found.get(int((s - span.start) / length), empty_sums(d)) for s in needed}
         now, late = self.clock(), lateness(monitor)
         rows = [{"monitor": monitor.name, "fit_key": fitted.key, "slice_start": s, "slice_end": s + length,
@@ -244,7 +247,7 @@ class MultivariateStage:
                                       band, kl_threshold)
         error, sampling = sums.mean_error, sums.sampling_error
         kl, kl_columns = self._kl(monitor, fitted.fit, sums)
-        window_shares = sums.rr / sums.n
+        window_shares = residual_shares(fitted.fit, sums)
         grown = np.argsort(-(window_shares - np.asarray(chunks["residuals"])), kind="stable")[:TOP_COLUMNS]
         names = [c.name for c in fitted.fit.columns]
         contributions = {"gaussian_kl": kl_columns,
@@ -276,3 +279,12 @@ def _profile_levels(profile: ReferenceProfile) -> dict[str, int | None]:
     top ones (rows in ``__other__``), so the levels are not all known."""
     return {c.column: (len(c.categories) if not c.other else None) for c in profile.columns
             if c.kind == "categorical"}
+
+
+def residual_shares(fit: ReconstructionFit, sums: WindowSums) -> np.ndarray:
+    """Each column's mean squared residual ``r = z - V V^T z = W W^T z`` from the window's Σzzᵀ:
+    ``diag(P Σzzᵀ P) / n`` with P = W Wᵀ, the projector off the kept components. Exact, so the SQL
+    need not compute the residuals of every row (what ``explain`` names as moved most)."""
+    w = fit.complement.detach().cpu().numpy()
+    projector = w @ w.T
+    return np.einsum("ij,jk,ki->i", projector, sums.zz, projector) / sums.n
