@@ -64,9 +64,15 @@ def explain(config_path: str | None, monitor_name: str, columns: tuple[str, ...]
     A segmented monitor's columns each list the segments that moved most (by the
     column's statistic) with their share of the traffic; --segment explains one
     segment's columns the same way as the whole population's.
+
+    A monitor with multivariate drift adds, below the columns, the window's
+    reconstruction error (sampling error, band), Gaussian KL (threshold) and
+    status, with the columns whose residuals grew most and those contributing
+    most to the KL (JSON: the "multivariate" key).
     """
     from driftmon.config_file import load_config
     from driftmon.inspect import explain as explaining
+    from driftmon.inspect import multivariate_explain
 
     config = load_config(config_path)
     monitor = _monitor(config, monitor_name)
@@ -74,9 +80,12 @@ def explain(config_path: str | None, monitor_name: str, columns: tuple[str, ...]
         with _results(config) as connection:
             explanation = explaining.require_explanation(connection, monitor, at, statistic,
                                                          dtype=config.compute.dtype)
+            multivariate = multivariate_explain.load_section(connection, monitor, explanation.window)
         explanation = explaining.only_columns(explanation, columns)
-        render = explaining.as_json if output == "json" else explaining.as_table
-        click.echo(render(explanation, top))
+        if output == "json":
+            click.echo(multivariate_explain.as_json(explaining.as_dict(explanation, top), multivariate))
+        else:
+            click.echo(multivariate_explain.as_table(explaining.as_table(explanation, top), multivariate))
         return
     _explain_segmented(config, monitor, columns, at, top, statistic, segment, top_segments, output)
 
@@ -87,11 +96,12 @@ def _explain_segmented(config: Config, monitor: MonitorSettings, columns: tuple[
     """``explain`` of a segmented monitor: one segment's window, or the whole population's with,
     per column, the segments that drove it."""
     from driftmon.inspect import explain as explaining
-    from driftmon.inspect import segment_explain
+    from driftmon.inspect import multivariate_explain, segment_explain
 
     if segment is not None:
         segment_explain.segment_of(monitor, segment)  # a usage error before any database is read
     dtype = config.compute.dtype
+    multivariate = None  # drift between columns is the whole population's: not shown for one segment
     with _results(config) as connection:
         if segment is not None:
             explanation, segments = segment_explain.require_segment(connection, monitor, segment, at, statistic,
@@ -99,9 +109,14 @@ def _explain_segmented(config: Config, monitor: MonitorSettings, columns: tuple[
         else:
             explanation = explaining.require_explanation(connection, monitor, at, statistic, dtype=dtype)
             segments = segment_explain.window_segments(connection, monitor, explanation)
+            multivariate = multivariate_explain.load_section(connection, monitor, explanation.window)
     explanation = explaining.only_columns(explanation, columns)
-    render = segment_explain.as_json if output == "json" else segment_explain.as_table
-    click.echo(render(explanation, segments, top, top_segments))
+    if output == "json":
+        document = segment_explain.as_dict(explanation, segments, top, top_segments)
+        click.echo(multivariate_explain.as_json(document, multivariate))
+    else:
+        click.echo(multivariate_explain.as_table(segment_explain.as_table(explanation, segments, top, top_segments),
+                                                 multivariate))
 
 
 def _in_existing_folder(ctx: click.Context, param: click.Parameter, out: str) -> str:

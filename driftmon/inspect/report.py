@@ -21,7 +21,9 @@ and the page says how many it shows. Only the charted columns' history is read.
 A segmented monitor's page also has a segments × columns heat map below the
 summary and a section per segment at its end (``driftmon.inspect.segment_report``);
 an unsegmented monitor's page is as it was. Below the summary, a Volume section charts
-each window's rows against the expected rows (``driftmon.inspect.volume_chart``).
+each window's rows against the expected rows (``driftmon.inspect.volume_chart``); below it,
+for a monitor with multivariate drift, a section charts the reconstruction error and the
+Gaussian KL with their thresholds (``driftmon.inspect.multivariate_chart``).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from sqlalchemy import Connection, Engine
 
 from driftmon.config import MonitorSettings
 from driftmon.errors import ConfigError
-from driftmon.inspect import segment_report, volume_chart
+from driftmon.inspect import multivariate_chart, segment_report, volume_chart
 from driftmon.inspect.explain import ColumnExplanation, WindowExplanation, load_explanation
 from driftmon.inspect.html_parts import (
     SEVERITY,
@@ -121,7 +123,8 @@ def build_report(connection: Connection, monitor: MonitorSettings, start: dateti
     segments = None if monitor.segments is None else segment_report.load_segment_view(
         connection, monitor, explanation, repository, dtype)
     return render_report(monitor, explanation, history, span, back_link=back_link, charts=charts, tallies=tallies,
-                         segments=segments, volume=volume_chart.load_volume(connection, monitor.name, span))
+                         segments=segments, volume=volume_chart.load_volume(connection, monitor.name, span),
+                         multivariate=multivariate_chart.load_multivariate(connection, monitor, span))
 
 
 def most_drifted(columns: Sequence[ColumnExplanation], limit: int) -> list[int]:
@@ -146,13 +149,15 @@ def render_report(monitor: MonitorSettings, explanation: WindowExplanation | Non
                   span: TimeRange, *, top: int = TOP_MARKED, back_link: str | None = None,
                   generated_at: datetime | None = None, charts: int = MAX_CHARTS,
                   tallies: dict[str, Tally] | None = None,
-                  segments: segment_report.SegmentView | None = None, volume: list[dict] | None = None) -> str:
+                  segments: segment_report.SegmentView | None = None, volume: list[dict] | None = None,
+                  multivariate: list[dict] | None = None) -> str:
     """The whole HTML page as text.
 
     ``history``: the stored results of the range (those of the charted columns suffice);
     ``tallies``: every column's windows in the range (default: counted from ``history``);
     ``segments``: a segmented monitor's segments of the window (the heat map and drill-downs);
-    ``volume``: the range's stored window health rows (None: no volume section).
+    ``volume``: the range's stored window health rows (None: no volume section);
+    ``multivariate``: the range's stored multivariate results (None: no multivariate section).
     """
     generated_at = generated_at or datetime.now(UTC)
     title = f"driftmon report: {monitor.name}"
@@ -171,6 +176,8 @@ def render_report(monitor: MonitorSettings, explanation: WindowExplanation | Non
         body.append(segment_report.heat_map(segments, explanation))
     if volume is not None:
         body.append(volume_chart.volume_section(monitor, volume, span))
+    if multivariate is not None:
+        body.append(multivariate_chart.multivariate_section(monitor, multivariate, span))
     shown = _shown_range(tallies, span)
     with _drawing():
         body += [_column_section(i, explanation.columns[i], by_column.get(explanation.columns[i].column, []),
