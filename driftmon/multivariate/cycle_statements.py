@@ -26,6 +26,7 @@ from sqlalchemy import Connection
 
 from driftmon.multivariate.fit import ReconstructionFit
 from driftmon.multivariate.reconstruction import WindowSums, row_errors_subquery, slice_sums_select
+from driftmon.multivariate.statements import read_as
 from driftmon.sources.events import EventsSource
 from driftmon.sources.slice_statements import ANY_WINDOW
 from driftmon.sources.sql import WindowStatement, slice_bounds, slice_index, window_bounds
@@ -73,6 +74,8 @@ class SliceSumsStatements:
     def _statement(source: EventsSource, connection: Connection, fit: ReconstructionFit,
                    length: timedelta | None) -> sa.Select:
         name = connection.dialect.name
+        # A stored fit's columns do not say which hold text: the source's types do.
+        fit = replace(fit, columns=read_as(source, fit.columns))
         carry = {}
         if length is not None:
             carry["slice"] = slice_index(name, source._timestamp, length, source.reader.epoch)

@@ -32,15 +32,25 @@ GROUPED_COMBINATIONS = 4_096
 
 def level_counts(connection: Connection, table: FromClause, columns: tuple[Column, ...], where: ColumnElement,
                  ) -> tuple[dict[str, dict], float]:
-    """Each categorical column's ``{level: rows}`` (None: missing) and the reference's row count."""
+    """Each categorical column's ``{level: rows}`` (None: missing) and the reference's row count.
+
+    Each column's levels in a result column of their own (NULL in the other branches): one shared
+    column would take the UNION's common type, text where an integer column meets a text one
+    (DuckDB, ClickHouse: the integer levels came back as strings), or fail (PostgreSQL).
+    """
     name = connection.dialect.name
     cats = [c for c in columns if c.categorical]
-    branches = [sa.select(sa.literal(i).label("col"), category_value(table, c, name).label("level"),
-                          sa.func.count().label("rows")).select_from(table).where(where)
-                .group_by(category_value(table, c, name)) for i, c in enumerate(cats)]
+
+    def branch(i: int, column: Column) -> sa.Select:
+        value = category_value(table, column, name)
+        levels = [value.label(f"l{j}") if j == i else sa.null().label(f"l{j}") for j in range(len(cats))]
+        return (sa.select(sa.literal(i).label("col"), *levels, sa.func.count().label("rows"))
+                .select_from(table).where(where).group_by(value))
+
     counts: dict[str, dict] = {c.name: {} for c in cats}
-    for index, level, rows in connection.execute(sa.union_all(*branches)):
-        counts[cats[int(index)].name][dialects.from_bytes(level)] = float(rows)
+    for row in connection.execute(sa.union_all(*(branch(i, c) for i, c in enumerate(cats)))):
+        index = int(row[0])
+        counts[cats[index].name][dialects.from_bytes(row[1 + index])] = float(row[-1])
     n = sum(counts[cats[0].name].values()) if cats else 0.0
     return counts, n
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import sqlalchemy as sa
@@ -53,10 +53,17 @@ from driftmon.sources import dialects
 
 @dataclass(frozen=True)
 class Column:
-    """One input column of the multivariate fit; ``categorical`` ones are count-encoded."""
+    """One input column of the multivariate fit; ``categorical`` ones are count-encoded.
+
+    ``text``: whether a categorical column holds text, from the source's reflected
+    types (``statements.fit_columns``); None where unknown, taken as text. Only
+    text goes through ``dialects.exact_text`` (:func:`category_value`). It is how
+    the column is read, not what the fit is: it neither compares nor is stored.
+    """
 
     name: str
     categorical: bool = False
+    text: bool | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -134,11 +141,12 @@ def _num(value) -> float:
 def continuous_value(source: FromClause, column: Column, shift: float = 0.0, dialect: str = "default") -> ColumnElement:
     """The column as DOUBLE (integer sums of squares overflow), NULL unless finite, minus its shift.
 
-    ``sa.Double``, not ``sa.Float``: DuckDB's FLOAT is single precision. NaN
-    sorts above +inf on PostgreSQL and DuckDB, so the two comparisons exclude it
-    there; ClickHouse needs ``isNaN``; MySQL/MariaDB store no non-finite value.
+    ``dialects.as_double``: DuckDB's FLOAT is single precision, ClickHouse's CAST
+    refuses NULL. NaN sorts above +inf on PostgreSQL and DuckDB, so the two
+    comparisons exclude it there; ClickHouse needs ``isNaN``; MySQL/MariaDB
+    store no non-finite value.
     """
-    value = sa.cast(source.c[column.name], sa.Double)
+    value = dialects.as_double(dialect, source.c[column.name])
     if dialect not in dialects.MYSQL:
         finite = [value > dialects.double(dialect, -math.inf), value < dialects.double(dialect, math.inf)]
         finite += [sa.not_(test) for test in dialects.non_finite(dialect, value)]
@@ -147,8 +155,14 @@ def continuous_value(source: FromClause, column: Column, shift: float = 0.0, dia
 
 
 def category_value(source: FromClause, column: Column, dialect: str = "default") -> ColumnElement:
-    """The categorical column as compared and grouped: byte for byte on every engine."""
-    return dialects.exact_text(dialect, source.c[column.name])
+    """The categorical column as compared and grouped: text byte for byte on every engine.
+
+    A column known not to hold text (``column.text`` False) is read as it is: on
+    MySQL/MariaDB ``exact_text`` would turn an integer column's levels into
+    strings ('10' before '9', and a mode other than SQLite's).
+    """
+    value = source.c[column.name]
+    return value if column.text is False else dialects.exact_text(dialect, value)
 
 
 # MariaDB/MySQL merge a derived table into the outer query unless it has a LIMIT.

@@ -152,13 +152,28 @@ def double(name: str, value: float) -> sa.ColumnElement:
 
     chDB's driver writes bound floats with 15 significant digits (cut points
     would move, and the largest double would become inf): ClickHouse gets the
-    shortest exact text and parses it, which rounds correctly.
+    shortest exact text and parses it, which rounds correctly. Typed DOUBLE: a
+    divisor of no known type is CAST to Decimal(38, 9) by SQLAlchemy's true
+    division on chdb-sqlalchemy (9 decimals: z-scores off by 1e-10).
     """
     if name in CLICKHOUSE:
-        return sa.func.toFloat64(sa.literal(repr(float(value)), sa.String))
+        return sa.func.toFloat64(sa.literal(repr(float(value)), sa.String), type_=sa.Double)
     if name in SPARK:
         return sa.cast(sa.literal(repr(float(value)), sa.String), sa.Double)
     return sa.literal(value, sa.Double)
+
+
+def as_double(name: str, value: sa.ColumnElement) -> sa.ColumnElement:
+    """A numeric column's values as float64, NULL staying NULL.
+
+    ClickHouse's ``CAST(x AS Float64)`` makes a Nullable column non-Nullable and
+    raises at its first NULL (CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN); its
+    ``toFloat64`` keeps the Nullable. ``sa.Double`` elsewhere: DuckDB's FLOAT
+    is single precision. Typed DOUBLE, as ``double`` says why.
+    """
+    if name in CLICKHOUSE:
+        return sa.func.toFloat64(value, type_=sa.Double)
+    return sa.cast(value, sa.Double)
 
 
 def non_finite(name: str, value: sa.ColumnElement) -> list[sa.ColumnElement]:

@@ -338,7 +338,8 @@ class MultivariateResult(Base):
     gaussian_kl: Mapped[float | None] = mapped_column(Double)
     gaussian_kl_threshold: Mapped[float | None] = mapped_column(Double)
     status: Mapped[str] = mapped_column(String(20))
-    # The columns that moved most: {"gaussian_kl": [[column, share], ...], "residuals": [[column, now, reference], ...]}.
+    # The columns that moved most:
+    # {"gaussian_kl": [[column, share], ...], "residuals": [[column, now, reference], ...]}.
     contributions: Mapped[dict] = mapped_column(JSON)
     fit_key: Mapped[str] = mapped_column(String(64))
     fingerprint: Mapped[str] = mapped_column(String(64))
