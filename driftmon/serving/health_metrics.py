@@ -16,16 +16,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
-from prometheus_client.registry import Collector
 from sqlalchemy import Connection
 
 from driftmon.config import MonitorSettings, longest_interval
 from driftmon.counting.slices import slice_length
 from driftmon.outcomes import RunOutcome
 from driftmon.serving.metrics import STATUSES
+from driftmon.serving.rendered import RenderedCollector
 from driftmon.store import health_queries
 from driftmon.windows import as_utc
 
@@ -123,7 +123,7 @@ class HealthState:
             return self.version, dict(self._volume), dict(self._newest_row), dict(self._schema)
 
 
-class HealthCollector(Collector):
+class HealthCollector(RenderedCollector):
     """Data health families of the configured monitors, from ``HealthState``."""
 
     def __init__(self, state: HealthState, monitors: list[MonitorSettings]):
@@ -132,13 +132,7 @@ class HealthCollector(Collector):
         self._intervals = {m.name: longest_interval(m.schedule).total_seconds() for m in monitors}  # parsed once
         # How coarse the newest row time is: a slice, or the window where a monitor counts whole windows.
         self._resolutions = {m.name: (slice_length(m) or m.window.size).total_seconds() for m in monitors}
-        # Its own registry renders exposition_parts(): the families as generate_latest writes them.
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_Rendered(self))
-        self._texts: dict[bool, tuple[int, bytes]] = {}  # openmetrics -> (state version, text)
-
-    def describe(self) -> Iterator[Metric]:
-        yield from self._families().values()  # without samples: registering runs no collect()
+        super().__init__()
 
     def collect(self) -> Iterator[Metric]:
         _, volumes, newest, schemas = self.state.snapshot()
@@ -210,15 +204,6 @@ class HealthCollector(Collector):
                                                labels=[*monitor, "column", "change"]),
         }
 
-
-class _Rendered(Collector):
-    """The collector's families on its private registry (only collect(): nothing to describe twice)."""
-
-    def __init__(self, collector: HealthCollector):
-        self.collector = collector
-
-    def collect(self) -> Iterator[Metric]:
-        return self.collector.collect()
 
 
 def _known(value: float | None) -> bool:

@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
-from prometheus_client.registry import Collector
 from sqlalchemy import Connection
 
 from driftmon.config import MonitorSettings
 from driftmon.outcomes import RunOutcome
 from driftmon.serving.metrics import STATUSES
+from driftmon.serving.rendered import RenderedCollector
 from driftmon.store import multivariate_queries
 from driftmon.windows import as_utc
 
@@ -93,19 +93,13 @@ class MultivariateState:
             return dict(self._latest)
 
 
-class MultivariateCollector(Collector):
+class MultivariateCollector(RenderedCollector):
     """Multivariate drift families of the configured monitors that write ``multivariate:``."""
 
     def __init__(self, state: MultivariateState, monitors: list[MonitorSettings]):
         self.state = state
         self.monitors = sorted(m.name for m in monitors if m.multivariate is not None)
-        # Its own registry renders exposition_parts(): the families as generate_latest writes them.
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_Rendered(self))
-        self._texts: dict[bool, tuple[int, bytes]] = {}  # openmetrics -> (state version, text)
-
-    def describe(self) -> Iterator[Metric]:
-        yield from self._families().values()  # without samples: registering runs no collect()
+        super().__init__()
 
     def collect(self) -> Iterator[Metric]:
         latest = self.state.snapshot()
@@ -158,15 +152,6 @@ class MultivariateCollector(Collector):
                                         labels=[*monitor, "status"]),
         }
 
-
-class _Rendered(Collector):
-    """The collector's families on its private registry (only collect(): nothing to describe twice)."""
-
-    def __init__(self, collector: MultivariateCollector):
-        self.collector = collector
-
-    def collect(self) -> Iterator[Metric]:
-        return self.collector.collect()
 
 
 def _finite(value: float | None) -> float | None:
