@@ -16,9 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from sqlalchemy import Connection
 
 from driftmon.config import MonitorSettings, longest_interval
@@ -158,16 +156,6 @@ class HealthCollector(RenderedCollector):
                 for column, change in schema.changes:
                     families["schema_change"].add_metric([name, column, change], 1.0)
         yield from families.values()
-
-    def exposition_parts(self, openmetrics: bool = False) -> list[bytes]:
-        """collect()'s families as the encoder writes them (no ``# EOF``), re-rendered only
-        after the state changed."""
-        version = self.state.version  # read first: a change while rendering renders again next time
-        cached = self._texts.get(openmetrics)
-        if cached is None or cached[0] != version:
-            encode = generate_openmetrics if openmetrics else generate_latest
-            cached = self._texts[openmetrics] = (version, encode(self._registry).removesuffix(b"# EOF\n"))
-        return [cached[1]]
 
     @staticmethod
     def _families() -> dict[str, GaugeMetricFamily]:

@@ -1,4 +1,4 @@
-"""The HTTP endpoints: /metrics, /healthz, /readyz and the /report pages, on event loops of their own.
+"""The HTTP endpoints: an index at /, /metrics, /healthz, /readyz and the /report pages, on event loops of their own.
 
 A few threads each run an asyncio event loop that accepts connections on the
 one listening socket (each on a dup of it) and answers /metrics, /healthz and
@@ -33,6 +33,11 @@ nothing else, so a path that names no configured monitor (``../``, quotes, a
 10 kB name) is a 404. ``server.report`` and ``server.report_token_env`` turn
 the pages off or put them behind a bearer token (``driftmon.serving.report_access``).
 
+``/`` is a small static HTML index (``index_page``) that links the other
+endpoints, /report only where it is served. It reads nothing the report token
+protects (no monitor, column or database): it is open like the probes, and
+says no more than the 404 that lists the same paths.
+
 Every response carries ``SECURITY_HEADERS``: a Content-Security-Policy that
 allows what the self-contained report uses (inline styles, data: images) and
 nothing else, framing included (a ``<meta>`` policy cannot forbid that), and
@@ -42,6 +47,7 @@ neither MIME sniffing nor a Referer.
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import resource
 import socket
@@ -84,6 +90,37 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
 )
 _HTML = "text/html; charset=utf-8"
 _TEXT = "text/plain"
+
+
+# (path, what it answers) of the index at /, in its order; /report is added only where it is served.
+INDEX_LINKS: tuple[tuple[str, str], ...] = (
+    ("/metrics", "Prometheus metrics (the drift scores and statuses of every monitor)"),
+    ("/healthz", "liveness: ok while the daemon runs"),
+    ("/readyz", "readiness: ok once the daemon can serve, else why not"),
+)
+REPORT_LINK = ("/report", "the drift reports, one page per monitor")
+REPORT_LINK_WITH_TOKEN = ("/report", "the drift reports, one page per monitor (needs its bearer token)")
+
+
+def index_page(report: bool, token_required: bool = False) -> str:
+    """The HTML index at /: links to the endpoints, /report only when ``report`` (it is served).
+
+    Links are relative (``metrics``, not ``/metrics``), so they still resolve behind a proxy that
+    serves the daemon under a path prefix. Everything in the page is escaped, constant as it is.
+    """
+    links = [*INDEX_LINKS]
+    if report:
+        links.append(REPORT_LINK_WITH_TOKEN if token_required else REPORT_LINK)
+    items = "\n".join(
+        f'<li><a href="{html.escape(path.removeprefix("/"), quote=True)}">{html.escape(path)}</a>'
+        f" &mdash; {html.escape(what)}</li>"
+        for path, what in links)
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            "<title>driftmon</title>\n"
+            "<style>body{font-family:system-ui,sans-serif;margin:2rem;line-height:1.5}</style>\n"
+            "</head>\n<body>\n<h1>driftmon</h1>\n<p>A data-drift monitoring daemon. Its endpoints:</p>\n"
+            f"<ul>\n{items}\n</ul>\n</body>\n</html>\n")
 
 
 class Reports(Protocol):
@@ -161,6 +198,7 @@ class MetricsServer:
         self.access = ReportAccess.from_config(config)
         self.reports = reports if self.access.enabled else None  # None: /report is a 404
         self.not_found = NOT_FOUND if self.reports is not None else NOT_FOUND_WITHOUT_REPORT
+        self.index = index_page(self.reports is not None, self.access.token is not None).encode()
         self.socket = socket.create_server((host, port), backlog=LISTEN_BACKLOG)
         self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
         per_loop = connection_limit() // EVENT_LOOPS
@@ -195,6 +233,8 @@ class MetricsServer:
             return Response(HTTPStatus.INTERNAL_SERVER_ERROR, b"request failed\n")
 
     def _answer(self, request: Request) -> Response:
+        if request.path == "/":
+            return Response(HTTPStatus.OK, self.index, _HTML)
         if request.path == "/metrics":
             accept = request.headers.get("accept")
             if self.exposition is not None:
