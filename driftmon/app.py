@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,9 @@ from driftmon.window_health import health_fingerprint
 from driftmon.windows import TimeRange, backfill_windows, current_window
 
 log = logging.getLogger(__name__)
+
+# Where no progress bar shows (stderr is not a terminal), a backfill logs its progress this often.
+PROGRESS_EVERY_SECONDS = 30.0
 
 
 @dataclass
@@ -123,14 +127,18 @@ def backfill_with_progress(app: App, monitors: list[MonitorSettings], start: dat
                            end: datetime, *, recount: bool = False) -> Backfill:
     """plan_backfill + run_window, with a progress bar on a terminal.
 
+    Each window's own "run finished" line is DEBUG (driftmon.pipeline.BULK_TRIGGERS): the bar,
+    or where it does not show a ``backfill.progress`` line every PROGRESS_EVERY_SECONDS, and
+    the command's closing summary stand for them. A failed window is logged at ERROR.
+
     SIGINT (Ctrl-C) or SIGTERM stops it after the window in flight, which is
     finished and stored; a second one abandons that window (its transaction is
     rolled back) with a KeyboardInterrupt.
     """
     work = plan_backfill(app, monitors, start, end, recount=recount)
     trigger = "recount" if recount else "backfill"
-    # A bar on a terminal; elsewhere each run's own log line is the progress.
     bar = tqdm(total=len(work), unit="window", disable=not sys.stderr.isatty(), file=sys.stderr)
+    progress = _ProgressLines(len(work), trigger) if bar.disable else None
     done = Backfill()
     with bar, above_progress_bar(bar), stop_on_signals(event="backfill.stop_requested") as stop:
         for position, (monitor, window) in enumerate(work):
@@ -140,4 +148,26 @@ def backfill_with_progress(app: App, monitors: list[MonitorSettings], start: dat
             bar.set_postfix_str(f"{monitor.name} {window.end:%Y-%m-%d %H:%M}", refresh=False)
             done.outcomes.append(run_window(app, monitor, window, trigger=trigger, recount=recount))
             bar.update()
+            if progress is not None:
+                progress.update(done.outcomes)
     return done
+
+
+class _ProgressLines:
+    """The progress bar's stand-in off a terminal: an INFO line as a backfill starts, then one
+    every PROGRESS_EVERY_SECONDS while it runs."""
+
+    def __init__(self, total: int, trigger: str):
+        self.total, self.trigger = total, trigger
+        self.next_at = time.monotonic() + PROGRESS_EVERY_SECONDS
+        log.info("%s of %d window(s) started", trigger, total,
+                 extra={"event": "backfill.started", "trigger": trigger, "windows": total})
+
+    def update(self, outcomes: list[RunOutcome]) -> None:
+        if time.monotonic() < self.next_at:
+            return
+        self.next_at = time.monotonic() + PROGRESS_EVERY_SECONDS
+        failed = sum(o.status != "ok" for o in outcomes)
+        log.info("%s: %d of %d window(s) done", self.trigger, len(outcomes), self.total,
+                 extra={"event": "backfill.progress", "trigger": self.trigger, "done": len(outcomes),
+                        "windows": self.total, "failed": failed})

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # A run's writes to the results database: a store that hangs fails the run instead.
 STORE_TIMEOUT = timedelta(seconds=60)
+# Runs a backfill asks for, window after window: their "run finished" lines are DEBUG (its
+# progress bar and closing summary stand for them); a failed run is logged at ERROR whatever asked.
+BULK_TRIGGERS = frozenset({"backfill", "recount"})
 
 
 # --- the run ------------------------------------------------------------------
@@ -137,9 +140,10 @@ class Pipeline:
                 log.error("unexpected error in a run", exc_info=exc, extra={
                     "event": "run.unexpected_error", "monitor": monitor.name})
             self._store_failure(outcome, started, scheduled_at)
+        level = logging.DEBUG if trigger in BULK_TRIGGERS else logging.INFO
         for late in outcome.recomputed:
-            _log_outcome(late)
-        _log_outcome(outcome)
+            _log_outcome(late, level)
+        _log_outcome(outcome, level)
         return outcome
 
     def _check_schema(self, monitor: MonitorSettings, reference: TimeRange, exc: BaseException | None) -> dict | None:
@@ -328,7 +332,7 @@ def _describe(monitor: MonitorSettings, exc: BaseException) -> str:
     return message if f"monitor {monitor.name!r}" in message else f"monitor {monitor.name!r}: {message}"
 
 
-def _log_outcome(outcome: RunOutcome) -> None:
+def _log_outcome(outcome: RunOutcome, level: int = logging.INFO) -> None:
     statuses = Counter(r.status for r in outcome.results)
     fields = {
         "event": "run.finished" if outcome.status == OK else "run.failed",
@@ -341,6 +345,6 @@ def _log_outcome(outcome: RunOutcome) -> None:
         "duration_seconds": round(outcome.duration_seconds, 4),
     }
     if outcome.status == OK:
-        log.info("monitor run finished", extra=fields)
+        log.log(level, "monitor run finished", extra=fields)
     else:
         log.error("monitor run failed: %s", outcome.error, extra=fields)

@@ -184,6 +184,7 @@ def stored_windows(engine) -> dict:
 def test_ctrl_c_in_backfill_finishes_the_window_in_flight_and_exits_130(config_file, engine):
     path = config_file()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTMON_")}
+    environ["DRIFTMON_LOG_LEVEL"] = "debug"  # a line per window (DEBUG in a backfill): one is done
     process = subprocess.Popen([sys.executable, "-m", "driftmon", *week_backfill_args(path)], cwd=ROOT,
                                env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -243,20 +244,20 @@ def terminal_lines(output: str) -> list[str]:
 def test_backfill_log_lines_do_not_break_the_progress_bar(config_file):
     args = ("backfill", "--config", config_file(), "--start", (WINDOW.start - DAY).isoformat(),
             "--end", (WINDOW.start + 2 * HOUR).isoformat())
-    code, output = run_in_terminal(args)
+    code, output = run_in_terminal(args, env={"DRIFTMON_LOG_LEVEL": "debug"})  # a line per window
     assert code == 1, output
     assert re.search(r"100%\|[^\n]*\| 26/26", output), output  # the bar was shown
     runs = [line for line in terminal_lines(output) if "monitor run finished" in line]
     assert len(runs) == 26
     for line in runs:  # each on a line of its own, never glued to the bar
-        assert re.match(r"\d\d:\d\d:\d\d INFO +monitor run finished", line), repr(line)
+        assert re.match(r"\d\d:\d\d:\d\d DEBUG +monitor run finished", line), repr(line)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_backfill_json_logs_on_a_terminal_stay_json(config_file):
     args = ("backfill", "--config", config_file(), "--start", (WINDOW.start - DAY).isoformat(),
             "--end", (WINDOW.start + 2 * HOUR).isoformat())
-    code, output = run_in_terminal(args, env={"DRIFTMON_LOG_FORMAT": "json"})
+    code, output = run_in_terminal(args, env={"DRIFTMON_LOG_FORMAT": "json", "DRIFTMON_LOG_LEVEL": "debug"})
     assert code == 1, output
     events = [json.loads(line) for line in terminal_lines(output) if line.startswith("{")]
     assert [e["event"] for e in events].count("run.finished") == 26

@@ -1,12 +1,18 @@
-"""The demo's summary: which columns drifted and since when, over all traffic and per segment.
+"""The demo's and ``backfill``'s summary: which columns drifted and since when, over all
+traffic and per segment.
 
-Two tables from the backfilled windows. The first is the whole population,
-column by column (the segment mix is its ``segment`` row), as an unsegmented
-monitor shows it. The second is per segment: for each column, how many
+Two tables from the backfilled windows of a monitor. The first is the whole
+population, column by column (the segment mix is its ``segment`` row), as an
+unsegmented monitor shows it, with the monitor's volume and multivariate
+lines below it where it has them. The second is per segment: for each column, how many
 segments are warning or critical in the latest window, the one that moved most
 with its share of the traffic, and the first window in which any segment
 alarmed. A column that is quiet over all traffic and alarms in a segment is
 then named on a line of its own: the drift the whole population hides.
+
+``summary`` is the demo's (its injected drift first); ``backfill_summary`` is
+``driftmon backfill``'s, one such block per monitor. Every line goes through
+``driftmon.textsafe.visible``: column names and errors come from the data.
 """
 
 from __future__ import annotations
@@ -15,28 +21,70 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from driftmon.commands.demo import DRIFTED_APP, SESSION_GROWTH
+from driftmon.commands.outputs import multivariate_line, volume_line
 from driftmon.outcomes import CRITICAL, INSUFFICIENT, WARNING, ColumnResult, RunOutcome
+from driftmon.textsafe import visible
 
 ALARMS = (WARNING, CRITICAL)
 _SEVERITY = {CRITICAL: 2, WARNING: 1}
 
 
 def summary(outcomes: list[RunOutcome], drift_at: datetime) -> str:
-    """The demo's printed summary of its backfilled windows."""
-    runs = sorted((o for o in outcomes if o.status == "ok"), key=lambda o: o.window.end)
-    latest = runs[-1].results if runs else []
-    whole = [r for r in latest if not r.segment]
+    """The demo's printed summary of its backfilled windows (of its one monitor)."""
     lines = [f"Injected drift at {drift_at:%Y-%m-%d %H:%M} UTC into amount, country, tenure and score;"
              " age is the control.",
              f"From the same hour, session_minutes grows x{SESSION_GROWTH:g} in app={DRIFTED_APP} alone "
              "(5 % of the traffic), a drift hidden over all traffic.", "",
-             "Over all traffic (latest window):", *whole_table(whole, first_alarms(runs))]
+             *monitor_summary(outcomes)]
+    failed = sum(o.status != "ok" for o in outcomes)
+    lines += ["", f"{len(outcomes)} windows backfilled, {failed} failed."]
+    return "\n".join(visible(line) for line in lines)
+
+
+def backfill_summary(outcomes: list[RunOutcome]) -> str:
+    """``driftmon backfill``'s summary: per monitor (in the order they first ran), its windows
+    and failures, then ``monitor_summary``; empty when no window was computed."""
+    by_monitor: dict[str, list[RunOutcome]] = {}
+    for outcome in outcomes:
+        by_monitor.setdefault(outcome.monitor, []).append(outcome)
+    lines = []
+    for monitor, mine in by_monitor.items():
+        ok = [o for o in mine if o.status == "ok"]
+        heading = f"Monitor {monitor}: {len(mine)} window(s), {len(mine) - len(ok)} failed"
+        if not ok:
+            lines += [f"{heading}; no window computed (each failure is logged above).", ""]
+            continue
+        latest = max(o.window.end for o in ok)
+        lines += [f"{heading}; the latest computed ends {_when(latest)}.", *monitor_summary(mine), ""]
+    return "\n".join(visible(line) for line in lines[:-1])
+
+
+def monitor_summary(outcomes: list[RunOutcome]) -> list[str]:
+    """One monitor's windows: over all traffic, each column's status in the latest window and its
+    first alarm, the volume and multivariate lines where it has them; then per segment."""
+    runs = sorted((o for o in outcomes if o.status == "ok"), key=lambda o: o.window.end)
+    latest = runs[-1].results if runs else []
+    whole = [r for r in latest if not r.segment]
+    lines = ["Over all traffic (latest window):", *whole_table(whole, first_alarms(runs)), *health_lines(runs)]
     segmented = [r for r in latest if r.segment]
     if segmented:
         lines += ["", *segment_table(whole, segmented, runs), *hidden_drifts(whole, segmented, runs)]
-    failed = sum(o.status != "ok" for o in outcomes)
-    lines += ["", f"{len(outcomes)} windows backfilled, {failed} failed."]
-    return "\n".join(lines)
+    return lines
+
+
+def health_lines(runs: list[RunOutcome]) -> list[str]:
+    """The latest window's volume (``__volume__``) and multivariate (``__multivariate__``) lines as
+    run-once prints them, each with its first alarm; none for a monitor without them."""
+    lines = []
+    volumes = [o for o in runs if o.volume is not None]
+    if volumes:
+        first = next((o.window.end for o in volumes if o.volume.status in ALARMS), None)
+        lines.append(f"{volume_line(volumes[-1])}; first alarm {_when(first)}")
+    multivariate = [o.multivariate for o in runs if o.multivariate is not None]
+    if multivariate:
+        first = next((m.window.end for m in multivariate if m.status in ALARMS), None)
+        lines.append(f"{multivariate_line(multivariate[-1])}; first alarm {_when(first)}")
+    return ["", *lines] if lines else []
 
 
 def first_alarms(runs: list[RunOutcome]) -> dict[str, datetime]:

@@ -143,14 +143,14 @@ def as_table(outcomes: list[RunOutcome]) -> str:
                          _probability(r.q_value), visible(r.status)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines += [_volume_line(o) for o in outcomes if o.volume is not None]
+    lines += [volume_line(o) for o in outcomes if o.volume is not None]
     lines += [multivariate_line(o.multivariate) for o in outcomes if o.multivariate is not None]
     lines += [f"{o.monitor}: FAILED: {o.error}" for o in outcomes if o.status != "ok"]
     windows = sorted({f"{o.monitor} {o.window}" for o in outcomes})
     return "\n".join(visible(line) for line in [*lines, "", "windows: " + "; ".join(windows)])
 
 
-def _volume_line(outcome: RunOutcome) -> str:
+def volume_line(outcome: RunOutcome) -> str:
     """``fraud: volume critical: 240 rows, expected 400 (-40.0 %), p 1.2e-12, newest row at ...``."""
     volume = outcome.volume
     expected = "-" if volume.expected is None else _number(round(volume.expected, 1))

@@ -75,8 +75,13 @@ def backfill(config_path: str | None, monitor_names: tuple[str, ...], start: dat
     Windows already stored are skipped, so an interrupted backfill resumes
     where it stopped and a repeated one adds nothing. Ctrl-C stops it after
     the window in flight (a second Ctrl-C abandons that window) and exits 130.
+
+    It ends with each monitor's summary: every column's status in the latest
+    window and its first alarm. A line per window is logged at DEBUG
+    (DRIFTMON_LOG_LEVEL=debug shows them); a failed window always at ERROR.
     """
     from driftmon import app as application
+    from driftmon.commands.demo_summary import backfill_summary
 
     if start >= end:
         raise ConfigError("--start must be before --end")
@@ -95,6 +100,8 @@ def backfill(config_path: str | None, monitor_names: tuple[str, ...], start: dat
     failed = sum(o.status != "ok" for o in done.outcomes)
     critical = sum(o.critical for o in done.outcomes)
     volume = sum(_volume_critical(o) for o in done.outcomes)
+    if done.outcomes:
+        click.echo(backfill_summary(done.outcomes) + "\n")
     click.echo(f"backfilled {len(done.outcomes)} window(s): {failed} failed, {critical} with critical drift"
                + (f", {volume} with critical volume" if volume else ""))
     if done.interrupted:
@@ -183,7 +190,7 @@ def demo(directory: str, host: str, port: int, no_serve: bool, seed: int) -> Non
     click.echo(summary(done.outcomes, timeline.drift_at))
     if no_serve:
         return
-    click.echo(f"\nServing http://{host}:{port}/metrics (config: {config_path}); Ctrl-C stops.")
+    click.echo(serving_banner(host, port, config_path))
     feed = demo_data.TrafficFeed(Path(directory), timeline.drift_at, timeline.now, rng)
     feed.start()
     try:
@@ -191,3 +198,16 @@ def demo(directory: str, host: str, port: int, no_serve: bool, seed: int) -> Non
     finally:
         feed.stop()
 
+
+def serving_banner(host: str, port: int, config_path) -> str:
+    """What the demo prints once it serves: where to look, its monitor's report first."""
+    from driftmon.commands.demo import MONITOR
+
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"  # an IPv6 address
+    pages = [(f"/report/{MONITOR}", "the drift report: each column over time, the bins that moved"),
+             ("/report", "every monitor's status, each linking its report"),
+             ("/metrics", "Prometheus metrics (/healthz and /readyz: the health checks)"),
+             ("/", "an index of these pages")]
+    width = max(len(base + path) for path, _ in pages)
+    return "\n".join([f"\nServing {base}/ (config: {config_path}); Ctrl-C stops.",
+                      *(f"  {base + path:<{width}}  {what}" for path, what in pages)])
