@@ -179,7 +179,10 @@ class Pipeline:
             # reference itself, re-cut at each move, until a re-cut range is complete.
             base = self._profile(monitor, source, reference, recount)
         chosen = self._reference(monitor, source, base, reference, window, recount)
-        sliced = self.slices.window(monitor, source, chosen.profile, window, recount=recount)
+        planned = None if monitor.multivariate is None else \
+            self.multivariate.plan(monitor, source, base, reference, window, recount)
+        sliced = self.slices.window(monitor, source, chosen.profile, window, recount=recount,
+                                    companion=planned.companion if planned else None)
         if sliced is not None:
             sliced.rows = chosen.rows + sliced.rows
             sliced.overwrite = chosen.overwrite
@@ -187,8 +190,7 @@ class Pipeline:
         results = self._statistics(monitor, counts, reference)
         recomputed = self._recompute_changed(monitor, source, base, reference, window, sliced)
         volume = window_volume(monitor, counts, chosen.profile, chosen.seasonal)
-        multivariate = None if monitor.multivariate is None else \
-            self.multivariate.window(monitor, source, base, reference, window, recount)
+        multivariate = None if planned is None else self.multivariate.finish(planned)
         return _Work(counts, results, sliced, recomputed, volume, newest_row_at(sliced, counts), multivariate)
 
     @staticmethod

@@ -347,3 +347,27 @@ def test_residual_shares_from_the_moments_equal_the_rows_residuals(tmp_path):
         app.close()
     sums = WindowSums.from_row(row, 4)
     assert np.allclose(residual_shares(fit, sums), sums.rr / sums.n, rtol=1e-10, atol=1e-14)
+
+
+def test_a_steady_cycle_is_one_source_statement_with_the_multivariate_sums_inside(backend, db_url, tmp_path):
+    """The count statement carries the multivariate sums of the same slices (companion.py): a window
+    after the first reads the source once, and its numbers are NannyML's still."""
+    source = _source_url(backend, db_url, tmp_path)
+    write_events(source, nannyml_sample(), NANNYML_TYPES, timedelta(minutes=10))
+    app, monitor = _open(nannyml_config(db_url, source))
+    seen = []
+    try:
+        _weeks(app, monitor, [10])  # the reference profile, the fit, the chunks: the first run
+        src = app.pipeline.source_for(monitor, source)
+        event.listen(src.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+        before = src.statements
+        steady = _weeks(app, monitor, [11, 12, 13])
+        statements = src.statements - before
+    finally:
+        app.close()
+    assert statements == 3  # one a window
+    reads = [s for s in seen if "mv_sums" in s]
+    assert len(reads) == 3 and all("GROUP BY" in s for s in reads)  # the sums inside the count statement
+    for week, outcome in zip([11, 12, 13], steady, strict=True):
+        assert outcome.multivariate.reconstruction_error == pytest.approx(NANNYML_WEEKLY[week], abs=1e-13)
+        assert outcome.multivariate.rows == ROWS_PER_WEEK

@@ -77,18 +77,23 @@ class SliceCounter:
         self._cache: dict[tuple[str, str], dict[datetime, tuple[datetime, bool, object]]] = {}
 
     def window(self, monitor: MonitorSettings, source: Source, profile: ReferenceProfile,
-               window: TimeRange, *, recount: bool = False) -> SlicedWindow | None:
-        """The window's counts from slices; None when the monitor's grid does not fit the window."""
+               window: TimeRange, *, recount: bool = False, companion=None) -> SlicedWindow | None:
+        """The window's counts from slices; None when the monitor's grid does not fit the window.
+        ``companion``: see ``gather``."""
         length = slice_length(monitor)
         if length is None:
             return None
-        gathered = self.gather(monitor, source, profile, window, length, recount=recount)
+        gathered = self.gather(monitor, source, profile, window, length, recount=recount, companion=companion)
         counts = source.window_from_slices(profile, gathered.payloads, window, gathered.rows_read)
         return SlicedWindow(counts, gathered.key, length, gathered.fresh, gathered.changed, gathered.rows)
 
     def gather(self, monitor: MonitorSettings, source: Source, profile: ReferenceProfile, span: TimeRange,
-               length: timedelta, *, recount: bool = False) -> Gathered:
-        """The slices of ``span``: stored ones read through the cache, missing ones counted in one statement."""
+               length: timedelta, *, recount: bool = False, companion=None) -> Gathered:
+        """The slices of ``span``: stored ones read through the cache, missing ones counted in one statement.
+
+        ``companion`` (its ``span``): another aggregate of the rows of the slices it names
+        (driftmon/multivariate/companion.py), joined to the count statement when that counts
+        exactly its span; it then holds its result, else it is left unrun."""
         key = slice_profile_key(source, profile, length)
         starts = slice_starts(span, length)
         stored = self._stored(monitor.name, key, span, starts)
@@ -97,7 +102,11 @@ class SliceCounter:
         rows_read = 0
         if needed:
             # One statement over the span of the needed slices (in steady state: the newest ones).
-            counted = source.slice_counts(profile, TimeRange(needed[0], needed[-1] + length), length)
+            counting = TimeRange(needed[0], needed[-1] + length)
+            if companion is not None and companion.span == counting and companion.length == length:
+                counted = source.slice_counts(profile, counting, length, companion=companion)
+            else:
+                counted = source.slice_counts(profile, counting, length)
             rows_read = sum(c.rows for c in counted.values())
             fresh = {start: counted[start] for start in needed}
         payloads = [_packed(fresh[s].payload) if s in fresh else stored[s][2] for s in starts]

@@ -59,7 +59,7 @@ class SliceSumsStatements:
             compiled = WindowStatement.compile(self._statement(source, connection, fit, length), connection,
                                                source.reader.epoch)
             if connection.dialect.name == "postgresql":
-                compiled = _constants_inlined(compiled, connection)
+                compiled = inline_constants(compiled, connection)
         self._compiled[key] = compiled
         while len(self._compiled) > KEPT:
             self._compiled.popitem(last=False)
@@ -87,7 +87,7 @@ class SliceSumsStatements:
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
-def _constants_inlined(compiled: WindowStatement, connection: Connection) -> WindowStatement:
+def inline_constants(compiled: WindowStatement, connection: Connection) -> WindowStatement:
     """The statement with every parameter but the window's written as a literal (psycopg's quoting;
     a ``%`` in a text literal doubled, as psycopg reads the text for placeholders)."""
     from psycopg import sql as psycopg_sql

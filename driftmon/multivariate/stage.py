@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import sqlalchemy as sa
@@ -36,6 +36,7 @@ from driftmon.multivariate.codec import (
     sums_document,
     sums_from_document,
 )
+from driftmon.multivariate.companion import MERGED_ENGINES, SliceCompanion
 from driftmon.multivariate.cycle_statements import SliceSumsStatements, without_jit
 from driftmon.multivariate.encoded_fit import fit_in_two_statements, grouped_fits
 from driftmon.multivariate.fit import ReconstructionFit, fit_from_moments
@@ -70,6 +71,24 @@ class StoredFit:
 
 
 @dataclass
+class WindowPlan:
+    """What ``MultivariateStage.plan`` found before the cycle's count statement runs."""
+
+    monitor: MonitorSettings
+    source: EventsSource
+    reference: TimeRange
+    window: TimeRange
+    fitted: StoredFit
+    result_fingerprint: str
+    recount: bool = False
+    length: timedelta | None = None  # None: the monitor counts whole windows
+    starts: list[datetime] = field(default_factory=list)
+    stored: dict = field(default_factory=dict)  # slice start -> (counted_at, sealed, sums)
+    needed: list[datetime] = field(default_factory=list)
+    companion: SliceCompanion | None = None
+
+
+@dataclass
 class MultivariateWork:
     """What the run stores for its window's multivariate drift."""
 
@@ -94,17 +113,38 @@ class MultivariateStage:
 
     def window(self, monitor: MonitorSettings, source: EventsSource, base: ReferenceProfile, reference: TimeRange,
                window: TimeRange, recount: bool = False) -> MultivariateWork:
+        """``plan`` then ``finish``, with no count statement to ride in."""
+        return self.finish(self.plan(monitor, source, base, reference, window, recount))
+
+    def plan(self, monitor: MonitorSettings, source: EventsSource, base: ReferenceProfile, reference: TimeRange,
+             window: TimeRange, recount: bool = False) -> WindowPlan:
+        """The fit and the window's stored slices; ``companion`` offers the missing ones' sums to the
+        cycle's count statement (companion.py), which runs before ``finish``."""
         self._ensure_sqrt(source)
         fitted = self._fit(monitor, source, base, recount)
         settings = monitor.multivariate
         result_fingerprint = fingerprint({"fit": fitted.key, "thresholds": settings.thresholds.model_dump(mode="json"),
                                           "kl_direction": monitor.kl_direction, "min_samples": monitor.min_samples})
+        plan = WindowPlan(monitor, source, reference, window, fitted, result_fingerprint, recount)
+        length = slice_length(monitor)
+        if fitted.fit is None or length is None:
+            return plan
+        plan.length, plan.starts = length, slice_starts(window, length)
+        plan.stored = self._stored_slices(monitor, fitted, window, plan.starts)
+        plan.needed = [s for s in plan.starts if recount or s not in plan.stored or not plan.stored[s][1]]
+        if plan.needed and source.engine.dialect.name in MERGED_ENGINES:
+            plan.companion = SliceCompanion(fitted.fit, fitted.key, TimeRange(plan.needed[0], plan.needed[-1] + length),
+                                            length)
+        return plan
+
+    def finish(self, plan: WindowPlan) -> MultivariateWork:
+        monitor, fitted, window, reference = plan.monitor, plan.fitted, plan.window, plan.reference
         if fitted.fit is None:
-            result = self._insufficient(monitor, window, reference, fitted, result_fingerprint, 0.0,
+            result = self._insufficient(monitor, window, reference, fitted, plan.result_fingerprint, 0.0,
                                         "the reference range holds fewer than two rows")
             return MultivariateWork(result, fitted.row)
-        sums, rows, ended_by = self._window_sums(monitor, source, fitted, window, recount)
-        result = self._result(monitor, window, reference, fitted, sums, result_fingerprint)
+        sums, rows, ended_by = self._window_sums(plan)
+        result = self._result(monitor, window, reference, fitted, sums, plan.result_fingerprint)
         return MultivariateWork(result, fitted.row, rows, ended_by)
 
     # --- the fit ----------------------------------------------------------------------
@@ -190,37 +230,42 @@ class MultivariateStage:
 
     # --- the window ---------------------------------------------------------------------
 
-    def _window_sums(self, monitor: MonitorSettings, source: EventsSource, fitted: StoredFit, window: TimeRange,
-                     recount: bool) -> tuple[WindowSums, list[dict], datetime | None]:
-        length = slice_length(monitor)
-        d = len(fitted.fit.columns)
-        if length is None:
-            with source.reader.reading(f"multivariate window {window}") as connection:
-                found = self.sums.read(source, connection, fitted.fit, fitted.key, window, None)
-            return found.get(0, empty_sums(d)), [], None
-        starts = slice_starts(window, length)
+    def _stored_slices(self, monitor: MonitorSettings, fitted: StoredFit, window: TimeRange,
+                       starts: list[datetime]) -> dict[datetime, tuple[datetime, bool, WindowSums]]:
+        """The window's stored slices, read through the cache: only those counted since it was filled."""
         cache = self._slices.setdefault((monitor.name, fitted.key), {})
         with single_statements(self.results) as connection:
             versions = queries.slice_versions(connection, monitor.name, fitted.key, window)
             unread = [s for s, (counted, _) in versions.items() if cache.get(s, (None,))[0] != counted]
             for start, row in queries.load_slices(connection, monitor.name, fitted.key, unread).items():
                 cache[start] = (row["counted_at"], bool(row["sealed"]), sums_from_document(row["sums"]))
-        stored = {s: cache[s] for s in starts if s in versions and cache.get(s, (None,))[0] == versions[s][0]}
-        needed = [s for s in starts if recount or s not in stored or not stored[s][1]]
+        return {s: cache[s] for s in starts if s in versions and cache.get(s, (None,))[0] == versions[s][0]}
+
+    def _window_sums(self, plan: WindowPlan) -> tuple[WindowSums, list[dict], datetime | None]:
+        monitor, source, fitted, window = plan.monitor, plan.source, plan.fitted, plan.window
+        d = len(fitted.fit.columns)
+        if plan.length is None:
+            with source.reader.reading(f"multivariate window {window}") as connection:
+                found = self.sums.read(source, connection, fitted.fit, fitted.key, window, None)
+            return found.get(0, empty_sums(d)), [], None
+        length, stored = plan.length, plan.stored
         fresh: dict[datetime, WindowSums] = {}
-        if needed:
-            span = TimeRange(needed[0], needed[-1] + length)
-            with source.reader.reading(f"multivariate slices {span}") as connection:
-                found = self.sums.read(source, connection, fitted.fit, fitted.key, span, length)
-            fresh = {s: found.get(int((s - span.start) / length), empty_sums(d)) for s in needed}
+        if plan.needed:
+            span = TimeRange(plan.needed[0], plan.needed[-1] + length)
+            found = plan.companion.result if plan.companion is not None else None
+            if found is None:  # the count statement did not take it in: a statement of its own
+                with source.reader.reading(f"multivariate slices {span}") as connection:
+                    found = self.sums.read(source, connection, fitted.fit, fitted.key, span, length)
+            fresh = {s: found.get(int((s - span.start) / length), empty_sums(d)) for s in plan.needed}
         now, late = self.clock(), lateness(monitor)
         rows = [{"monitor": monitor.name, "fit_key": fitted.key, "slice_start": s, "slice_end": s + length,
                  "sums": sums_document(sums), "rows": int(sums.n),
                  "sealed": is_sealed(TimeRange(s, s + length), late, now), "counted_at": now}
                 for s, sums in fresh.items()]
         total = empty_sums(d)
-        for s in starts:
+        for s in plan.starts:
             total = total + (fresh[s] if s in fresh else stored[s][2])
+        cache = self._slices.setdefault((monitor.name, fitted.key), {})
         for row in rows:
             cache[row["slice_start"]] = (row["counted_at"], row["sealed"], fresh[row["slice_start"]])
         for start in [s for s in cache if s < window.start]:

@@ -155,16 +155,22 @@ class EventsSource(ReferenceBinning, SegmentMembership):
         return fingerprint({"kind": "events", "bins": bins, "segments": members})
 
     def slice_counts(self, profile: ReferenceProfile, span: TimeRange,
-                     length: timedelta) -> dict[datetime, SliceCount]:
-        """Every slice of ``span`` counted in ONE statement, grouped by slice, column and bin."""
+                     length: timedelta, companion=None) -> dict[datetime, SliceCount]:
+        """Every slice of ``span`` counted in ONE statement, grouped by slice, column and bin.
+
+        ``companion``: another aggregate of the same rows that rides in this statement as a
+        UNION ALL branch (driftmon/multivariate/companion.py: the multivariate sums), keeping
+        its rows; it names the engines it can join (``MERGED_ENGINES``)."""
         cuts, categories = _bins_of(profile)
         members = _members_of(profile)
         layout = self._layout(cuts, categories, profile)
         with self.reader.reading(f"slices {span}") as connection:
             self.statements += 1
             few = span.end - span.start <= _FEW_SLICES * length
-            statement = self._count_statement(connection, cuts, categories, members, length, few)
+            statement = self._count_statement(connection, cuts, categories, members, length, few, companion)
             found = statement.execute(connection, span, slice_bounds(span))
+            if companion is not None:
+                found = companion.split(found, _keyed(connection), bool(self.segments))
         extra, index, code, count = _normalized(found, _keyed(connection), 1 + bool(self.segments))
         if self.segments:
             # Segment codes as indexes: members 0…S−1, then __other__ (−1) and __missing__ (−2).
@@ -268,11 +274,12 @@ class EventsSource(ReferenceBinning, SegmentMembership):
         return self._tallied(tallies, cuts, categories), rows
 
     def _count_statement(self, connection, cuts, categories, members=(), length=None,
-                         few: bool = False) -> WindowStatement:
+                         few: bool = False, companion=None) -> WindowStatement:
         """The count statement of these bins, compiled once; ``length`` groups it by slice too,
         and a segmented monitor's by segment; ``few``: for a steady cycle's few slices."""
         bins = (tuple((k, tuple(v)) for k, v in sorted(cuts.items())),
-                tuple((k, tuple(v)) for k, v in sorted(categories.items())), tuple(members), length, few)
+                tuple((k, tuple(v)) for k, v in sorted(categories.items())), tuple(members), length, few,
+                companion.key if companion is not None else None)
         compiled = self._counting.pop(bins, None)
         if compiled is None:
             epoch = self.reader.epoch
@@ -282,7 +289,12 @@ class EventsSource(ReferenceBinning, SegmentMembership):
             if self.segments:
                 extra.append(self._segment_code(list(members)).label("segment"))
             statement = slice_statements.statement(self, cuts, categories, extra, len(members) + 2, few)
+            if companion is not None:
+                statement = companion.merged(statement, self, _keyed(connection), bool(self.segments),
+                                             connection.dialect.name)
             compiled = WindowStatement.compile(statement, connection, epoch)
+            if companion is not None:
+                compiled = companion.inline(compiled, connection)
         self._counting[bins] = compiled  # newest last
         while len(self._counting) > COMPILED_STATEMENTS_KEPT:
             del self._counting[next(iter(self._counting))]
