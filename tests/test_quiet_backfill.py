@@ -254,7 +254,7 @@ def test_the_summary_names_the_latest_volume_and_multivariate_status_and_their_f
     assert lines[lines.index("") + 1:] == [
         "m: volume ok: 100 rows, expected 100 (+0.0 %), p 1, newest row at -; first alarm 2024-03-08 02:00 UTC",
         "m: multivariate insufficient_data: reconstruction error 0.8000 ± 0.0100, band (0.7000, 0.9000); "
-        "Gaussian KL 0.1000 (threshold 0.5000); residuals grew most in amount; first alarm 2024-03-08 03:00 UTC"]
+        "Gaussian KL 0.1000 (threshold 0.5000); residuals moved most in amount; first alarm 2024-03-08 03:00 UTC"]
     text = backfill_summary([*runs, failed])
     assert text.splitlines()[0] == "Monitor m: 5 window(s), 1 failed; the latest computed ends 2024-03-08 04:00 UTC."
     assert backfill_summary([]) == ""

@@ -67,7 +67,7 @@ def explain(config_path: str | None, monitor_name: str, columns: tuple[str, ...]
 
     A monitor with multivariate drift adds, below the columns, the window's
     reconstruction error (sampling error, band), Gaussian KL (threshold) and
-    status, with the columns whose residuals grew most and those contributing
+    status, with the columns whose residuals moved most and those contributing
     most to the KL (JSON: the "multivariate" key).
     """
     from driftmon.config_file import load_config

@@ -171,7 +171,7 @@ def multivariate_line(result: MultivariateResult) -> str:
     note = f"; {result.note}" if result.note else ""
     return (f"{result.monitor}: multivariate {result.status}: reconstruction error "
             f"{_stat(result.reconstruction_error)} ± {_stat(_finite(result.sampling_error))}, band {band}{kl}; "
-            f"residuals grew most in {moved or '-'}{note}")
+            f"residuals moved most in {moved or '-'}{note}")
 
 
 def _samples(result: ColumnResult) -> str:

@@ -69,7 +69,7 @@ def _summary(rows: list[dict]) -> str:
     grown = ", ".join(_e(column) for column, *_ in contributions.get("residuals", []))
     kl = ", ".join(_e(column) for column, *_ in contributions.get("gaussian_kl", []))
     if grown or kl:
-        parts.append(f"residuals grew most in {grown or '–'}; most of the KL from {kl or '–'}")
+        parts.append(f"residuals moved most in {grown or '–'}; most of the KL from {kl or '–'}")
     return f"<p class='meta multivariate'>{' · '.join(parts)}</p>"
 
 

@@ -7,9 +7,8 @@ status and why, then the columns that moved most, as the run stored them
 (driftmon/multivariate/stage.py, the top 3):
 
 - residuals: each column's mean squared reconstruction residual per row in the
-  window and in the reference, ranked by how much it grew (window − reference);
-  where the error fell below its band, none grew and these are the columns that
-  shrank least, which the section says;
+  window and in the reference, ranked by how much it moved either way (|window −
+  reference|: a window whose error fell below its band has residuals that shrank);
 - Gaussian KL: each column's non-negative term of the KL in nats (the terms of
   every column add up to the KL) and its share of it.
 
@@ -73,7 +72,7 @@ def verdict(row: dict) -> str:
 
 
 def residuals(row: dict) -> list[dict]:
-    """The columns whose mean squared residual grew most, with the change against the reference."""
+    """The columns whose mean squared residual moved most, with the change against the reference."""
     return [{"column": column, "window": window, "reference": reference, "change": window - reference,
              "relative_change": (window - reference) / reference if reference else None}
             for column, window, reference in (row["contributions"] or {}).get("residuals", [])]
@@ -130,13 +129,11 @@ def as_lines(section: MultivariateSection) -> list[str]:
              f"  rows {exact_number(row['rows'])}"]
     grown = residuals(row)
     if grown:
-        lines.append("  columns whose residuals grew most (mean squared residual per row):")
+        lines.append("  columns whose residuals moved most (mean squared residual per row):")
         lines += _table(("column", "window", "reference", "change", "relative"),
                         [(r["column"], _g(r["window"]), _g(r["reference"]), _signed(r["change"]),
                           "-" if r["relative_change"] is None else f"{100 * r['relative_change']:+.1f}%")
                          for r in grown])
-        if all(r["change"] <= 0 for r in grown):
-            lines.append("  (no column's residual grew: these shrank least)")
     terms = kl_columns(row)
     if terms:
         lines.append("  columns contributing most to the Gaussian KL (their terms add up to it over all columns):")

@@ -293,7 +293,8 @@ class MultivariateStage:
         error, sampling = sums.mean_error, sums.sampling_error
         kl, kl_columns = self._kl(monitor, fitted.fit, sums)
         window_shares = residual_shares(fitted.fit, sums)
-        grown = np.argsort(-(window_shares - np.asarray(chunks["residuals"])), kind="stable")[:TOP_COLUMNS]
+        # Moved most either way: a window whose error falls below its band has residuals that shrank.
+        grown = np.argsort(-np.abs(window_shares - np.asarray(chunks["residuals"])), kind="stable")[:TOP_COLUMNS]
         names = [c.name for c in fitted.fit.columns]
         contributions = {"gaussian_kl": kl_columns,
                          "residuals": [[names[i], float(window_shares[i]), float(chunks["residuals"][i])]
