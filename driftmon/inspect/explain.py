@@ -17,7 +17,8 @@ the column's statistic (or of ``--statistic``), shown beside the ranking.
 
 Labels and column names come from the data: the table shows them through
 ``driftmon.textsafe.visible`` (an escape sequence or bidi control is shown, not
-obeyed), the JSON exactly as stored.
+obeyed), a numeric bin's edges to 4 significant digits (``driftmon.inspect.labels``:
+more where two bins would read alike), the JSON exactly as stored.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sqlalchemy import Connection
 
 from driftmon.config import MonitorSettings
 from driftmon.errors import ConfigError, DriftmonError
+from driftmon.inspect.labels import readable_labels
 from driftmon.sources.profile import segment_key
 from driftmon.stats.divergence import contributions
 from driftmon.store.repository import Repository
@@ -98,6 +100,12 @@ class ColumnExplanation:
 
     def top(self, n: int | None) -> tuple[BinContribution, ...]:
         return self.ranked if n is None else self.ranked[:n]
+
+    def label_texts(self, cut: int | None = None) -> dict[str, str]:
+        """Each bin's label as a person reads it (``driftmon.inspect.labels.readable_labels``),
+        made visible (``textsafe.visible``); no two bins alike. Display only: ``label`` stays exact."""
+        labels = [b.label for b in self.bins]
+        return dict(zip(labels, readable_labels(labels, cut, shown=visible), strict=True))
 
 
 @dataclass(frozen=True)
@@ -374,7 +382,8 @@ def _bin_table(column: ColumnExplanation, top: int | None) -> list[str]:
     beside them (left out when that is the PSI itself)."""
     signed = column.contributions_of != RANKED_BY
     header = (*_BIN_HEADER, f"{column.contributions_of} term") if signed else _BIN_HEADER
-    rows = [header] + [_bin_cells(item, signed) for item in column.top(top)]
+    texts = column.label_texts()
+    rows = [header] + [_bin_cells(item, texts[item.label], signed) for item in column.top(top)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                               for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
@@ -385,9 +394,9 @@ def _bin_table(column: ColumnExplanation, top: int | None) -> list[str]:
     return lines
 
 
-def _bin_cells(item: BinContribution, signed: bool) -> tuple[str, ...]:
-    # Escaped here already, so that the column is as wide as what is shown.
-    cells = (visible(item.label), str(exact_number(item.reference_count)), _share(item.reference_share),
+def _bin_cells(item: BinContribution, label: str, signed: bool) -> tuple[str, ...]:
+    # ``label`` is escaped already (``label_texts``), so that the column is as wide as what is shown.
+    cells = (label, str(exact_number(item.reference_count)), _share(item.reference_share),
              str(exact_number(item.current_count)), _share(item.current_share),
              "-" if item.psi_term is None else f"{item.psi_term:.4f}",
              "-" if item.share_of_movement is None else f"{100 * item.share_of_movement:.1f}%")

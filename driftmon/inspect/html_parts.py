@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from datetime import UTC, datetime
 
-from driftmon.inspect.explain import RANKED_BY, BinContribution
+from driftmon.inspect.explain import RANKED_BY, BinContribution, ColumnExplanation
+from driftmon.inspect.labels import AXIS_CUT
 from driftmon.textsafe import visible
 
 STATUS_COLOURS = {"ok": "#2e7d32", "warning": "#ef8f00", "critical": "#c62828", "insufficient_data": "#9e9e9e"}
@@ -49,24 +49,10 @@ def term_text(item: BinContribution, statistic: str) -> str:
     return f" ({text})" if text else ""
 
 
-_NUMERIC_LABEL = re.compile(r"^([\[(])([^,]+), ([^)]+)\)$")
-
-
-def short_label(label: str) -> str:
-    """Bin labels fit for an axis: edges to 4 significant digits, long categories cut."""
-    match = _NUMERIC_LABEL.match(label)
-    if match:
-        opening, low, high = match.groups()
-        return f"{opening}{_edge(low)}, {_edge(high)})"
-    return label if len(label) <= 18 else label[:17] + "…"
-
-
-def _edge(text: str) -> str:
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return f"{value:.4g}" if math.isfinite(value) else text
+def moved_label(column: ColumnExplanation, item: BinContribution) -> str:
+    """A bin's label as the report shows it: edges to 4 significant digits, a long category cut,
+    never alike another bin of the column (``ColumnExplanation.label_texts``); visible, not yet HTML-escaped."""
+    return column.label_texts(AXIS_CUT)[item.label]
 
 
 def number(value: float | None) -> str:

@@ -57,15 +57,15 @@ from driftmon.inspect.html_parts import (
     badge,
     count,
     drift_key,
+    moved_label,
     number,
     probability,
-    short_label,
     term_text,
     when,
 )
 from driftmon.inspect.html_parts import escape as _e
+from driftmon.inspect.labels import AXIS_CUT
 from driftmon.store.repository import Repository
-from driftmon.textsafe import visible
 from driftmon.windows import TimeRange
 
 DEFAULT_SPAN = timedelta(days=7)
@@ -74,6 +74,13 @@ TOP_MARKED = 3
 # 10,000 columns took over 150 s with a chart each; with 50, about 12 s (most of it the charts).
 MAX_CHARTS = 50
 _REFERENCE_COLOUR, _CURRENT_COLOUR, _LINE_COLOUR = "#90a4ae", "#1565c0", "#263238"
+# Tick labels: their size in points, a character's estimated width and a line's height in ems
+# (DejaVu Sans averages about 0.6 em a character; estimated generously), the tick and its pad.
+TICK_SIZE, CHAR_EM, LINE_EM = 6.5, 0.7, 1.3
+_TICK_PAD = 3.5 + 3.5 + 3.0
+_PLOT_HEIGHT = 0.65 * 2.9  # inches: the plots' height, whatever the labels below them take
+_TOP_BAND = 0.08 * 2.9 * 72  # points above the plots: the captions
+_MIN_BAND, _DATE_BAND = 24.0, 36.0  # points below the plots at least: a line of labels; dates and their offset
 _STRIP_PIXELS = 1500  # the status strip's resolution; windows sharing a pixel show the worst
 # matplotlib's global settings are not thread-safe: the daemon's handler threads take turns.
 _RENDER_LOCK = threading.Lock()
@@ -303,7 +310,7 @@ def _column_row(index: int, column: ColumnExplanation, tally: Tally | None, link
         _e(column.statistic), number(column.value), f"{column.threshold_warning:g}",
         f"{column.threshold_critical:g}", probability(column.p_value), probability(column.q_value),
         f"{count(column.samples_reference)} / {count(column.samples_current)}",
-        _e(short_label(top.label)) + _e(term_text(top, column.contributions_of)) if top else "–",
+        _e(moved_label(column, top)) + _e(term_text(top, column.contributions_of)) if top else "–",
         f"{tally.alarms} of {tally.windows}" if tally else "0 of 0",
     ]
     return "<tr>" + "".join(f"<td class='text'>{c}</td>" if k in (1, 10) else f"<td>{c}</td>"
@@ -331,11 +338,17 @@ def _column_section(index: int, column: ColumnExplanation, history: list[dict] |
 
 def _figure_svg(column: ColumnExplanation, history: list[dict], span: TimeRange, top: int,
                 prefix: str) -> str:
-    # Fixed margins: constrained layout took half of the rendering time.
+    # Fixed margins: constrained layout took half of the rendering time. The band below the
+    # plots is as tall as the bars' tick labels need (and the time axis's dates, two lines).
     figure = Figure(figsize=(11.5, 2.9))
-    grid = figure.add_gridspec(2, 2, width_ratios=(1, 1.25), height_ratios=(12, 1), left=0.05, right=0.99,
-                               bottom=0.27, top=0.92, wspace=0.1, hspace=0.12)
-    _bars(figure.add_subplot(grid[:, 0]), column, top)
+    grid = figure.add_gridspec(2, 2, width_ratios=(1, 1.25), height_ratios=(12, 1), left=0.05, right=0.98,
+                               wspace=0.1, hspace=0.12)
+    bars = figure.add_subplot(grid[:, 0])
+    band = max(_bars(bars, column, top, _width_points(figure, bars)), _DATE_BAND)
+    height = _PLOT_HEIGHT + (_TOP_BAND + band) / 72
+    figure.set_size_inches(11.5, height)
+    grid.update(bottom=band / 72 / height, top=1 - _TOP_BAND / 72 / height)
+    bars.set_position(grid[:, 0].get_position(figure))  # update() moves pyplot's figures' axes only
     line = figure.add_subplot(grid[0, 1])
     strip = figure.add_subplot(grid[1, 1], sharex=line)
     _timeline(line, strip, column, history, span)
@@ -344,18 +357,28 @@ def _figure_svg(column: ColumnExplanation, history: list[dict], span: TimeRange,
 
 def _bars_svg(column: ColumnExplanation, top: int, prefix: str) -> str:
     figure = Figure(figsize=(6.5, 2.9))
-    _bars(figure.add_axes((0.09, 0.27, 0.9, 0.65)), column, top)
+    axes = figure.add_axes((0.09, 0.27, 0.9, 0.65))
+    band = max(_bars(axes, column, top, _width_points(figure, axes)), _MIN_BAND)
+    height = _PLOT_HEIGHT + (_TOP_BAND + band) / 72
+    figure.set_size_inches(6.5, height)
+    axes.set_position((0.09, band / 72 / height, 0.9, _PLOT_HEIGHT / height))
     return _inline_svg(figure, prefix)
 
 
-def _bars(axes, column: ColumnExplanation, top: int) -> None:
+def _width_points(figure: Figure, axes) -> float:
+    return axes.get_position().width * figure.get_figwidth() * 72
+
+
+def _bars(axes, column: ColumnExplanation, top: int, width: float) -> float:
+    """The bars of ``column`` on ``axes`` (``width`` points wide); returns the height in points
+    that its tick labels take below the axes."""
     _caption(axes, "reference vs current (smoothed shares)")
     bins = [b for b in column.bins if b.reference_share is not None]
     if not bins:
         axes.text(0.5, 0.5, "no bins stored for this window", ha="center", va="center",
                   transform=axes.transAxes, color="#6d4c41")
         axes.set_axis_off()
-        return
+        return 0.0
     marked = marked_bins(column, top)
     x = np.arange(len(bins))
     reference = [b.reference_share for b in bins]
@@ -367,15 +390,52 @@ def _bars(axes, column: ColumnExplanation, top: int) -> None:
             height = max(item.reference_share, item.current_share)
             axes.annotate(f"#{marked[item.label]}", (position, height), xytext=(0, 2), textcoords="offset points",
                           ha="center", va="bottom", fontsize=7, fontweight="bold", color="#c62828")
-    axes.set_xticks(x, [_axis_label(b.label) for b in bins], rotation=40, ha="right", fontsize=6.5)
-    for tick, item in zip(axes.get_xticklabels(), bins, strict=True):
+    axes.set_xlim(-0.6, len(bins) - 0.4)  # one bin per len(bins)-th of the width
+    texts = column.label_texts(AXIS_CUT)
+    layout = tick_layout([texts[b.label] for b in bins], width, [i for i, b in enumerate(bins) if b.label in marked])
+    shown = layout.positions
+    axes.set_xticks(x, minor=True)
+    axes.set_xticks(shown, [texts[bins[i].label] for i in shown], rotation=layout.rotation,
+                    ha="center", va="top", fontsize=TICK_SIZE)
+    for tick, i in zip(axes.get_xticklabels(), shown, strict=True):
         # Plain text whatever the rc settings say (``_drawing`` sets them too): the labels are data.
         tick.set_usetex(False)
         tick.set_parse_math(False)
-        if item.label in marked:
+        if bins[i].label in marked:
             tick.set_fontweight("bold")
     axes.margins(y=0.15)
     axes.legend(fontsize=7, frameon=False, title="#n: moved most (PSI term)", title_fontsize=6.5)
+    return layout.band
+
+
+@dataclass(frozen=True)
+class TickLayout:
+    """Which bins' labels an axis shows, turned how, and the points they take below it."""
+
+    positions: list[int]
+    rotation: int
+    band: float
+
+
+def tick_layout(texts: Sequence[str], width: float, first: Sequence[int] = ()) -> TickLayout:
+    """Tick labels of ``len(texts)`` bins evenly over ``width`` points that neither overlap nor leave the figure.
+
+    Level when every label fits its bin's width; otherwise upright (rotated 90°), and where
+    bins are narrower than a line of text, thinned: the bins of ``first`` (the marked ones),
+    then the others from the left, each shown only if a line's height from every shown one.
+    Widths are estimated (``CHAR_EM`` ems a character): no font is measured.
+    """
+    spacing = width / max(len(texts), 1)
+    widths = [len(text) * CHAR_EM * TICK_SIZE for text in texts]
+    if max(widths, default=0.0) <= 0.9 * spacing:
+        return TickLayout(list(range(len(texts))), 0, _TICK_PAD + LINE_EM * TICK_SIZE)
+    gap = LINE_EM * TICK_SIZE / spacing  # in bins
+    shown: list[int] = []
+    for i in [*first, *range(len(texts))]:
+        if all(abs(i - j) >= gap for j in shown):
+            shown.append(i)
+    shown.sort()
+    return TickLayout(shown, 90, _TICK_PAD + max(widths[i] for i in shown))
 
 
 def marked_bins(column: ColumnExplanation, top: int) -> dict[str, int]:
@@ -472,11 +532,6 @@ def _short_path(data: str) -> str:
 
 
 # --- formatting ------------------------------------------------------------------------
-
-
-def _axis_label(label: str) -> str:
-    """What an axis shows of a bin label: short, and visible (a control character escaped)."""
-    return visible(short_label(label))
 
 
 def _history_by_column(history: Sequence[dict]) -> dict[str, list[dict]]:

@@ -35,10 +35,10 @@ from driftmon.inspect.html_parts import (
     count,
     drift_key,
     escape,
+    moved_label,
     number,
     probability,
     share,
-    short_label,
     term_text,
 )
 from driftmon.inspect.segment_explain import drill_down_command
@@ -226,7 +226,7 @@ def _drill_down(index: int, section: SegmentSection, monitor: str, limit: int) -
 def _drill_row(column: ColumnExplanation) -> str:
     """A column of the segment; its thresholds are the whole population's (the summary shows them)."""
     top = column.ranked[0] if column.bins and column.ranked[0].psi_term is not None else None
-    moved = escape(short_label(top.label)) + escape(term_text(top, column.contributions_of)) if top else "–"
+    moved = escape(moved_label(column, top)) + escape(term_text(top, column.contributions_of)) if top else "–"
     status = f"<span class='status {_status_class(column.status)}'>{escape(column.status)}</span>"
     cells = [escape(column.column), status, escape(column.statistic), number(column.value),
              probability(column.p_value), probability(column.q_value),
